@@ -1,0 +1,623 @@
+"""The configuration schema: one YAML file, validated when loaded.
+
+``load_config(path)`` reads the file, applies environment overrides (``GREENDC_*``), reads
+secrets from files where asked, and validates everything into frozen objects. Any problem
+raises :class:`ConfigError` whose message lists each bad field by its path and value, e.g.
+``sites[0].meters[2].role: 'it_lod' is not one of facility, it, cooling, ...``. Secret
+values (passwords, tokens) are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping as AbcMapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from greendc._errors import ConfigError
+from greendc.model import UNITS, ITPoint, Quantity, Role
+
+# Identifiers become InfluxDB tags and Prometheus labels: keep them boring.
+IDENT_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_SECRET_FIELDS = {"password", "token"}
+_TOPIC_VAR = re.compile(r"^\{([a-z_]+)\}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TLSSettings(_Frozen):
+    """TLS for the MQTT connection (CA file, optional client certificate)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttSettings(_Frozen):
+    """How the agent connects to the broker."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "greendc-collector"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    qos: Literal[0, 1] = 1
+    clean_start: bool = False
+    session_expiry_seconds: int = Field(default=7 * 86400, ge=0)
+    keepalive_seconds: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TLSSettings | None = None
+    shared_group: str | None = Field(default=None, pattern=IDENT_RE)
+    dead_letter_topic: str | None = None
+    max_inflight: int = Field(default=1000, ge=1, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        return v
+
+    @property
+    def host(self) -> str:
+        """Broker host name from the URL."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port from the URL (1883, or 8883 for mqtts)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme in ("mqtts", "ssl") else 1883)
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether to connect with TLS."""
+        return self.tls is not None or urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+
+class ValueMapping(_Frozen):
+    """One value inside a payload: where it is (JSON path), what it is and its unit."""
+
+    path: str = ""
+    quantity: Quantity
+    unit: str
+
+    @model_validator(mode="after")
+    def _unit(self) -> ValueMapping:
+        allowed = UNITS[self.quantity]
+        if self.unit not in allowed:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
+            )
+        return self
+
+
+def _native_values() -> list[ValueMapping]:
+    return [
+        ValueMapping(path="power_w", quantity=Quantity.POWER_W, unit="W"),
+        ValueMapping(path="energy_wh", quantity=Quantity.ENERGY_WH, unit="Wh"),
+        ValueMapping(path="water_l", quantity=Quantity.WATER_L, unit="L"),
+        ValueMapping(path="temp_c", quantity=Quantity.TEMP_C, unit="C"),
+    ]
+
+
+class TopicMapping(_Frozen):
+    """Maps messages on a topic pattern to readings.
+
+    ``topic`` is an MQTT filter whose segments may be ``{site}`` or ``{meter}`` (named
+    single-level wildcards), ``+`` or literal text. ``payload`` is ``json`` (an object, or an
+    array of objects for a gateway batch) or ``number`` (a plain numeric payload whose single
+    value is ``values[0]``). Paths are dotted (``data.power.value``, ``items.0.p``).
+    """
+
+    topic: str
+    payload: Literal["json", "number"] = "json"
+    items_path: str = ""  # where the array of readings is in a batch ("" = the payload itself)
+    site: str | None = Field(default=None, pattern=IDENT_RE)  # fixed site if not in the topic
+    meter_path: str = "meter"  # in a batch item (or object) when the topic has no {meter}
+    timestamp_path: str = "ts"
+    timestamp_required: bool = False  # if false, a missing ts means "received now"
+    values: list[ValueMapping] = Field(default_factory=_native_values)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        segs = v.split("/")
+        names = [m.group(1) for s in segs if (m := _TOPIC_VAR.match(s))]
+        for i, s in enumerate(segs):
+            if "#" in s and (s != "#" or i != len(segs) - 1):
+                raise ValueError("'#' may only be the whole last segment")
+            if ("{" in s or "}" in s) and not _TOPIC_VAR.match(s):
+                raise ValueError(f"segment {s!r} must be a whole {{name}}")
+        for n in names:
+            if n not in ("site", "meter"):
+                raise ValueError(f"named segment {{{n}}} is not one of {{site}}, {{meter}}")
+        if len(names) != len(set(names)):
+            raise ValueError("a named segment appears twice")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> TopicMapping:
+        if "{site}" not in self.topic.split("/") and self.site is None:
+            raise ValueError("the topic has no {site} segment, so 'site' must be set")
+        if not self.values:
+            raise ValueError("values must name at least one value")
+        if self.payload == "number" and len(self.values) != 1:
+            raise ValueError("a 'number' payload maps exactly one value")
+        if self.payload == "number" and "{meter}" not in self.topic.split("/"):
+            raise ValueError("a 'number' payload needs a {meter} segment in the topic")
+        return self
+
+    @property
+    def subscription(self) -> str:
+        """The MQTT subscription filter (named segments become '+')."""
+        return "/".join("+" if _TOPIC_VAR.match(s) else s for s in self.topic.split("/"))
+
+
+class ValidationSettings(_Frozen):
+    """What a reading must satisfy to be accepted."""
+
+    max_future_seconds: float = Field(default=300.0, ge=0)
+    max_past_seconds: float = Field(default=7 * 86400.0, ge=0)
+    unknown_meters: Literal["reject", "accept"] = "reject"
+    max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    max_readings_per_message: int = Field(default=10_000, ge=1)
+    max_meters: int = Field(default=100_000, ge=1)  # cap on distinct (site, meter) series
+
+
+class InfluxV2Settings(_Frozen):
+    """An InfluxDB 2.x/3.x or Cloud bucket, written through influxdb-client."""
+
+    url: str
+    org: str
+    bucket: str
+    token: SecretStr | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    verify_ssl: bool = True
+
+    @model_validator(mode="after")
+    def _token(self) -> InfluxV2Settings:
+        if self.token is None or not self.token.get_secret_value():
+            raise ValueError(
+                "token is missing: set sinks.influxdb_v2.token_file, or GREENDC_INFLUX_TOKEN"
+                " / GREENDC_INFLUX_TOKEN_FILE in the environment"
+            )
+        return self
+
+
+class InfluxV1Settings(_Frozen):
+    """An InfluxDB 1.x database, written through its v1 /write API."""
+
+    url: str
+    db: str
+    rp: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class EmbeddedSettings(_Frozen):
+    """The embedded SQLite store, used when no InfluxDB is configured."""
+
+    path: Path = Path("var/greendc.sqlite")
+
+
+class SpoolSettings(_Frozen):
+    """The bounded durable spool used while a sink is down or slow."""
+
+    dir: Path = Path("var/spool")
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+
+class SinkSettings(_Frozen):
+    """Where accepted readings go, and how they are batched."""
+
+    influxdb_v2: InfluxV2Settings | None = None
+    influxdb_v1: InfluxV1Settings | None = None
+    embedded: EmbeddedSettings | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    max_queue_batches: int = Field(default=64, ge=1)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+
+
+class MetricsSettings(_Frozen):
+    """The Prometheus /metrics endpoint."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+    web_config_file: Path | None = (
+        None  # Prometheus web config: basic_auth_users, tls_server_config
+    )
+    default_expiry_seconds: float = Field(default=300.0, gt=0)
+
+
+class KPISettings(_Frozen):
+    """How energy and KPIs are computed."""
+
+    interval_seconds: int = Field(default=60, ge=1, le=3600)
+    max_gap_seconds: float = Field(default=300.0, gt=0)
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+    windows_seconds: list[int] = Field(default_factory=lambda: [300, 3600, 86400])
+
+
+class Meter(_Frozen):
+    """One meter of a site and the role it plays in the energy balance."""
+
+    name: str = Field(pattern=IDENT_RE)
+    role: Role
+    point: ITPoint | None = None  # for role 'it': where IT energy is measured
+    zone: str | None = Field(default=None, pattern=IDENT_RE)  # for pPUE
+    sign: Literal[1, -1] = 1  # -1: a sub-meter subtracted from its role's total
+    expiry_seconds: float | None = Field(default=None, gt=0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _point(self) -> Meter:
+        if self.role is Role.IT and self.point is None:
+            raise ValueError(
+                "an 'it' meter needs point: ups_output (Category 1), pdu_output (2) or it_input (3)"
+            )
+        if self.role is not Role.IT and self.point is not None:
+            raise ValueError("point is only for meters with role 'it'")
+        return self
+
+
+class Contract(_Frozen):
+    """Renewable energy attributes the site owns and retires for a month (GO, REC or PPA)."""
+
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    kind: Literal["go", "rec", "ppa"]
+    energy_kwh: float = Field(ge=0)
+    factor_kg_per_kwh: float = Field(default=0.0, ge=0)  # the instrument's emission rate
+    hourly: bool = False  # a PPA delivered as an hourly profile (counts in CFE per hour)
+    reference: str = ""
+
+
+class Targets(_Frozen):
+    """Site targets and alert thresholds."""
+
+    pue: float = Field(default=1.5, ge=1.0)
+    pue_warning: float = Field(default=1.6, ge=1.0)
+    pue_critical: float = Field(default=1.8, ge=1.0)
+    renewable_share: float = Field(default=0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> Targets:
+        if not self.pue <= self.pue_warning <= self.pue_critical:
+            raise ValueError(
+                f"must satisfy pue <= pue_warning <= pue_critical (got {self.pue}, "
+                f"{self.pue_warning}, {self.pue_critical})"
+            )
+        return self
+
+
+class Site(_Frozen):
+    """One data centre."""
+
+    name: str = Field(pattern=IDENT_RE)
+    display_name: str = ""
+    timezone: str = "UTC"
+    grid_zone: str
+    climate: str = ""
+    installed_it_kw: float = Field(gt=0)
+    pue_category: Literal[1, 2, 3]
+    targets: Targets = Field(default_factory=Targets)
+    meters: list[Meter]
+    contracts: list[Contract] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("is not an IANA time zone such as Asia/Singapore") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _meters(self) -> Site:
+        names = [m.name for m in self.meters]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"meter names must be unique; repeated: {', '.join(dup)}")
+        cats = {m.point.category for m in self.meters if m.point is not None}
+        if cats and cats != {self.pue_category}:
+            raise ValueError(
+                f"pue_category {self.pue_category} does not match the IT meters' points "
+                f"(categories {sorted(cats)})"
+            )
+        return self
+
+    def meter(self, name: str) -> Meter | None:
+        """The meter of that name, or None."""
+        for m in self.meters:
+            if m.name == name:
+                return m
+        return None
+
+
+class Settings(_Frozen):
+    """The whole greendc configuration."""
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    mappings: list[TopicMapping] = Field(
+        default_factory=lambda: [
+            TopicMapping(topic="greendc/{site}/{meter}"),
+            TopicMapping(topic="greendc/{site}"),
+        ]
+    )
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    sinks: SinkSettings = Field(default_factory=SinkSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    kpi: KPISettings = Field(default_factory=KPISettings)
+    emission_factors_file: Path | None = None  # default: the factors shipped with greendc
+    sites: list[Site]
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _sites(self) -> Settings:
+        names = [s.name for s in self.sites]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    def site(self, name: str) -> Site | None:
+        """The site of that name, or None."""
+        for s in self.sites:
+            if s.name == name:
+                return s
+        return None
+
+    @property
+    def effective_sinks(self) -> list[str]:
+        """Names of the sinks in use; the embedded store when no InfluxDB is configured."""
+        out = []
+        if self.sinks.influxdb_v2 is not None:
+            out.append("influxdb_v2")
+        if self.sinks.influxdb_v1 is not None:
+            out.append("influxdb_v1")
+        if self.sinks.embedded is not None or not out:
+            out.append("embedded")
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret replaced by '***'."""
+        return _redact(self.model_dump(mode="json"))
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {
+            k: ("***" if k in _SECRET_FIELDS and v is not None else _redact(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "tagged-union")) or part in ("literal", "enum"):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    where = _path(loc)
+    secret = any(isinstance(p, str) and p in _SECRET_FIELDS for p in loc)
+    value = "***" if secret else err.get("input")
+    etype = err["type"]
+    if etype in ("enum", "literal_error"):
+        expected = str(err.get("ctx", {}).get("expected", ""))
+        choices = ", ".join(
+            c.strip().strip("'") for c in re.split(r",| or ", expected) if c.strip()
+        )
+        return f"{where}: {value!r} is not one of {choices}"
+    if etype == "missing":
+        return f"{where}: is required but missing"
+    if etype == "extra_forbidden":
+        return f"{where}: is not a known setting (check the spelling)"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if isinstance(value, dict | list):
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (got {value!r})"
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read secret file {path!r}: {exc.strerror}") from exc
+
+
+def _apply_secret_files(data: dict[str, Any]) -> None:
+    """Replace ``*_file`` secret settings with the secret they point to."""
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and "password_file" in mqtt:
+        mqtt["password"] = _read_secret_file(str(mqtt.pop("password_file")), "mqtt.password_file")
+    sinks = data.get("sinks")
+    if isinstance(sinks, dict):
+        v2 = sinks.get("influxdb_v2")
+        if isinstance(v2, dict) and "token_file" in v2:
+            v2["token"] = _read_secret_file(
+                str(v2.pop("token_file")), "sinks.influxdb_v2.token_file"
+            )
+        v1 = sinks.get("influxdb_v1")
+        if isinstance(v1, dict) and "password_file" in v1:
+            v1["password"] = _read_secret_file(
+                str(v1.pop("password_file")), "sinks.influxdb_v1.password_file"
+            )
+
+
+def _env_secret(env: AbcMapping[str, str], name: str) -> str | None:
+    if env.get(name):
+        return env[name]
+    if env.get(name + "_FILE"):
+        return _read_secret_file(env[name + "_FILE"], name + "_FILE")
+    return None
+
+
+def apply_environment(data: dict[str, Any], env: AbcMapping[str, str]) -> dict[str, Any]:
+    """Apply ``GREENDC_*`` connection overrides to raw config data (a new dict is returned).
+
+    GREENDC_MQTT_URL (may carry user:password), GREENDC_MQTT_USERNAME, GREENDC_MQTT_PASSWORD;
+    GREENDC_INFLUX_URL with GREENDC_INFLUX_DB configures the v1 sink, with any of
+    GREENDC_INFLUX_TOKEN/ORG/BUCKET the v2 sink. Every secret may come from ``NAME_FILE``.
+    """
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    mqtt = data.setdefault("mqtt", {}) if isinstance(data.get("mqtt", {}), dict) else {}
+    if env.get("GREENDC_MQTT_URL"):
+        parts = urlsplit(env["GREENDC_MQTT_URL"])
+        if parts.username:
+            mqtt["username"] = unquote(parts.username)
+        if parts.password:
+            mqtt["password"] = unquote(parts.password)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        mqtt["url"] = f"{parts.scheme}://{netloc}"
+    if env.get("GREENDC_MQTT_USERNAME"):
+        mqtt["username"] = env["GREENDC_MQTT_USERNAME"]
+    pw = _env_secret(env, "GREENDC_MQTT_PASSWORD")
+    if pw is not None:
+        mqtt["password"] = pw
+
+    sinks = data.setdefault("sinks", {})
+    if not isinstance(sinks, dict):
+        return data
+    url = env.get("GREENDC_INFLUX_URL")
+    token = _env_secret(env, "GREENDC_INFLUX_TOKEN")
+    v2_keys = {"org": env.get("GREENDC_INFLUX_ORG"), "bucket": env.get("GREENDC_INFLUX_BUCKET")}
+    wants_v2 = (
+        token is not None
+        or any(v2_keys.values())
+        or (url and isinstance(sinks.get("influxdb_v2"), dict))
+    )
+    if wants_v2:
+        v2 = sinks.setdefault("influxdb_v2", {}) or {}
+        sinks["influxdb_v2"] = v2
+        if url:
+            v2["url"] = url
+        if token is not None:
+            v2["token"] = token
+        for k, v in v2_keys.items():
+            if v:
+                v2[k] = v
+    db = env.get("GREENDC_INFLUX_DB")
+    if db or (url and not wants_v2):
+        v1 = sinks.setdefault("influxdb_v1", {}) or {}
+        sinks["influxdb_v1"] = v1
+        if url:
+            v1["url"] = url
+        if db:
+            v1["db"] = db
+        pw1 = _env_secret(env, "GREENDC_INFLUX_PASSWORD")
+        if env.get("GREENDC_INFLUX_USERNAME"):
+            v1["username"] = env["GREENDC_INFLUX_USERNAME"]
+        if pw1 is not None:
+            v1["password"] = pw1
+    return data
+
+
+def parse_config(
+    data: Any, *, env: AbcMapping[str, str] | None = None, base_dir: Path | None = None
+) -> Settings:
+    """Validate raw config data (as loaded from YAML) into :class:`Settings`.
+
+    Relative paths in the config are resolved against ``base_dir`` when given.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"(top level): expected a mapping of settings, got {type(data).__name__}")
+    data = apply_environment(data, os.environ if env is None else env)
+    _apply_secret_files(data)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems), problems) from None
+    if base_dir is not None:
+        settings = _resolve_paths(settings, base_dir)
+    return settings
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    sinks = settings.sinks
+    updates: dict[str, Any] = {
+        "spool": sinks.spool.model_copy(update={"dir": fix(sinks.spool.dir)}),
+    }
+    if sinks.embedded is not None:
+        updates["embedded"] = sinks.embedded.model_copy(update={"path": fix(sinks.embedded.path)})
+    new: dict[str, Any] = {"sinks": sinks.model_copy(update=updates)}
+    if settings.emission_factors_file is not None:
+        new["emission_factors_file"] = fix(settings.emission_factors_file)
+    if settings.metrics.web_config_file is not None:
+        new["metrics"] = settings.metrics.model_copy(
+            update={"web_config_file": fix(settings.metrics.web_config_file)}
+        )
+    return settings.model_copy(update=new)
+
+
+def load_config(path: str | Path, *, env: AbcMapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment, and validate a greendc YAML config file.
+
+    Relative paths inside the file (store, spool, factors) are resolved against the
+    current directory, as an operator would expect from a command line.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return parse_config(data, env=env)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}", exc.problems) from None

@@ -1,0 +1,347 @@
+"""Decoding: a pure function from (topic, payload bytes) to readings or rejections.
+
+Every payload is untrusted. :class:`Decoder` is built once from the settings (topic
+patterns, JSON paths, units, known meters, limits) and its :meth:`Decoder.decode` never
+raises for any input: it returns the accepted :class:`~greendc.model.Reading` objects and a
+list of ``(reason, detail)`` rejections, reasons taken from
+:data:`greendc.catalogue.REJECTION_REASONS`. A batch is judged item by item: one bad item
+is rejected on its own and the good ones are kept.
+
+Timestamps are Unix seconds (float or int; numbers above 1e11 are read as milliseconds)
+or RFC 3339 strings with an offset. A message without a timestamp is stamped with the
+time it was received, unless the mapping says the timestamp is required.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from greendc.config import IDENT_RE, Settings, TopicMapping
+from greendc.model import UNITS, Quantity, Reading
+
+Rejection = tuple[str, str]
+
+_IDENT = re.compile(IDENT_RE)
+_COUNTERS = frozenset({Quantity.ENERGY_WH.value, Quantity.WATER_L.value})
+_MS_THRESHOLD = 1e11  # a Unix-seconds value this large would be in the year 5138
+_TOPIC_CACHE_MAX = 200_000
+_DETAIL_MAX = 120
+
+
+def _compile_path(path: str) -> tuple[str | int, ...]:
+    if not path:
+        return ()
+    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
+
+
+def _get(obj: Any, path: tuple[str | int, ...]) -> Any:
+    """Follow a compiled dotted path; None when any step is missing."""
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(obj, list) or key >= len(obj):
+                return None
+            obj = obj[key]
+        else:
+            if not isinstance(obj, dict):
+                return None
+            obj = obj.get(key)
+            if obj is None:
+                return None
+    return obj
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    mapping: TopicMapping
+    segments: tuple[str, ...]
+    site_index: int | None
+    meter_index: int | None
+    multi_level: bool  # ends in '#'
+    items_path: tuple[str | int, ...]
+    meter_path: tuple[str | int, ...]
+    ts_path: tuple[str | int, ...]
+    values: tuple[tuple[str, tuple[str | int, ...], float], ...]  # field, path, factor
+
+
+def _compile(m: TopicMapping) -> _Compiled:
+    segs = tuple(m.topic.split("/"))
+    multi = segs[-1] == "#"
+    return _Compiled(
+        mapping=m,
+        segments=segs[:-1] if multi else segs,
+        site_index=segs.index("{site}") if "{site}" in segs else None,
+        meter_index=segs.index("{meter}") if "{meter}" in segs else None,
+        multi_level=multi,
+        items_path=_compile_path(m.items_path),
+        meter_path=_compile_path(m.meter_path),
+        ts_path=_compile_path(m.timestamp_path),
+        values=tuple(
+            (v.quantity.value, _compile_path(v.path), UNITS[v.quantity][v.unit]) for v in m.values
+        ),
+    )
+
+
+def parse_timestamp(value: Any) -> float:
+    """Unix seconds from a number (seconds, or milliseconds above 1e11) or RFC 3339 text.
+
+    Raises ValueError for anything else, including RFC 3339 without an offset.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts):
+            raise ValueError("not finite")
+        return ts / 1000.0 if abs(ts) >= _MS_THRESHOLD else ts
+    if isinstance(value, str):
+        dt = datetime.fromisoformat(value)
+        if dt.tzinfo is None:
+            raise ValueError("RFC 3339 timestamps need an offset such as Z or +08:00")
+        return dt.timestamp()
+    raise ValueError(f"{type(value).__name__} is not a timestamp")
+
+
+class Decoder:
+    """Turns MQTT messages into validated readings, per the configured mappings.
+
+    Keeps two bounded caches (topic matches, accepted unknown meters); otherwise pure.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._mappings = [_compile(m) for m in settings.mappings]
+        v = settings.validation
+        self._max_payload = v.max_payload_bytes
+        self._max_items = v.max_readings_per_message
+        self._max_future_s = v.max_future_seconds
+        self._max_past_s = v.max_past_seconds
+        self._accept_unknown = v.unknown_meters == "accept"
+        self._max_meters = v.max_meters
+        self._roles: dict[tuple[str, str], str] = {
+            (s.name, m.name): m.role.value for s in settings.sites for m in s.meters
+        }
+        self._sites = frozenset(s.name for s in settings.sites)
+        self._unknown_seen: set[tuple[str, str]] = set()
+        self._topic_cache: dict[str, tuple[_Compiled, str, str | None] | Rejection] = {}
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The MQTT filters to subscribe to, one per mapping, without duplicates."""
+        return list(dict.fromkeys(m.mapping.subscription for m in self._mappings))
+
+    # -- topic --------------------------------------------------------------------------
+    def _match(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
+        hit = self._topic_cache.get(topic)
+        if hit is not None:
+            return hit
+        result = self._match_uncached(topic)
+        if len(self._topic_cache) >= _TOPIC_CACHE_MAX:
+            self._topic_cache.clear()
+        self._topic_cache[topic] = result
+        return result
+
+    def _match_uncached(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
+        parts = topic.split("/")
+        for c in self._mappings:
+            segs = c.segments
+            if c.multi_level:
+                if len(parts) < len(segs):
+                    continue
+            elif len(parts) != len(segs):
+                continue
+            ok = True
+            for seg, part in zip(segs, parts, strict=False):
+                if seg == "+" or seg.startswith("{"):
+                    if not part:
+                        ok = False
+                        break
+                elif seg != part:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            site = parts[c.site_index] if c.site_index is not None else c.mapping.site
+            assert site is not None  # config validation guarantees a site source
+            if not _IDENT.match(site):
+                return ("bad_identifier", f"site {_short(site)} in topic {_short(topic)}")
+            if site not in self._sites:
+                return ("unknown_site", f"site {site!r} (topic {_short(topic)})")
+            meter = parts[c.meter_index] if c.meter_index is not None else None
+            if meter is not None and not _IDENT.match(meter):
+                return ("bad_identifier", f"meter {_short(meter)} in topic {_short(topic)}")
+            return (c, site, meter)
+        return ("no_mapping", f"topic {_short(topic)}")
+
+    # -- meters -------------------------------------------------------------------------
+    def _role(self, site: str, meter: str) -> str | Rejection:
+        role = self._roles.get((site, meter))
+        if role is not None:
+            return role
+        if not self._accept_unknown:
+            return ("unknown_meter", f"{site}/{meter}")
+        key = (site, meter)
+        if key not in self._unknown_seen:
+            if len(self._roles) + len(self._unknown_seen) >= self._max_meters:
+                return ("series_cap", f"{site}/{meter}: cap of {self._max_meters} meters reached")
+            self._unknown_seen.add(key)
+        return "unknown"
+
+    # -- payload ------------------------------------------------------------------------
+    def decode(
+        self, topic: str, payload: bytes, now_s: float
+    ) -> tuple[list[Reading], list[Rejection]]:
+        """Decode one message. Never raises; returns (readings, rejections)."""
+        try:
+            return self._decode(topic, payload, now_s)
+        except Exception as exc:  # a decoder bug must not take the agent down
+            return [], [("bad_structure", f"unexpected {type(exc).__name__}: {_short(str(exc))}")]
+
+    def _decode(
+        self, topic: str, payload: bytes, now_s: float
+    ) -> tuple[list[Reading], list[Rejection]]:
+        if len(payload) > self._max_payload:
+            return [], [("payload_too_large", f"{len(payload)} bytes > {self._max_payload}")]
+        match = self._match(topic)
+        if len(match) == 2:
+            return [], [match]  # type: ignore[list-item]
+        c, site, meter = match  # type: ignore[misc]
+        m = c.mapping
+        if m.payload == "number":
+            return self._decode_number(c, site, meter, payload, now_s)
+        try:
+            doc = json.loads(payload)
+        except RecursionError:
+            return [], [("too_deep", f"topic {_short(topic)}")]
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            return [], [("malformed_json", f"topic {_short(topic)}: {_short(str(exc))}")]
+        if c.items_path:
+            items = _get(doc, c.items_path)
+            if not isinstance(items, list):
+                return [], [("bad_structure", f"no array at {m.items_path!r} (topic {topic})")]
+        elif isinstance(doc, list):
+            items = doc
+        elif isinstance(doc, dict):
+            items = [doc]
+        else:
+            return [], [("bad_structure", f"expected an object or array, got {_short(doc)}")]
+        if len(items) > self._max_items:
+            return [], [("too_many_readings", f"{len(items)} items > {self._max_items}")]
+        outer = doc if isinstance(doc, dict) else None
+        return self._items(c, site, meter, items, outer, now_s)
+
+    def _decode_number(
+        self, c: _Compiled, site: str, meter: str | None, payload: bytes, now_s: float
+    ) -> tuple[list[Reading], list[Rejection]]:
+        assert meter is not None  # config validation: number payloads have {meter}
+        role = self._role(site, meter)
+        if isinstance(role, tuple):
+            return [], [role]
+        try:
+            raw = float(payload.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return [], [("non_numeric", f"{site}/{meter}: payload {_short(payload[:40])}")]
+        field, _path, factor = c.values[0]
+        rej = self._check_value(site, meter, field, raw)
+        if rej is not None:
+            return [], [rej]
+        return [Reading(site, meter, role, round(now_s * 1000), {field: raw * factor})], []
+
+    @staticmethod
+    def _check_value(site: str, meter: str, field: str, value: Any) -> Rejection | None:
+        if type(value) is not float and (isinstance(value, bool) or not isinstance(value, int)):
+            return ("non_numeric", f"{site}/{meter}: {field}={_short(value)}")
+        if not math.isfinite(value):
+            return ("non_finite", f"{site}/{meter}: {field}={value}")
+        if value < 0 and field in _COUNTERS:
+            return ("negative_counter", f"{site}/{meter}: {field}={value}")
+        return None
+
+    def _items(
+        self,
+        c: _Compiled,
+        site: str,
+        topic_meter: str | None,
+        items: Iterable[Any],
+        outer: dict[str, Any] | None,
+        now_s: float,
+    ) -> tuple[list[Reading], list[Rejection]]:
+        readings: list[Reading] = []
+        rejections: list[Rejection] = []
+        lo = now_s - self._max_past_s
+        hi = now_s + self._max_future_s
+        for item in items:
+            if not isinstance(item, dict):
+                rejections.append(
+                    ("bad_structure", f"{site}: item {_short(item)} is not an object")
+                )
+                continue
+            meter = topic_meter
+            if meter is None:
+                meter = _get(item, c.meter_path)
+                if meter is None:
+                    rejections.append(
+                        ("missing_meter", f"{site}: item has no {c.mapping.meter_path!r}")
+                    )
+                    continue
+                if not isinstance(meter, str) or not _IDENT.match(meter):
+                    rejections.append(("bad_identifier", f"{site}: meter {_short(meter)}"))
+                    continue
+            role = self._role(site, meter)
+            if isinstance(role, tuple):
+                rejections.append(role)
+                continue
+            fields: dict[str, float] = {}
+            bad: Rejection | None = None
+            for field, path, factor in c.values:
+                value = _get(item, path)
+                if value is None:
+                    continue
+                bad = self._check_value(site, meter, field, value)
+                if bad is not None:
+                    break
+                fields[field] = float(value) * factor
+            if bad is not None:
+                rejections.append(bad)
+                continue
+            if not fields:
+                rejections.append(("no_values", f"{site}/{meter}: none of the mapped values"))
+                continue
+            raw_ts = _get(item, c.ts_path) if c.ts_path else None
+            if raw_ts is None and outer is not None and c.ts_path:
+                raw_ts = _get(outer, c.ts_path)
+            if raw_ts is None:
+                if c.mapping.timestamp_required:
+                    rejections.append(("bad_timestamp", f"{site}/{meter}: no timestamp"))
+                    continue
+                ts = now_s
+            else:
+                try:
+                    ts = parse_timestamp(raw_ts)
+                except (ValueError, OverflowError, OSError):
+                    rejections.append(("bad_timestamp", f"{site}/{meter}: ts={_short(raw_ts)}"))
+                    continue
+                if ts > hi:
+                    rejections.append(
+                        (
+                            "timestamp_future",
+                            f"{site}/{meter}: ts={ts:.3f} is {ts - now_s:.0f} s ahead",
+                        )
+                    )
+                    continue
+                if ts < lo:
+                    rejections.append(
+                        ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
+                    )
+                    continue
+            readings.append(Reading(site, meter, role, round(ts * 1000), fields))
+        return readings, rejections

@@ -1,0 +1,147 @@
+"""InfluxDB line protocol: one encoder shared by the v1 and v2 sinks.
+
+Schema (see the catalogue): measurement ``greendc_reading``, tags ``site``, ``meter``,
+``role``, float fields ``power_w``, ``energy_wh``, ``water_l``, ``temp_c``, timestamps in
+milliseconds. Every field is written as a float so InfluxDB never rejects a batch for a
+field type conflict (an integer ``5321`` is written as ``5321.0``).
+
+Escaping follows the line-protocol reference: in measurements, commas and spaces; in tag
+keys, tag values and field keys, commas, equals signs and spaces; backslashes before those
+are escaped too. Newlines cannot be represented in a tag at all, so the encoder refuses
+them (the decoder already rejects such identifiers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from greendc.catalogue import READING
+from greendc.model import Reading
+
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\"})
+
+
+def escape_tag(text: str) -> str:
+    """Escape a tag key, tag value or field key; ValueError for newlines or empty text."""
+    if not text:
+        raise ValueError("an empty tag cannot be written in line protocol")
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a tag cannot contain a newline: {text!r}")
+    return text.translate(_TAG_ESCAPES)
+
+
+def escape_measurement(text: str) -> str:
+    """Escape a measurement name."""
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a measurement cannot contain a newline: {text!r}")
+    return text.translate(_MEASUREMENT_ESCAPES)
+
+
+def format_float(value: float) -> str:
+    """A float field value that InfluxDB reads back as the same float (always a float)."""
+    text = repr(float(value))
+    if text in ("nan", "inf", "-inf"):
+        raise ValueError(f"{text} cannot be written to InfluxDB")
+    return text
+
+
+class LineEncoder:
+    """Encodes readings to line protocol, caching each series' escaped key."""
+
+    def __init__(self, measurement: str = READING.name, max_cached: int = 200_000) -> None:
+        self._measurement = escape_measurement(measurement)
+        self._keys: dict[tuple[str, str, str], str] = {}
+        self._max_cached = max_cached
+
+    def series_key(self, site: str, meter: str, role: str) -> str:
+        """``measurement,meter=..,role=..,site=..`` (tags in sorted key order, as InfluxDB likes)."""
+        k = (site, meter, role)
+        key = self._keys.get(k)
+        if key is None:
+            key = (
+                f"{self._measurement},meter={escape_tag(meter)},role={escape_tag(role)}"
+                f",site={escape_tag(site)}"
+            )
+            if len(self._keys) >= self._max_cached:
+                self._keys.clear()
+            self._keys[k] = key
+        return key
+
+    def line(self, r: Reading) -> str:
+        """One reading as one line (fields sorted, milliseconds timestamp)."""
+        fields = ",".join(f"{f}={format_float(v)}" for f, v in sorted(r.fields.items()))
+        return f"{self.series_key(r.site, r.meter, r.role)} {fields} {r.ts_ms}"
+
+    def encode(self, readings: Iterable[Reading]) -> str:
+        """Many readings as a newline-separated body for one write request."""
+        return "\n".join(self.line(r) for r in readings)
+
+
+def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, float], int]:
+    """Parse one line we wrote back into (measurement, tags, fields, timestamp).
+
+    Used by tests to prove the encoder round-trips; handles backslash escapes and float
+    fields only (the only kind greendc writes).
+    """
+    parts: list[str] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            buf.append(line[i : i + 2])
+            i += 2
+            continue
+        if ch == " ":
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    parts.append("".join(buf))
+    if len(parts) != 3:
+        raise ValueError(f"expected 3 space-separated sections, got {len(parts)}: {line!r}")
+    key, field_text, ts = parts
+
+    def split(text: str, sep: str) -> list[str]:
+        out: list[str] = []
+        cur: list[str] = []
+        j = 0
+        while j < len(text):
+            if text[j] == "\\" and j + 1 < len(text):
+                cur.append(text[j : j + 2])
+                j += 2
+                continue
+            if text[j] == sep:
+                out.append("".join(cur))
+                cur = []
+            else:
+                cur.append(text[j])
+            j += 1
+        out.append("".join(cur))
+        return out
+
+    def unescape(text: str) -> str:
+        out: list[str] = []
+        j = 0
+        while j < len(text):
+            if text[j] == "\\" and j + 1 < len(text):
+                out.append(text[j + 1])
+                j += 2
+            else:
+                out.append(text[j])
+                j += 1
+        return "".join(out)
+
+    key_parts = split(key, ",")
+    measurement = unescape(key_parts[0])
+    tags = {}
+    for kv in key_parts[1:]:
+        k, v = split(kv, "=")
+        tags[unescape(k)] = unescape(v)
+    fields = {}
+    for kv in split(field_text, ","):
+        k, v = split(kv, "=")
+        fields[unescape(k)] = float(v)
+    return measurement, tags, fields, int(ts)

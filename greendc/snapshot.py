@@ -1,0 +1,99 @@
+"""A point-in-time copy of the agent's live state, handed to exporters at scrape time.
+
+The collector builds a :class:`Snapshot` under its lock and hands it over; exporters read
+it without locks and keep nothing between scrapes. Only plain data crosses this boundary,
+so the collector and the exporters never import each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MeterState:
+    """The latest values of one meter that is not stale."""
+
+    site: str
+    meter: str
+    role: str
+    last_seen_s: float
+    power_w: float | None = None
+    temp_c: float | None = None
+
+
+@dataclass(frozen=True)
+class LiveKPI:
+    """One KPI over one rolling window; ``value`` is None when withheld."""
+
+    value: float | None
+    coverage: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class SiteLive:
+    """Live figures of one site."""
+
+    site: str
+    energy_wh: dict[str, float]  # role -> signed cumulative Wh counted by this agent
+    water_l: float
+    emissions_g: float  # location-based gCO2e counted by this agent
+    grid_zone: str
+    grid_intensity_g_per_kwh: float | None
+    pue_category: int
+    # window seconds -> KPI name ("pue", "renewable_share", ...) -> value
+    kpis: dict[int, dict[str, LiveKPI]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative histogram counts: ``buckets`` are (upper bound, cumulative count)."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum: float
+
+
+@dataclass(frozen=True)
+class SinkHealth:
+    """Health of one sink and its spool."""
+
+    name: str
+    written: int
+    failures: int
+    last_success_s: float | None
+    queue_batches: int
+    spool_bytes: int
+    spool_batches: int
+    spool_oldest_age_s: float
+    dropped: int
+    write_seconds: Histogram
+    batch_readings: Histogram
+
+
+@dataclass(frozen=True)
+class Health:
+    """The agent's own health counters."""
+
+    agent: str
+    version: str
+    start_time_s: float
+    messages_received: int
+    readings_accepted: int
+    rejections: dict[str, int]
+    mqtt_connected: bool
+    mqtt_reconnects: int
+    series_refused: int
+    meters_tracked: int
+    sinks: tuple[SinkHealth, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything an exporter needs for one scrape."""
+
+    taken_at_s: float
+    meters: tuple[MeterState, ...]
+    sites: tuple[SiteLive, ...]
+    health: Health

@@ -1,0 +1,40 @@
+"""Line protocol: escaping for any input, floats always, and a round trip."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from greendc.lineproto import LineEncoder, escape_tag, format_float, parse_line
+from greendc.model import Reading
+
+
+def test_escapes_commas_spaces_equals_and_backslashes() -> None:
+    assert escape_tag('a,b c=d"e\\f') == 'a\\,b\\ c\\=d"e\\\\f'
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", ""])
+def test_newlines_and_empty_tags_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        escape_tag(bad)
+
+
+def test_fields_are_always_floats() -> None:
+    enc = LineEncoder()
+    line = enc.line(Reading("sg1", "ups-1", "it", 1_000, {"power_w": 5321, "energy_wh": 1.5e20}))
+    assert line == "greendc_reading,meter=ups-1,role=it,site=sg1 energy_wh=1.5e+20,power_w=5321.0 1000"
+    with pytest.raises(ValueError):
+        format_float(float("nan"))
+
+
+_tag = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@given(site=_tag, meter=_tag, role=_tag,
+       value=st.floats(allow_nan=False, allow_infinity=False), ts=st.integers(0, 2**53))
+def test_round_trip_for_any_tag_text(site: str, meter: str, role: str, value: float, ts: int) -> None:
+    r = Reading(site, meter, role, ts, {"power_w": value})
+    assert parse_line(LineEncoder().line(r)) == (
+        "greendc_reading", {"site": site, "meter": meter, "role": role}, {"power_w": value}, ts
+    )
