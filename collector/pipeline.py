@@ -1,0 +1,302 @@
+"""The pipeline from decoded readings to the sinks: batching, one worker per sink, spools.
+
+    MQTT thread ──add()──> pending batch ──flush──> SinkWorker(queue) ──> sink
+                                                       │  down/slow/full queue
+                                                       └──> durable Spool ──replay in order──┘
+
+A slow or dead sink never blocks the MQTT thread or another sink: each sink has its own
+bounded queue and thread, and a batch that does not fit the queue goes to that sink's
+durable spool. While a spool holds anything, new batches join it so replay stays in order.
+A batch is dropped only when the spool itself is full or the disk refuses it; that is
+counted (``greendc_spool_dropped_readings_total``) and logged as an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from greendc._errors import SinkError, SinkUnavailable, SpoolError
+from greendc.model import Reading
+from greendc.snapshot import SinkHealth
+
+from collector.health import SinkStats
+from collector.sinks import Sink
+from collector.spool import Spool
+
+log = logging.getLogger(__name__)
+
+_RETRY_MIN_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+class SinkWorker:
+    """Delivers batches to one sink on its own thread, spooling what it cannot deliver."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        max_queue_batches: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.stats = SinkStats()
+        self._queue: queue.Queue[list[Reading]] = queue.Queue(maxsize=max_queue_batches)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._healthy = True
+        self._retry_s = _RETRY_MIN_S
+        self._clock = clock
+        self._submit_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"greendc-sink-{sink.name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        """The sink's name."""
+        return self.sink.name
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    # -- producer side (called by the flusher) ---------------------------------------------
+    def submit(self, batch: list[Reading]) -> None:
+        """Queue a batch without blocking; spool it when the sink is behind or down.
+
+        Order is kept by one invariant: the in-memory queue only takes batches while the
+        spool is empty, so everything queued is older than everything spooled.
+        """
+        with self._submit_lock:
+            if self._healthy and self.spool.batches == 0:
+                try:
+                    self._queue.put_nowait(batch)
+                    return
+                except queue.Full:
+                    log.warning("sink %s is slow: queue of %d batches full, spooling to disk",
+                                self.name, self._queue.maxsize)
+                    self._spill_queue()
+            self._to_spool(batch)
+        self._wake.set()
+
+    def _spill_queue(self) -> None:
+        """Move every queued batch to the end of the spool, oldest first (lock held)."""
+        while True:
+            try:
+                self._to_spool(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _requeue_failed(self, batch: list[Reading]) -> None:
+        """A batch taken from the queue failed: spool it and the queue before the rest."""
+        with self._submit_lock:
+            pending = [batch]
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for b in reversed(pending):
+                if self.spool.put(b, front=True) is None:
+                    self._count_dropped(b)
+
+    def _to_spool(self, batch: list[Reading]) -> None:
+        if self.spool.put(batch) is None:
+            self._count_dropped(batch)
+
+    def _count_dropped(self, batch: list[Reading]) -> None:
+        self.stats.dropped += len(batch)
+        log.error(
+            "sink %s: spool %s is full (%d of %d bytes) or the disk refused the write: "
+            "DROPPED %d readings. Free disk space, raise sinks.spool.max_bytes, or bring "
+            "the sink back.",
+            self.name, self.spool.dir, self.spool.bytes, self.spool.max_bytes, len(batch),
+        )
+
+    # -- worker side -----------------------------------------------------------------------
+    def _deliver(self, batch: list[Reading]) -> bool:
+        t0 = time.perf_counter()
+        try:
+            self.sink.write(batch)
+        except SinkUnavailable as exc:
+            self.stats.failures += 1
+            if self._healthy:
+                log.error("%s; spooling to %s and retrying", exc, self.spool.dir)
+            self._healthy = False
+            return False
+        except SinkError:
+            raise
+        except Exception as exc:  # an unexpected client error is treated as an outage
+            self.stats.failures += 1
+            if self._healthy:
+                log.exception("sink %s failed unexpectedly: %s; spooling", self.name, exc)
+            self._healthy = False
+            return False
+        elapsed = time.perf_counter() - t0
+        self.stats.write_seconds.observe(elapsed)
+        self.stats.batch_readings.observe(len(batch))
+        self.stats.written += len(batch)
+        self.stats.last_success_s = self._clock()
+        if not self._healthy:
+            log.info("sink %s is back; replaying %d spooled batches", self.name, self.spool.batches)
+        self._healthy = True
+        self._retry_s = _RETRY_MIN_S
+        return True
+
+    def _refused(self, batch: list[Reading], exc: SinkError, path: Path | None) -> None:
+        self.stats.failures += 1
+        self.stats.dropped += len(batch)
+        if path is None:
+            path = self.spool.put(batch)
+        kept = self.spool.quarantine(path) if path is not None else None
+        log.error("%s; %d readings set aside in %s for inspection", exc, len(batch), kept)
+
+    def _step(self) -> bool:
+        """Do one unit of work; False when there was nothing to do."""
+        if not self._healthy:
+            with self._submit_lock:
+                self._spill_queue()
+        try:
+            batch = self._queue.get_nowait()
+        except queue.Empty:
+            batch = None
+        if batch is not None:
+            try:
+                if not self._deliver(batch):
+                    self._requeue_failed(batch)
+            except SinkError as exc:
+                self._refused(batch, exc, None)
+            return True
+        if self.spool.batches == 0:
+            return False
+        try:
+            peeked = self.spool.peek()
+        except SpoolError as exc:
+            log.error("%s", exc)
+            return False
+        if peeked is None:
+            return False
+        path, spooled = peeked
+        try:
+            if self._deliver(spooled):
+                self.spool.remove(path)
+        except SinkError as exc:
+            self._refused(spooled, exc, path)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._step():
+                if not self._healthy:
+                    self._stop.wait(self._retry_s)
+                    self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
+                continue
+            self._wake.wait(0.2)
+            self._wake.clear()
+
+    def stop(self, deadline_s: float) -> None:
+        """Stop the thread, then deliver or spool everything still queued."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=max(0.0, deadline_s - time.monotonic()))
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                ok = time.monotonic() < deadline_s and self._healthy and self._deliver(batch)
+            except SinkError as exc:
+                self._refused(batch, exc, None)
+                continue
+            if not ok:
+                self._to_spool(batch)
+        self.sink.close()
+
+    def health(self, now_s: float) -> SinkHealth:
+        """A snapshot of this sink's health."""
+        s = self.stats
+        return SinkHealth(
+            name=self.name,
+            written=s.written,
+            failures=s.failures,
+            last_success_s=s.last_success_s,
+            queue_batches=self._queue.qsize(),
+            spool_bytes=self.spool.bytes,
+            spool_batches=self.spool.batches,
+            spool_oldest_age_s=self.spool.oldest_age_seconds(now_s),
+            dropped=s.dropped,
+            write_seconds=s.write_seconds.snapshot(),
+            batch_readings=s.batch_readings.snapshot(),
+        )
+
+
+class Pipeline:
+    """Batches readings and fans each batch out to every sink worker."""
+
+    def __init__(
+        self,
+        workers: Sequence[SinkWorker],
+        batch_size: int,
+        flush_interval_s: float,
+    ) -> None:
+        self.workers = list(workers)
+        self._batch_size = batch_size
+        self._interval_s = flush_interval_s
+        self._pending: list[Reading] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="greendc-flusher", daemon=True)
+
+    def start(self) -> None:
+        """Start the sink workers and the periodic flusher."""
+        for w in self.workers:
+            w.start()
+        self._thread.start()
+
+    def add(self, readings: list[Reading]) -> None:
+        """Hand readings over (never blocks on a sink)."""
+        with self._lock:
+            self._pending.extend(readings)
+            if len(self._pending) < self._batch_size:
+                return
+            batch, self._pending = self._pending, []
+        self._fan_out(batch)
+
+    def flush(self) -> None:
+        """Send whatever is pending now."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._fan_out(batch)
+
+    def _fan_out(self, batch: list[Reading]) -> None:
+        for w in self.workers:
+            w.submit(batch)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.flush()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Flush, then stop every worker; what cannot be written in time is spooled."""
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        self.flush()
+        deadline = time.monotonic() + timeout_s
+        for w in self.workers:
+            w.stop(deadline)
+
+
+def build_pipeline(sinks: Sequence[Sink], spool_dir: Path, spool_max_bytes: int,
+                   max_queue_batches: int, batch_size: int, flush_interval_s: float) -> Pipeline:
+    """A pipeline with one worker and one spool directory per sink."""
+    workers = [
+        SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches) for s in sinks
+    ]
+    return Pipeline(workers, batch_size, flush_interval_s)
