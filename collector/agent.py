@@ -1,0 +1,340 @@
+"""The agent: subscribes over MQTT, decodes, keeps live state, hands readings to the sinks.
+
+Lifecycle: ``Agent(settings)`` builds everything; ``start()`` connects (asynchronously,
+with capped exponential reconnect) and starts the pipeline; ``stop()`` disconnects from
+MQTT first (no new messages), then flushes every sink (what cannot be written in time is
+spooled to disk). ``with Agent(settings) as agent:`` does both.
+
+paho-mqtt 2.x specifics: CallbackAPIVersion.VERSION2; subscriptions are made in
+``on_connect`` so a reconnect resubscribes; MQTT 5 with a persistent session (clean start
+off, session expiry set) so the broker keeps QoS 1 messages while the agent is away; with
+``protocol: auto`` a broker that refuses MQTT 5 is retried with MQTT 3.1.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from greendc import __version__
+from greendc.config import Settings
+from greendc.decode import Decoder, Rejection
+from greendc.model import Reading
+from greendc.snapshot import Health, MeterState, Snapshot, SiteLive
+
+from collector.health import AgentStats
+from collector.pipeline import Pipeline, build_pipeline
+from collector.sinks import Sink, build_sinks
+
+log = logging.getLogger(__name__)
+
+_UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code / MQTT 3.1.1 CONNACK return code
+_LOG_EVERY_S = 10.0
+
+
+class RateLimitedLog:
+    """Logs the first rejection of each reason, then at most one line per interval."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = _LOG_EVERY_S) -> None:
+        self._log = logger
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, reason: str, detail: str, now_s: float) -> None:
+        """Log, unless this reason was logged less than the interval ago."""
+        last = self._last.get(reason)
+        if last is not None and now_s - last < self._every_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        more = self._suppressed.pop(reason, 0)
+        self._last[reason] = now_s
+        tail = f" (and {more} more since the last report)" if more else ""
+        self._log.warning("rejected (%s): %s%s", reason, detail, tail)
+
+
+class _MeterLive:
+    __slots__ = ("last_seen_s", "power_w", "received_s", "role", "temp_c")
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.last_seen_s = 0.0
+        self.received_s = 0.0
+        self.power_w: float | None = None
+        self.temp_c: float | None = None
+
+
+ReadingObserver = Callable[[list[Reading]], None]
+
+
+class Agent:
+    """One greendc collector process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sinks: list[Sink] | None = None,
+        agent_name: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.name = agent_name or settings.mqtt.client_id
+        self._clock = clock
+        self.decoder = Decoder(settings)
+        self.stats = AgentStats()
+        self._lock = threading.Lock()
+        self._meters: dict[tuple[str, str], _MeterLive] = {}
+        self._expiry: dict[tuple[str, str], float] = {
+            (s.name, m.name): m.expiry_seconds or settings.metrics.default_expiry_seconds
+            for s in settings.sites
+            for m in s.meters
+        }
+        self._observers: list[ReadingObserver] = []
+        self._rejection_log = RateLimitedLog(log)
+        self.started_at_s = clock()
+        s = settings.sinks
+        self.pipeline: Pipeline = build_pipeline(
+            sinks if sinks is not None else build_sinks(settings),
+            s.spool.dir,
+            s.spool.max_bytes,
+            s.max_queue_batches,
+            s.batch_size,
+            s.flush_interval_seconds,
+        )
+        self._protocol = mqtt.MQTTv311 if settings.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
+        self._client: mqtt.Client | None = None
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._site_live: Callable[[float], tuple[SiteLive, ...]] = lambda _now: ()
+
+    # -- wiring -----------------------------------------------------------------------------
+    def add_observer(self, fn: ReadingObserver) -> None:
+        """Call ``fn(readings)`` (under the agent's lock) for every accepted batch."""
+        self._observers.append(fn)
+
+    def set_site_live(self, fn: Callable[[float], tuple[SiteLive, ...]]) -> None:
+        """Set the function (called under the lock) that reports live site figures."""
+        self._site_live = fn
+
+    # -- MQTT ---------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        m = self.settings.mqtt
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=m.client_id,
+            protocol=self._protocol,
+            clean_session=None if self._protocol == mqtt.MQTTv5 else m.clean_start,
+        )
+        client.max_inflight_messages_set(m.max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(
+            min_delay=max(1, int(m.reconnect_min_seconds)), max_delay=int(m.reconnect_max_seconds)
+        )
+        if m.username:
+            client.username_pw_set(
+                m.username, m.password.get_secret_value() if m.password else None
+            )
+        if m.use_tls:
+            tls = m.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls and tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            if tls and tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.enable_logger(logging.getLogger("greendc.mqtt"))
+        return client
+
+    def _connect(self) -> None:
+        m = self.settings.mqtt
+        client = self._make_client()
+        self._client = client
+        props = None
+        kwargs: dict[str, Any] = {}
+        if self._protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = m.session_expiry_seconds
+            props.ReceiveMaximum = m.max_inflight
+            kwargs["clean_start"] = m.clean_start
+        client.connect_async(m.host, m.port, m.keepalive_seconds, properties=props, **kwargs)
+        client.loop_start()
+
+    def _subscriptions(self) -> list[str]:
+        group = self.settings.mqtt.shared_group
+        subs = self.decoder.subscriptions
+        return [f"$share/{group}/{s}" for s in subs] if group else subs
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            value = getattr(reason, "value", None)
+            if self.settings.mqtt.protocol == "auto" and self._protocol == mqtt.MQTTv5 and (
+                value in _UNSUPPORTED_PROTOCOL
+            ):
+                log.warning("broker refused MQTT 5; falling back to MQTT 3.1.1")
+                self._protocol = mqtt.MQTTv311
+                threading.Thread(target=self._reconnect_fresh, name="greendc-mqtt-fallback",
+                                 daemon=True).start()
+                return
+            log.error(
+                "MQTT broker %s:%s refused the connection: %s (check mqtt.username/password, "
+                "TLS and ACLs)", self.settings.mqtt.host, self.settings.mqtt.port, reason,
+            )
+            return
+        qos = self.settings.mqtt.qos
+        subs = self._subscriptions()
+        client.subscribe([(s, qos) for s in subs])
+        with self._lock:
+            self.stats.mqtt_connected = True
+            self.stats.mqtt_connections += 1
+        self._connected.set()
+        log.info(
+            "connected to MQTT %s:%s (session present: %s); subscribed to %s",
+            self.settings.mqtt.host, self.settings.mqtt.port,
+            getattr(flags, "session_present", "?"), ", ".join(subs),
+        )
+
+    def _reconnect_fresh(self) -> None:
+        old = self._client
+        if old is not None:
+            old.loop_stop()
+        if not self._stopping.is_set():
+            self._connect()
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        with self._lock:
+            was = self.stats.mqtt_connected
+            self.stats.mqtt_connected = False
+        self._connected.clear()
+        if was and not self._stopping.is_set():
+            log.warning("disconnected from MQTT (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.handle(msg.topic, msg.payload)
+
+    # -- the hot path -----------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> list[Reading]:
+        """Decode one message, update live state, hand readings to the pipeline."""
+        now = self._clock()
+        readings, rejections = self.decoder.decode(topic, payload, now)
+        with self._lock:
+            self.stats.messages_received += 1
+            if readings:
+                self.stats.readings_accepted += len(readings)
+                meters = self._meters
+                for r in readings:
+                    key = (r.site, r.meter)
+                    live = meters.get(key)
+                    if live is None:
+                        live = meters[key] = _MeterLive(r.role)
+                    live.received_s = now
+                    ts = r.ts_ms / 1000.0
+                    if ts >= live.last_seen_s:
+                        live.last_seen_s = ts
+                        f = r.fields
+                        if "power_w" in f:
+                            live.power_w = f["power_w"]
+                        if "temp_c" in f:
+                            live.temp_c = f["temp_c"]
+                for obs in self._observers:
+                    obs(readings)
+            if rejections:
+                counts = self.stats.rejections
+                for reason, _detail in rejections:
+                    counts[reason] += 1
+        if readings:
+            self.pipeline.add(readings)
+        if rejections:
+            self._rejected(topic, payload, rejections, now)
+        return readings
+
+    def _rejected(self, topic: str, payload: bytes, rejections: list[Rejection],
+                  now: float) -> None:
+        for reason, detail in rejections:
+            self._rejection_log.warn(reason, detail, now)
+        dlq = self.settings.mqtt.dead_letter_topic
+        client = self._client
+        if dlq and client is not None and not topic.startswith(dlq):
+            body = json.dumps({
+                "topic": topic,
+                "received_at": now,
+                "rejections": [{"reason": r, "detail": d} for r, d in rejections],
+                "payload": payload[:1024].decode("utf-8", "replace"),
+            })
+            client.publish(dlq, body, qos=1)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the sink workers and connect to the broker (in the background)."""
+        self.pipeline.start()
+        self._connect()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until subscribed to the broker, or the timeout; True when connected."""
+        return self._connected.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Disconnect from MQTT, then flush every sink (spooling what cannot be written)."""
+        self._stopping.set()
+        client = self._client
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        self.pipeline.stop(timeout_s)
+        log.info("stopped: %d messages, %d readings accepted, rejections %s",
+                 self.stats.messages_received, self.stats.readings_accepted,
+                 dict(self.stats.rejections))
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- what exporters see ----------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Copy live state under the lock; stale meters are left out."""
+        now = self._clock()
+        default_expiry = self.settings.metrics.default_expiry_seconds
+        with self._lock:
+            meters = tuple(
+                MeterState(site, meter, m.role, m.last_seen_s, m.power_w, m.temp_c)
+                for (site, meter), m in self._meters.items()
+                if now - m.received_s <= self._expiry.get((site, meter), default_expiry)
+            )
+            sites = self._site_live(now)
+            st = self.stats
+            health = Health(
+                agent=self.name,
+                version=__version__,
+                start_time_s=self.started_at_s,
+                messages_received=st.messages_received,
+                readings_accepted=st.readings_accepted,
+                rejections=dict(st.rejections),
+                mqtt_connected=st.mqtt_connected,
+                mqtt_reconnects=max(0, st.mqtt_connections - 1),
+                series_refused=st.rejections.get("series_cap", 0),
+                meters_tracked=len(self._meters),
+                sinks=(),
+            )
+        sinks = tuple(w.health(now) for w in self.pipeline.workers)
+        health = Health(**{**health.__dict__, "sinks": sinks})
+        return Snapshot(taken_at_s=now, meters=meters, sites=sites, health=health)

@@ -1,0 +1,102 @@
+"""Shared test helpers: settings for a test, a QoS 1 publisher, polling with a deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from greendc.config import Settings, parse_config
+
+SITES: list[dict[str, Any]] = [
+    {
+        "name": "sg1", "timezone": "Asia/Singapore", "grid_zone": "SG", "installed_it_kw": 100,
+        "pue_category": 1,
+        "meters": [
+            {"name": "incomer", "role": "facility"},
+            {"name": "ups-1", "role": "it", "point": "ups_output"},
+            {"name": "ups-2", "role": "it", "point": "ups_output"},
+            {"name": "chiller", "role": "cooling"},
+            {"name": "solar", "role": "renewable_onsite"},
+        ],
+    },
+    {
+        "name": "jhr1", "timezone": "Asia/Kuala_Lumpur", "grid_zone": "MY-PEN",
+        "installed_it_kw": 200, "pue_category": 2,
+        "meters": [
+            {"name": "incomer", "role": "facility"},
+            {"name": "pdu-a", "role": "it", "point": "pdu_output"},
+        ],
+    },
+]
+
+
+def make_settings(
+    mqtt_url: str,
+    prefix: str,
+    tmp_path: Path,
+    *,
+    sinks: dict[str, Any] | None = None,
+    client_id: str | None = None,
+    **extra: Any,
+) -> Settings:
+    """Settings for one test: native mappings under ``prefix``, metrics on a free port."""
+    data: dict[str, Any] = {
+        "mqtt": {"url": mqtt_url, "client_id": client_id or f"agent-{prefix.replace('/', '-')}",
+                 "reconnect_max_seconds": 2},
+        "mappings": [{"topic": f"{prefix}/greendc/{{site}}/{{meter}}"},
+                     {"topic": f"{prefix}/greendc/{{site}}"}],
+        "sinks": {"spool": {"dir": str(tmp_path / "spool")}, "flush_interval_seconds": 0.2,
+                  **(sinks if sinks is not None else {"embedded": {"path": str(tmp_path / "s.sqlite")}})},
+        "metrics": {"port": 0},
+        "sites": SITES,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data, env={})
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.05) -> Any:
+    """Poll ``pred`` until it returns something truthy or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    value = pred()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = pred()
+    return value
+
+
+class Publisher:
+    """A paho-mqtt 2.x QoS 1 publisher that waits for every PUBACK."""
+
+    def __init__(self, host: str, port: int, client_id: str = "") -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, messages: Iterable[tuple[str, Any]], qos: int = 1) -> int:
+        """Publish (topic, payload) pairs, JSON-encoding non-bytes; wait for all acks."""
+        infos = []
+        for topic, payload in messages:
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            infos.append(self.client.publish(topic, body, qos=qos))
+            if len(infos) % 500 == 0:
+                infos[-1].wait_for_publish(30)
+        for info in infos:
+            info.wait_for_publish(30)
+        return len(infos)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
