@@ -111,7 +111,12 @@ class Agent:
             s.max_queue_batches,
             s.batch_size,
             s.flush_interval_seconds,
+            # Flush before half the broker's in-flight window waits on us for an ack.
+            max(1, settings.mqtt.max_inflight // 2),
         )
+        self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
+        self._generation = 0  # bumped per connection: a message id is only valid on its own
+        self.pipeline.on_settled = self._acknowledge
         self._protocol = mqtt.MQTTv311 if settings.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
         self._client: mqtt.Client | None = None
         self._stopping = threading.Event()
@@ -135,6 +140,7 @@ class Agent:
             client_id=m.client_id,
             protocol=self._protocol,
             clean_session=None if self._protocol == mqtt.MQTTv5 else m.clean_start,
+            manual_ack=self._manual_ack,
         )
         client.max_inflight_messages_set(m.max_inflight)
         client.max_queued_messages_set(0)
@@ -203,6 +209,7 @@ class Agent:
         with self._lock:
             self.stats.mqtt_connected = True
             self.stats.mqtt_connections += 1
+            self._generation += 1
         self._connected.set()
         log.info(
             "connected to MQTT %s:%s (session present: %s); subscribed to %s",
@@ -226,12 +233,30 @@ class Agent:
         if was and not self._stopping.is_set():
             log.warning("disconnected from MQTT (%s); reconnecting with backoff", reason)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.handle(msg.topic, msg.payload)
+    def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        token = (self._generation, client, msg.mid, msg.qos) if (
+            self._manual_ack and msg.qos > 0) else None
+        self.handle(msg.topic, msg.payload, token)
+
+    def _acknowledge(self, tokens: list[object]) -> None:
+        """PUBACK messages whose readings every sink now holds durably (or that were rejected).
+
+        A token from an earlier connection is skipped: its message id may have been reused,
+        and the broker redelivers the message on the new session anyway (the sinks then
+        store the same points again, which lands once).
+        """
+        generation = self._generation
+        for token in tokens:
+            gen, client, mid, qos = token  # type: ignore[misc]
+            if gen == generation:
+                client.ack(mid, qos)
 
     # -- the hot path -----------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> list[Reading]:
-        """Decode one message, update live state, hand readings to the pipeline."""
+    def handle(self, topic: str, payload: bytes, token: object | None = None) -> list[Reading]:
+        """Decode one message, update live state, hand readings to the pipeline.
+
+        ``token`` identifies the MQTT message to acknowledge once its readings are durable.
+        """
         now = self._clock()
         readings, rejections = self.decoder.decode(topic, payload, now)
         with self._lock:
@@ -259,8 +284,10 @@ class Agent:
                 counts = self.stats.rejections
                 for reason, _detail in rejections:
                     counts[reason] += 1
-        if readings:
-            self.pipeline.add(readings)
+        if readings or token is not None:
+            # A fully rejected message is acknowledged with the next batch: its rejection is
+            # final (counted, dead-lettered) and must not be redelivered forever.
+            self.pipeline.add(readings, token)
         if rejections:
             self._rejected(topic, payload, rejections, now)
         return readings

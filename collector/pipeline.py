@@ -33,6 +33,35 @@ log = logging.getLogger(__name__)
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 30.0
 
+Settled = Callable[[list[object]], None]
+
+
+class Batch:
+    """Readings on their way to every sink, and the acknowledgements waiting for them.
+
+    Each sink worker calls :meth:`settle` once, when the batch is stored, spooled to disk,
+    set aside or (spool full, counted) dropped. After the last sink, ``on_settled`` gets
+    the tokens (the MQTT message ids to acknowledge).
+    """
+
+    __slots__ = ("_left", "_lock", "on_settled", "readings", "tokens")
+
+    def __init__(self, readings: list[Reading], tokens: list[object], sinks: int,
+                 on_settled: Settled | None) -> None:
+        self.readings = readings
+        self.tokens = tokens
+        self.on_settled = on_settled
+        self._left = sinks
+        self._lock = threading.Lock()
+
+    def settle(self) -> None:
+        """One sink is done with this batch."""
+        with self._lock:
+            self._left -= 1
+            done = self._left == 0
+        if done and self.on_settled is not None and self.tokens:
+            self.on_settled(self.tokens)
+
 
 class SinkWorker:
     """Delivers batches to one sink on its own thread, spooling what it cannot deliver."""
@@ -47,7 +76,7 @@ class SinkWorker:
         self.sink = sink
         self.spool = spool
         self.stats = SinkStats()
-        self._queue: queue.Queue[list[Reading]] = queue.Queue(maxsize=max_queue_batches)
+        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_queue_batches)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._healthy = True
@@ -66,7 +95,7 @@ class SinkWorker:
         self._thread.start()
 
     # -- producer side (called by the flusher) ---------------------------------------------
-    def submit(self, batch: list[Reading]) -> None:
+    def submit(self, batch: Batch) -> None:
         """Queue a batch without blocking; spool it when the sink is behind or down.
 
         Order is kept by one invariant: the in-memory queue only takes batches while the
@@ -92,7 +121,7 @@ class SinkWorker:
             except queue.Empty:
                 return
 
-    def _requeue_failed(self, batch: list[Reading]) -> None:
+    def _requeue_failed(self, batch: Batch) -> None:
         """A batch taken from the queue failed: spool it and the queue before the rest."""
         with self._submit_lock:
             pending = [batch]
@@ -102,12 +131,15 @@ class SinkWorker:
                 except queue.Empty:
                     break
             for b in reversed(pending):
-                if self.spool.put(b, front=True) is None:
-                    self._count_dropped(b)
+                if self.spool.put(b.readings, front=True) is None:
+                    self._count_dropped(b.readings)
+            for b in pending:
+                b.settle()
 
-    def _to_spool(self, batch: list[Reading]) -> None:
-        if self.spool.put(batch) is None:
-            self._count_dropped(batch)
+    def _to_spool(self, batch: Batch) -> None:
+        if self.spool.put(batch.readings) is None:
+            self._count_dropped(batch.readings)
+        batch.settle()
 
     def _count_dropped(self, batch: list[Reading]) -> None:
         self.stats.dropped += len(batch)
@@ -167,10 +199,13 @@ class SinkWorker:
             batch = None
         if batch is not None:
             try:
-                if not self._deliver(batch):
+                if self._deliver(batch.readings):
+                    batch.settle()
+                else:
                     self._requeue_failed(batch)
             except SinkError as exc:
-                self._refused(batch, exc, None)
+                self._refused(batch.readings, exc, None)
+                batch.settle()
             return True
         if self.spool.batches == 0:
             return False
@@ -210,11 +245,14 @@ class SinkWorker:
             except queue.Empty:
                 break
             try:
-                ok = time.monotonic() < deadline_s and self._healthy and self._deliver(batch)
+                ok = (time.monotonic() < deadline_s and self._healthy
+                      and self._deliver(batch.readings))
             except SinkError as exc:
-                self._refused(batch, exc, None)
-                continue
-            if not ok:
+                self._refused(batch.readings, exc, None)
+                ok = True
+            if ok:
+                batch.settle()
+            else:
                 self._to_spool(batch)
         self.sink.close()
 
@@ -237,18 +275,28 @@ class SinkWorker:
 
 
 class Pipeline:
-    """Batches readings and fans each batch out to every sink worker."""
+    """Batches readings and fans each batch out to every sink worker.
+
+    ``add(readings, token)`` takes an optional token (an MQTT message to acknowledge): it
+    is handed to ``on_settled`` once every sink has the batch in a durable place. A batch
+    is flushed at ``batch_size`` readings, at ``max_tokens`` waiting tokens (so the broker's
+    in-flight window never fills while we wait for a timer) or every ``flush_interval_s``.
+    """
 
     def __init__(
         self,
         workers: Sequence[SinkWorker],
         batch_size: int,
         flush_interval_s: float,
+        max_tokens: int = 1 << 30,
     ) -> None:
         self.workers = list(workers)
         self._batch_size = batch_size
+        self._max_tokens = max_tokens
         self._interval_s = flush_interval_s
         self._pending: list[Reading] = []
+        self._tokens: list[object] = []
+        self.on_settled: Settled | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="greendc-flusher", daemon=True)
@@ -259,23 +307,38 @@ class Pipeline:
             w.start()
         self._thread.start()
 
-    def add(self, readings: list[Reading]) -> None:
+    def add(self, readings: list[Reading], token: object | None = None) -> None:
         """Hand readings over (never blocks on a sink)."""
         with self._lock:
             self._pending.extend(readings)
-            if len(self._pending) < self._batch_size:
+            if token is not None:
+                self._tokens.append(token)
+            if len(self._pending) < self._batch_size and len(self._tokens) < self._max_tokens:
                 return
-            batch, self._pending = self._pending, []
+            batch = self._take()
         self._fan_out(batch)
+
+    def _take(self) -> Batch:
+        batch = Batch(self._pending, self._tokens, len(self.workers), self.on_settled)
+        self._pending, self._tokens = [], []
+        return batch
 
     def flush(self) -> None:
         """Send whatever is pending now."""
         with self._lock:
-            batch, self._pending = self._pending, []
-        if batch:
-            self._fan_out(batch)
+            if not self._pending and not self._tokens:
+                return
+            batch = self._take()
+        self._fan_out(batch)
 
-    def _fan_out(self, batch: list[Reading]) -> None:
+    def _fan_out(self, batch: Batch) -> None:
+        if not self.workers:
+            batch.settle()
+            return
+        if not batch.readings:  # only tokens: nothing to store, acknowledge at once
+            for _ in self.workers:
+                batch.settle()
+            return
         for w in self.workers:
             w.submit(batch)
 
@@ -294,9 +357,10 @@ class Pipeline:
 
 
 def build_pipeline(sinks: Sequence[Sink], spool_dir: Path, spool_max_bytes: int,
-                   max_queue_batches: int, batch_size: int, flush_interval_s: float) -> Pipeline:
+                   max_queue_batches: int, batch_size: int, flush_interval_s: float,
+                   max_tokens: int = 1 << 30) -> Pipeline:
     """A pipeline with one worker and one spool directory per sink."""
     workers = [
         SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches) for s in sinks
     ]
-    return Pipeline(workers, batch_size, flush_interval_s)
+    return Pipeline(workers, batch_size, flush_interval_s, max_tokens)

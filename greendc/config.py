@@ -74,6 +74,10 @@ class MqttSettings(_Frozen):
     shared_group: str | None = Field(default=None, pattern=IDENT_RE)
     dead_letter_topic: str | None = None
     max_inflight: int = Field(default=1000, ge=1, le=65535)
+    # "durable": acknowledge a QoS 1 message only once its readings are stored or spooled to
+    # disk (paho manual acks), so a crash before that makes the broker redeliver it.
+    # "receipt": acknowledge on arrival (faster, but a crash loses the in-memory batch).
+    ack: Literal["durable", "receipt"] = "durable"
 
     @field_validator("url")
     @classmethod

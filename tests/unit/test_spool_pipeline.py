@@ -160,3 +160,24 @@ def test_stop_during_outage_spools_instead_of_losing(tmp_path: Path) -> None:
     sp = Spool(tmp_path, 10**7)
     peeked = sp.peek()
     assert peeked is not None and len(peeked[1]) == 7
+
+
+def test_acknowledgements_wait_until_every_sink_holds_the_batch(tmp_path: Path) -> None:
+    ok, down = MemorySink("ok"), MemorySink("down")
+    ok.gate.clear()  # hold the first sink mid-write
+    down.up = False
+    w1 = SinkWorker(ok, Spool(tmp_path / "ok", 10**7), max_queue_batches=4)
+    w2 = SinkWorker(down, Spool(tmp_path / "down", 10**7), max_queue_batches=4)
+    p = Pipeline([w1, w2], batch_size=1000, flush_interval_s=60, max_tokens=3)
+    acked: list[object] = []
+    p.on_settled = acked.extend
+    p.start()
+    p.add(readings(0, 2), "m1")
+    p.add([], "m2")  # a fully rejected message still needs its ack
+    assert acked == []
+    p.add(readings(2, 2), "m3")  # third token: flush now, not at the timer
+    assert wait_until(lambda: w2.spool.batches == 1)  # the dead sink spooled it durably
+    assert acked == []  # ...but the first sink has not stored it yet
+    ok.gate.set()
+    assert wait_until(lambda: acked == ["m1", "m2", "m3"])
+    p.stop(2)
