@@ -181,11 +181,11 @@ class SinkWorker:
         return True
 
     def _refused(self, batch: list[Reading], exc: SinkError, path: Path | None) -> None:
-        self.stats.failures += 1
-        self.stats.dropped += len(batch)
         if path is None:
             path = self.spool.put(batch)
         kept = self.spool.quarantine(path) if path is not None else None
+        self.stats.failures += 1
+        self.stats.dropped += len(batch)
         log.error("%s; %d readings set aside in %s for inspection", exc, len(batch), kept)
 
     def _step(self) -> bool:
