@@ -1,0 +1,200 @@
+"""Grid emission factors: the shipped data file, its validation, and hourly factor series.
+
+The file (``greendc/data/emission_factors.yaml`` by default, or ``emission_factors_file`` in
+the settings) holds, per grid zone, a location-based ``grid_average`` factor, a market-based
+``residual_mix`` factor where one is published, and the grid's ``carbon_free_share`` where
+known. Each figure carries its unit, year, basis (direct or lifecycle), boundary
+(production or consumption) and source, so a report can print where every number came from.
+
+An hourly series (CSV with columns ``ts`` and ``kg_per_kwh``; ``ts`` in Unix seconds or
+RFC 3339, the start of the hour) can be passed to the location-based computation instead of
+the static annual factor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from greendc._errors import ConfigError, KPIError
+
+HOUR_SECONDS = 3600
+# Both are kilograms per kWh; the unit records whether the publisher counted CO2 only.
+FACTOR_UNITS = ("kgCO2e/kWh", "kgCO2/kWh")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Factor(_Frozen):
+    """One published emission factor with its provenance."""
+
+    value: float = Field(ge=0, le=2.0)  # no grid exceeds ~1.2 kg/kWh: catches g/kWh typos
+    unit: Literal["kgCO2e/kWh", "kgCO2/kWh"]
+    year: int = Field(ge=1990, le=2100)
+    basis: Literal["direct", "lifecycle"]
+    boundary: Literal["production", "consumption"]
+    method: str = ""
+    source: str = Field(min_length=3)
+    url: str = ""
+    note: str = ""
+
+    @property
+    def citation(self) -> str:
+        """A one-line citation: source, year, basis."""
+        return f"{self.source} ({self.year}; {self.basis}, {self.boundary}; {self.unit})"
+
+
+class Share(_Frozen):
+    """A published share (0..1), e.g. the carbon-free share of a grid's generation."""
+
+    value: float = Field(ge=0, le=1)
+    year: int = Field(ge=1990, le=2100)
+    source: str = Field(min_length=3)
+    url: str = ""
+
+
+class ZoneFactors(_Frozen):
+    """Everything greendc knows about one grid zone."""
+
+    name: str
+    grid_average: Factor
+    residual_mix: Factor | None = None
+    carbon_free_share: Share | None = None
+
+
+class FactorTable(_Frozen):
+    """The whole factor file."""
+
+    version: Literal[1]
+    zones: dict[str, ZoneFactors]
+
+    def zone(self, zone: str) -> ZoneFactors:
+        """The factors of a zone; raises :class:`KPIError` naming the known zones if absent."""
+        try:
+            return self.zones[zone]
+        except KeyError:
+            known = ", ".join(sorted(self.zones))
+            raise KPIError(
+                f"no emission factors for grid zone {zone!r}; known zones: {known}. "
+                "Add it to your emission_factors_file with its published source."
+            ) from None
+
+
+def default_factors_path() -> Path:
+    """Path of the factor file shipped with greendc."""
+    return Path(str(resources.files("greendc").joinpath("data/emission_factors.yaml")))
+
+
+def parse_factors(data: object, *, where: str = "emission factors") -> FactorTable:
+    """Validate raw (YAML-loaded) factor data; errors name the field path and value."""
+    try:
+        return FactorTable.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{where}: {path}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n  ".join(problems), problems) from None
+
+
+def load_factors(path: str | Path | None = None) -> FactorTable:
+    """Load and validate a factor file (the shipped one when ``path`` is None)."""
+    p = Path(path) if path is not None else default_factors_path()
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the emission factor file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_factors(data, where=str(p))
+
+
+@dataclass(frozen=True)
+class HourlyFactors:
+    """An hourly factor series (kg/kWh), hour-aligned; NaN where an hour has no factor."""
+
+    start_s: int
+    kg_per_kwh: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.start_s % HOUR_SECONDS:
+            raise KPIError(f"hourly factors must start on the hour, got {self.start_s}")
+
+    def values_for(self, start_s: int, hours: int) -> np.ndarray:
+        """Factors for ``hours`` hours from ``start_s`` (hour-aligned), NaN where unknown."""
+        out = np.full(hours, np.nan)
+        offset = (start_s - self.start_s) // HOUR_SECONDS
+        lo = max(0, -offset)
+        hi = min(hours, len(self.kg_per_kwh) - offset)
+        if hi > lo:
+            out[lo:hi] = self.kg_per_kwh[offset + lo : offset + hi]
+        return out
+
+    @classmethod
+    def from_pairs(
+        cls, ts_s: list[float] | np.ndarray, kg_per_kwh: list[float] | np.ndarray, source: str = ""
+    ) -> HourlyFactors:
+        """Build from (hour start, factor) pairs; timestamps must be on the hour."""
+        ts = np.asarray(ts_s, dtype=np.float64)
+        vals = np.asarray(kg_per_kwh, dtype=np.float64)
+        if ts.shape != vals.shape or ts.ndim != 1 or not len(ts):
+            raise KPIError("hourly factors need equal, non-empty ts and kg_per_kwh columns")
+        if np.any(ts % HOUR_SECONDS):
+            raise KPIError("hourly factor timestamps must be on the hour")
+        if np.any(~np.isfinite(vals)) or np.any(vals < 0) or np.any(vals > 2.0):
+            raise KPIError("hourly factors must be finite, in kg/kWh between 0 and 2")
+        hours = (ts // HOUR_SECONDS).astype(np.int64)
+        if len(np.unique(hours)) != len(hours):
+            raise KPIError("hourly factor series repeats an hour")
+        first = int(hours.min())
+        series = np.full(int(hours.max()) - first + 1, np.nan)
+        series[hours - first] = vals
+        return cls(first * HOUR_SECONDS, series, source)
+
+
+def load_hourly_factors(path: str | Path) -> HourlyFactors:
+    """Read an hourly factor CSV (``ts``, ``kg_per_kwh``); raises :class:`KPIError` if bad."""
+    p = Path(path)
+    try:
+        frame = pd.read_csv(p)
+    except (OSError, ValueError) as exc:
+        raise KPIError(f"{p}: cannot read the hourly factor CSV: {exc}") from exc
+    missing = {"ts", "kg_per_kwh"} - set(frame.columns)
+    if missing:
+        raise KPIError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
+    ts_col = frame["ts"]
+    if pd.api.types.is_numeric_dtype(ts_col):
+        ts = ts_col.to_numpy(dtype=np.float64)
+    else:
+        try:
+            parsed = pd.to_datetime(ts_col, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise KPIError(f"{p}: ts is neither Unix seconds nor RFC 3339: {exc}") from exc
+        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    if not all(math.isfinite(x) for x in ts):
+        raise KPIError(f"{p}: ts has empty or invalid values")
+    return HourlyFactors.from_pairs(ts, frame["kg_per_kwh"].to_numpy(dtype=np.float64), str(p))
+
+
+__all__ = [
+    "Factor",
+    "FactorTable",
+    "HourlyFactors",
+    "Share",
+    "ZoneFactors",
+    "default_factors_path",
+    "load_factors",
+    "load_hourly_factors",
+    "parse_factors",
+]

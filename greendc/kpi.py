@@ -1,0 +1,532 @@
+"""Data-centre KPIs as pure functions of energy over a window.
+
+Every KPI is computed on **energy summed over the window** (e.g. PUE = ΣE_DC / ΣE_IT), never as
+a mean of instantaneous ratios: a quiet minute must not weigh like a busy one (The Green Grid;
+ISO/IEC 30134-2; EU Delegated Regulation 2024/1364 Annex III). Every result is a :class:`KPI`
+carrying the coverage of each input (share of the window with data); below ``min_coverage``
+the value is withheld (None) with the reason, never filled in.
+
+Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
+
+* E_DC = signed sum of ``facility`` meters (sign -1 subtracts a sub-meter, e.g. an office
+  outside the data-centre boundary).
+* ``generator`` and ``renewable_onsite`` meters are sub-splits *inside* E_DC: the generator
+  part (reported separately for the EU EED) and on-site renewable energy consumed (for REF).
+* E_grid = Σ ``grid_import`` meters when the site has any; otherwise, per interval,
+  max(0, E_DC − E_renewable_onsite − E_generator).
+* E_IT = signed sum of ``it`` meters; the PUE category (PUE1/PUE2/PUE3 for IT measured at UPS
+  output / PDU output / IT input) comes from ``site.pue_category``. A PUE over less than a
+  year is labelled "interim".
+* pPUE of a zone = (zone IT + zone cooling, lighting, other_overhead) / zone IT, by the meters'
+  ``zone``.
+* REF = (E_renewable_onsite + GO/REC/PPA kWh of the site's contracts for the month, prorated to
+  the window) / E_DC, capped at 1 (ISO/IEC 30134-3; EU 2024/1364 E_RES-TOT = GOO + PPA + OS).
+  The renewable share shown is the same number.
+* Scope 2 location-based = E_grid kWh × the zone's grid-average factor (or an hourly factor
+  series when given). Market-based = contracted instruments first (their own factor, usually
+  0) up to E_grid, the zone's residual mix for the rest; where no residual mix is published
+  the grid average is used and the result says so (GHG Protocol Scope 2 hierarchy).
+* CUE = location-based CO2e / E_IT (kgCO2e/kWh); it excludes generator fuel (Scope 1), for
+  which greendc has no fuel data.
+* Hourly CFE%: per hour, clean energy (on-site renewable + hourly PPA) counts up to that hour's
+  E_DC with no carry-over; the rest of the hour counts at the grid's carbon-free share.
+* ERF = E_heat_reuse / E_DC; WUE = water (L) / E_IT (kWh).
+* Fleet PUE = ΣE_DC / ΣE_IT across sites, labelled as such (not an average of site PUEs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from greendc._errors import KPIError
+from greendc.config import Contract, Site
+from greendc.energy import IntervalSeries, merge_intervals
+from greendc.factors import HOUR_SECONDS, Factor, FactorTable, HourlyFactors
+from greendc.model import Role
+
+SECONDS_PER_YEAR = 365 * 86400
+OVERHEAD_ROLES = (Role.COOLING, Role.LIGHTING, Role.OTHER_OVERHEAD)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window ``[start_s, end_s)`` in Unix seconds."""
+
+    start_s: int
+    end_s: int
+
+    @property
+    def seconds(self) -> int:
+        """Length of the window."""
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A quantity summed over a window, with its coverage (0..1).
+
+    ``meters`` is how many meters contributed; 0 means the site has none for this input.
+    """
+
+    value: float
+    coverage: float
+    meters: int = 1
+
+
+@dataclass(frozen=True)
+class KPI:
+    """One KPI result: the value (None when withheld), unit, label and input coverage."""
+
+    name: str
+    value: float | None
+    unit: str
+    label: str
+    coverage: Mapping[str, float] = field(default_factory=dict)
+    withheld: str | None = None
+    detail: str = ""
+
+
+def _gate(
+    name: str,
+    unit: str,
+    label: str,
+    inputs: Mapping[str, Measured],
+    min_coverage: float,
+) -> tuple[dict[str, float], KPI | None]:
+    """Coverage per input, and a withheld KPI if an input is absent or under-covered."""
+    cov = {k: m.coverage for k, m in inputs.items()}
+    for key, m in inputs.items():
+        if m.meters == 0:
+            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}")
+    low = [k for k, m in inputs.items() if m.coverage < min_coverage]
+    if low:
+        worst = min(cov[k] for k in low)
+        reason = (
+            f"coverage of {', '.join(low)} is {worst:.1%}, below the minimum {min_coverage:.0%}"
+        )
+        return cov, KPI(name, None, unit, label, cov, reason)
+    return cov, None
+
+
+def pue_label(category: int, window_seconds: int) -> str:
+    """'PUE2', or 'PUE2 (interim)' for a window shorter than a year."""
+    label = f"PUE{category}"
+    return label if window_seconds >= SECONDS_PER_YEAR else f"{label} (interim)"
+
+
+def pue(
+    e_dc: Measured, e_it: Measured, *, category: int, window_seconds: int, min_coverage: float
+) -> KPI:
+    """PUE = E_DC / E_IT over the window (ISO/IEC 30134-2), labelled with its category."""
+    label = pue_label(category, window_seconds)
+    cov, held = _gate("pue", "", label, {"E_DC": e_dc, "E_IT": e_it}, min_coverage)
+    if held:
+        return held
+    if e_it.value <= 0:
+        return KPI("pue", None, "", label, cov, "E_IT is zero")
+    return KPI("pue", e_dc.value / e_it.value, "", label, cov)
+
+
+def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float) -> KPI:
+    """Partial PUE of a zone = (zone IT + zone overhead) / zone IT."""
+    name, label = f"ppue:{zone}", f"pPUE {zone}"
+    cov, held = _gate(name, "", label, {"E_IT": e_it, "E_overhead": e_overhead}, min_coverage)
+    if held:
+        return held
+    if e_it.value <= 0:
+        return KPI(name, None, "", label, cov, "zone E_IT is zero")
+    return KPI(name, (e_it.value + e_overhead.value) / e_it.value, "", label, cov)
+
+
+def ref(
+    e_dc: Measured, e_res_onsite: Measured, certificates_wh: float, *, min_coverage: float
+) -> KPI:
+    """REF = (on-site renewable + GO/REC/PPA energy) / E_DC, capped at 1 (ISO/IEC 30134-3)."""
+    label = "REF (renewable energy factor)"
+    inputs = {"E_DC": e_dc}
+    if e_res_onsite.meters:
+        inputs["E_renewable_onsite"] = e_res_onsite
+    cov, held = _gate("ref", "ratio", label, inputs, min_coverage)
+    if held:
+        return held
+    if e_dc.value <= 0:
+        return KPI("ref", None, "ratio", label, cov, "E_DC is zero")
+    raw = (max(e_res_onsite.value, 0.0) + certificates_wh) / e_dc.value
+    detail = f"capped at 1 (uncapped {raw:.3f})" if raw > 1 else ""
+    return KPI("ref", min(raw, 1.0), "ratio", label, cov, detail=detail)
+
+
+def location_emissions(
+    e_grid: Measured,
+    factor: Factor,
+    *,
+    min_coverage: float,
+    hourly_grid_wh: np.ndarray | None = None,
+    hourly_factors: np.ndarray | None = None,
+) -> KPI:
+    """Scope 2 location-based kgCO2e: grid kWh × grid-average factor.
+
+    With ``hourly_grid_wh`` and ``hourly_factors`` (same length, NaN where the series has no
+    factor), each hour uses its own factor; the share of grid energy in hours with a factor is
+    reported as the coverage of "factor" and gated like any input; uncovered hours use the
+    static annual factor.
+    """
+    label = "Scope 2 location-based"
+    inputs = {"E_grid": e_grid}
+    detail = f"grid average {factor.value} {factor.unit}: {factor.citation}"
+    if hourly_grid_wh is not None and hourly_factors is not None:
+        known = ~np.isnan(hourly_factors)
+        total = float(hourly_grid_wh.sum())
+        share = float(hourly_grid_wh[known].sum()) / total if total > 0 else 1.0
+        inputs["factor"] = Measured(0.0, share)
+        cov, held = _gate("scope2_location", "kgCO2e", label + " (hourly)", inputs, min_coverage)
+        if held:
+            return held
+        per_hour = np.where(known, hourly_factors, factor.value)
+        kg = float((hourly_grid_wh / 1000.0 * per_hour).sum())
+        return KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
+    cov, held = _gate("scope2_location", "kgCO2e", label, inputs, min_coverage)
+    if held:
+        return held
+    kg = e_grid.value / 1000.0 * factor.value
+    return KPI("scope2_location", kg, "kgCO2e", label, cov, detail=detail)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A contractual instrument for market-based Scope 2 (GO, REC or PPA) over the window."""
+
+    kind: str
+    energy_wh: float
+    factor_kg_per_kwh: float = 0.0
+
+
+def market_emissions(
+    e_grid: Measured,
+    instruments: Sequence[Instrument],
+    *,
+    residual: Factor | None,
+    grid_average: Factor,
+    min_coverage: float,
+) -> KPI:
+    """Scope 2 market-based kgCO2e (GHG Protocol): instruments first, residual mix for the rest.
+
+    Instruments are applied in the order given, each up to the grid energy not yet covered;
+    the remainder is charged at the residual mix, or at the grid average (and said so in
+    ``detail``) where the zone has no published residual mix.
+    """
+    label = "Scope 2 market-based"
+    cov, held = _gate("scope2_market", "kgCO2e", label, {"E_grid": e_grid}, min_coverage)
+    if held:
+        return held
+    remaining_wh = max(e_grid.value, 0.0)
+    kg = 0.0
+    for inst in instruments:
+        used_wh = min(remaining_wh, max(inst.energy_wh, 0.0))
+        kg += used_wh / 1000.0 * inst.factor_kg_per_kwh
+        remaining_wh -= used_wh
+    rest = residual if residual is not None else grid_average
+    kg += remaining_wh / 1000.0 * rest.value
+    which = "residual mix" if residual is not None else "grid average (no residual mix published)"
+    detail = f"{remaining_wh / 1000.0:.1f} kWh at {which} {rest.value} {rest.unit}"
+    return KPI("scope2_market", kg, "kgCO2e", label, cov, detail=detail)
+
+
+def cue(emissions: KPI, e_it: Measured, *, min_coverage: float) -> KPI:
+    """CUE = CO2e (of the given emissions KPI) / E_IT kWh, in kgCO2e/kWh."""
+    label = f"CUE ({emissions.label})"
+    cov, held = _gate("cue", "kgCO2e/kWh", label, {"E_IT": e_it}, min_coverage)
+    cov = {**emissions.coverage, **cov}
+    if held:
+        return KPI("cue", None, "kgCO2e/kWh", label, cov, held.withheld)
+    if emissions.value is None:
+        return KPI(
+            "cue", None, "kgCO2e/kWh", label, cov, f"emissions withheld: {emissions.withheld}"
+        )
+    if e_it.value <= 0:
+        return KPI("cue", None, "kgCO2e/kWh", label, cov, "E_IT is zero")
+    return KPI("cue", emissions.value / (e_it.value / 1000.0), "kgCO2e/kWh", label, cov)
+
+
+def hourly_cfe(
+    consumption_wh: np.ndarray,
+    clean_wh: np.ndarray,
+    grid_cfe_share: float | None,
+    *,
+    inputs: Mapping[str, Measured],
+    min_coverage: float,
+) -> KPI:
+    """24/7 CFE share: per hour min(clean, consumption) + rest × grid carbon-free share."""
+    label = "hourly CFE"
+    cov, held = _gate("cfe", "ratio", label, inputs, min_coverage)
+    if held:
+        return held
+    if grid_cfe_share is None:
+        return KPI("cfe", None, "ratio", label, cov, "no published carbon-free share for the zone")
+    load = np.maximum(consumption_wh, 0.0)
+    total = float(load.sum())
+    if total <= 0:
+        return KPI("cfe", None, "ratio", label, cov, "E_DC is zero")
+    matched = np.minimum(np.maximum(clean_wh, 0.0), load)
+    cfe_wh = matched + (load - matched) * grid_cfe_share
+    return KPI("cfe", float(cfe_wh.sum()) / total, "ratio", label, cov)
+
+
+def erf(e_reuse: Measured, e_dc: Measured, *, min_coverage: float) -> KPI:
+    """ERF = heat energy reused outside the boundary / E_DC (ISO/IEC 30134-6)."""
+    label = "ERF (energy reuse factor)"
+    cov, held = _gate("erf", "ratio", label, {"E_reuse": e_reuse, "E_DC": e_dc}, min_coverage)
+    if held:
+        return held
+    if e_dc.value <= 0:
+        return KPI("erf", None, "ratio", label, cov, "E_DC is zero")
+    return KPI("erf", e_reuse.value / e_dc.value, "ratio", label, cov)
+
+
+def wue(water_l: Measured, e_it: Measured, *, min_coverage: float) -> KPI:
+    """WUE = site water (L) / E_IT (kWh) (ISO/IEC 30134-9)."""
+    label = "WUE (water usage effectiveness)"
+    cov, held = _gate("wue", "L/kWh", label, {"water": water_l, "E_IT": e_it}, min_coverage)
+    if held:
+        return held
+    if e_it.value <= 0:
+        return KPI("wue", None, "L/kWh", label, cov, "E_IT is zero")
+    return KPI("wue", water_l.value / (e_it.value / 1000.0), "L/kWh", label, cov)
+
+
+# ---------------------------------------------------------------------------------------
+# A whole site
+
+
+@dataclass(frozen=True)
+class SiteKPIs:
+    """All KPIs of one site over one window, and the energy inputs they came from (Wh, L)."""
+
+    site: str
+    window: Window
+    category: int
+    inputs: Mapping[str, Measured]
+    kpis: Mapping[str, KPI]
+
+
+def _sum_role(
+    site: Site,
+    energies: Mapping[str, IntervalSeries],
+    window: Window,
+    roles: Sequence[Role],
+    interval_seconds: int,
+    zone: str | None = None,
+) -> tuple[Measured, np.ndarray]:
+    """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval."""
+    n = window.seconds // interval_seconds
+    per_interval = np.zeros(n)
+    coverages = []
+    count = 0
+    for m in site.meters:
+        if m.role not in roles or (zone is not None and m.zone != zone):
+            continue
+        count += 1
+        series = energies.get(m.name)
+        if series is None:
+            coverages.append(0.0)
+            continue
+        part = series.slice(window.start_s, window.end_s)
+        per_interval += m.sign * part.amount
+        coverages.append(part.coverage())
+    coverage = min(coverages) if coverages else 1.0
+    return Measured(float(per_interval.sum()), coverage, count), per_interval
+
+
+def _month_bounds(month: str, tz: ZoneInfo) -> tuple[float, float]:
+    year, mon = (int(x) for x in month.split("-"))
+    start = datetime(year, mon, 1, tzinfo=tz)
+    nxt = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=tz)
+    return start.timestamp(), nxt.timestamp()
+
+
+def contract_wh_in_window(contract: Contract, window: Window, timezone: str) -> float:
+    """A contract's energy for its month (in the site's time zone), prorated to the window."""
+    lo, hi = _month_bounds(contract.month, ZoneInfo(timezone))
+    overlap = max(0.0, min(hi, window.end_s) - max(lo, window.start_s))
+    return contract.energy_kwh * 1000.0 * overlap / (hi - lo)
+
+
+def _hourly(per_interval: np.ndarray, window: Window, interval_seconds: int) -> IntervalSeries:
+    series = IntervalSeries(
+        window.start_s, interval_seconds, per_interval, np.zeros_like(per_interval)
+    )
+    if HOUR_SECONDS % interval_seconds:
+        raise KPIError(f"interval {interval_seconds} s does not divide an hour")
+    return merge_intervals(series, HOUR_SECONDS // interval_seconds)
+
+
+def site_kpis(
+    site: Site,
+    energies: Mapping[str, IntervalSeries],
+    window: Window,
+    factors: FactorTable,
+    min_coverage: float,
+    *,
+    interval_seconds: int | None = None,
+    hourly_factors: HourlyFactors | None = None,
+    ppa_hourly_wh: IntervalSeries | None = None,
+) -> SiteKPIs:
+    """Every KPI of a site over ``window`` from per-meter interval series (keyed by meter name).
+
+    Water meters' series are in litres. ``ppa_hourly_wh`` is the hourly delivery profile of
+    the site's hourly PPAs (for CFE); ``hourly_factors`` replaces the static grid factor.
+    """
+    if interval_seconds is None:
+        first = next(iter(energies.values()), None)
+        interval_seconds = first.interval_seconds if first is not None else 60
+    step = interval_seconds
+
+    def total(roles: Sequence[Role], zone: str | None = None) -> tuple[Measured, np.ndarray]:
+        return _sum_role(site, energies, window, roles, step, zone)
+
+    e_dc, dc_i = total([Role.FACILITY])
+    e_it, _ = total([Role.IT])
+    e_ren, ren_i = total([Role.RENEWABLE_ONSITE])
+    e_gen, gen_i = total([Role.GENERATOR])
+    e_reuse, _ = total([Role.HEAT_REUSE])
+    water, _ = total([Role.WATER])
+    e_import, import_i = total([Role.GRID_IMPORT])
+    if e_import.meters:
+        e_grid, grid_i = e_import, import_i
+    else:
+        grid_i = np.maximum(dc_i - ren_i - gen_i, 0.0)
+        parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
+        e_grid = Measured(float(grid_i.sum()), min(p.coverage for p in parts), e_dc.meters)
+
+    tz = site.timezone
+    contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
+    certificates_wh = sum(contract_wh.values())
+    inputs = {
+        "E_DC": e_dc,
+        "E_IT": e_it,
+        "E_grid": e_grid,
+        "E_renewable_onsite": e_ren,
+        "E_generator": e_gen,
+        "E_heat_reuse": e_reuse,
+        "water_l": water,
+        "E_certificates": Measured(certificates_wh, 1.0, len(site.contracts)),
+    }
+
+    kpis: dict[str, KPI] = {}
+    kpis["pue"] = pue(
+        e_dc,
+        e_it,
+        category=site.pue_category,
+        window_seconds=window.seconds,
+        min_coverage=min_coverage,
+    )
+    zones = sorted({m.zone for m in site.meters if m.role is Role.IT and m.zone is not None})
+    for z in zones:
+        z_it, _ = total([Role.IT], z)
+        z_oh, _ = total(OVERHEAD_ROLES, z)
+        if z_oh.meters == 0:
+            # A zone without its own overhead meters has pPUE 1 by construction; say so.
+            k = ppue(z, z_it, Measured(0.0, 1.0, 1), min_coverage=min_coverage)
+            k = replace(k, detail="no overhead meter in this zone")
+        else:
+            k = ppue(z, z_it, z_oh, min_coverage=min_coverage)
+        kpis[k.name] = k
+    kpis["ref"] = ref(e_dc, e_ren, certificates_wh, min_coverage=min_coverage)
+    r = kpis["ref"]
+    kpis["renewable_share"] = replace(r, name="renewable_share", label="renewable share (= REF)")
+
+    zone = factors.zone(site.grid_zone)
+    if hourly_factors is not None:
+        grid_h = _hourly(grid_i, window, step)
+        fac_h = hourly_factors.values_for(grid_h.start_s, len(grid_h))
+        # Hours clipped by the window only count the part inside it.
+        loc = location_emissions(
+            e_grid,
+            zone.grid_average,
+            min_coverage=min_coverage,
+            hourly_grid_wh=grid_h.amount,
+            hourly_factors=fac_h,
+        )
+    else:
+        loc = location_emissions(e_grid, zone.grid_average, min_coverage=min_coverage)
+    kpis["scope2_location"] = loc
+    instruments = [
+        Instrument(c.kind, contract_wh[id(c)], c.factor_kg_per_kwh) for c in site.contracts
+    ]
+    kpis["scope2_market"] = market_emissions(
+        e_grid,
+        instruments,
+        residual=zone.residual_mix,
+        grid_average=zone.grid_average,
+        min_coverage=min_coverage,
+    )
+    kpis["cue"] = cue(loc, e_it, min_coverage=min_coverage)
+
+    dc_h = _hourly(dc_i, window, step)
+    clean_h = _hourly(np.maximum(ren_i, 0.0), window, step).amount
+    cfe_inputs = {"E_DC": e_dc}
+    if e_ren.meters:
+        cfe_inputs["E_renewable_onsite"] = e_ren
+    hourly_ppas = [c for c in site.contracts if c.kind == "ppa" and c.hourly]
+    cfe_detail = ""
+    if ppa_hourly_wh is not None:
+        clean_h = clean_h + ppa_hourly_wh.slice(dc_h.start_s, dc_h.end_s).amount
+    elif hourly_ppas:
+        cfe_detail = "hourly PPA not counted: no hourly delivery profile given"
+    share = zone.carbon_free_share.value if zone.carbon_free_share is not None else None
+    c = hourly_cfe(dc_h.amount, clean_h, share, inputs=cfe_inputs, min_coverage=min_coverage)
+    kpis["cfe"] = replace(c, detail=cfe_detail)
+
+    if e_reuse.meters:
+        kpis["erf"] = erf(e_reuse, e_dc, min_coverage=min_coverage)
+    if water.meters:
+        kpis["wue"] = wue(water, e_it, min_coverage=min_coverage)
+    return SiteKPIs(site.name, window, site.pue_category, inputs, kpis)
+
+
+def fleet_pue(sites: Sequence[SiteKPIs], *, min_coverage: float) -> KPI:
+    """Fleet PUE = ΣE_DC / ΣE_IT over sites (not an average of site PUEs), labelled as such."""
+    cats = sorted({s.category for s in sites})
+    cat = f"PUE{cats[0]}" if len(cats) == 1 else "mixed categories"
+    label = f"fleet PUE (ΣE_DC/ΣE_IT over {len(sites)} sites, {cat})"
+    inputs = {}
+    for s in sites:
+        inputs[f"{s.site}.E_DC"] = s.inputs["E_DC"]
+        inputs[f"{s.site}.E_IT"] = s.inputs["E_IT"]
+    cov, held = _gate("fleet_pue", "", label, inputs, min_coverage)
+    if held:
+        return held
+    if not sites:
+        return KPI("fleet_pue", None, "", label, cov, "no sites")
+    dc = sum(s.inputs["E_DC"].value for s in sites)
+    it = sum(s.inputs["E_IT"].value for s in sites)
+    if it <= 0:
+        return KPI("fleet_pue", None, "", label, cov, "E_IT is zero")
+    return KPI("fleet_pue", dc / it, "", label, cov)
+
+
+__all__ = [
+    "KPI",
+    "Instrument",
+    "Measured",
+    "SiteKPIs",
+    "Window",
+    "contract_wh_in_window",
+    "cue",
+    "erf",
+    "fleet_pue",
+    "hourly_cfe",
+    "location_emissions",
+    "market_emissions",
+    "ppue",
+    "pue",
+    "pue_label",
+    "ref",
+    "site_kpis",
+    "wue",
+]

@@ -1,0 +1,214 @@
+"""Energy per interval from samples: counters, resets, rollovers, power, gaps, spreading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greendc._errors import KPIError
+from greendc.energy import (
+    IntervalAccumulator,
+    IntervalSeries,
+    energy_by_meter,
+    interval_series,
+    merge_intervals,
+    step_energy,
+    water_series,
+)
+
+GAP = 300.0
+
+
+def test_power_is_integrated_by_trapezoid_and_spread_in_proportion_to_time() -> None:
+    # Steps: [0,30] at 1000->2000 W = 12.5 Wh; [30,90] at 2000 W = 33.33 Wh, half in each minute.
+    s = interval_series(
+        [0, 30, 90], None, [1000, 2000, 2000], interval_seconds=60, max_gap_seconds=GAP
+    )
+    assert s.start_s == 0 and len(s) == 2
+    assert s.energy_wh == pytest.approx([12.5 + 2000 * 30 / 3600, 2000 * 30 / 3600])
+    assert s.covered_seconds == pytest.approx([60, 30])
+
+
+def test_counter_is_preferred_over_power() -> None:
+    # The power readings would give 2 Wh per step; the counter says 5 and 7.
+    s = interval_series(
+        [0, 60, 120], [100, 105, 112], [120, 120, 120], interval_seconds=60, max_gap_seconds=GAP
+    )
+    assert s.energy_wh == pytest.approx([5, 7, 0])
+    assert s.total() == pytest.approx(12)
+
+
+def test_counter_reset_is_neither_negative_nor_doubled() -> None:
+    # 100 -> 110 (+10), reset to 5 (unknown: missing), 5 -> 15 (+10).
+    s = interval_series(
+        [0, 60, 120, 180], [100, 110, 5, 15], None, interval_seconds=60, max_gap_seconds=GAP
+    )
+    assert s.energy_wh == pytest.approx([10, 0, 10, 0])
+    assert s.covered_seconds == pytest.approx([60, 0, 60, 0])
+    assert np.all(s.energy_wh >= 0)
+
+
+def test_counter_reset_falls_back_to_power_when_both_samples_have_it() -> None:
+    s = interval_series(
+        [0, 60, 120], [100, 110, 5], [600, 600, 600], interval_seconds=60, max_gap_seconds=GAP
+    )
+    assert s.energy_wh == pytest.approx([10, 10, 0])
+
+
+def test_rollover_wraps_instead_of_resetting() -> None:
+    s = interval_series(
+        [0, 60, 120],
+        [980, 995, 5],
+        None,
+        interval_seconds=60,
+        max_gap_seconds=GAP,
+        rollover_wh=1000,
+    )
+    assert s.energy_wh == pytest.approx([15, 10, 0])
+
+
+def test_a_large_drop_on_a_rolling_counter_is_a_reset_not_a_wrap() -> None:
+    # 400 -> 100 would be a 700 Wh wrap on a 1000 Wh counter: more than half the range.
+    assert step_energy(0, 400, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000) is None
+    assert step_energy(0, 900, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000) == 200
+
+
+def test_gap_longer_than_max_is_missing_not_bridged() -> None:
+    s = interval_series(
+        [0, 60, 600, 660],
+        None,
+        [1000, 1000, 1000, 1000],
+        interval_seconds=60,
+        max_gap_seconds=GAP,
+    )
+    assert s.energy_wh[0] == pytest.approx(1000 / 60)
+    assert s.energy_wh[1:10] == pytest.approx(np.zeros(9))
+    assert s.covered_seconds[1:10] == pytest.approx(np.zeros(9))
+    assert s.energy_wh[10] == pytest.approx(1000 / 60)
+    assert s.coverage() == pytest.approx(120 / 720)
+
+
+def test_unsorted_and_duplicate_samples() -> None:
+    s = interval_series(
+        [60, 0, 60, 120], [110, 100, 999, 130], None, interval_seconds=60, max_gap_seconds=GAP
+    )
+    assert s.total() == pytest.approx(30)
+
+
+def test_explicit_window_pads_with_uncovered_intervals() -> None:
+    s = interval_series(
+        [120, 180], [0, 10], None, interval_seconds=60, max_gap_seconds=GAP, start_s=0, end_s=300
+    )
+    assert s.energy_wh == pytest.approx([0, 0, 10, 0, 0])
+    assert s.covered_seconds == pytest.approx([0, 0, 60, 0, 0])
+
+
+def test_misaligned_window_is_rejected() -> None:
+    with pytest.raises(KPIError, match="grid"):
+        interval_series([0, 60], [0, 1], None, interval_seconds=60, max_gap_seconds=GAP, start_s=7)
+
+
+def test_water_goes_through_the_counter_logic_in_litres() -> None:
+    s = water_series([0, 60, 120], [10, 12, 1], interval_seconds=60, max_gap_seconds=GAP)
+    assert s.unit == "L"
+    assert s.amount == pytest.approx([2, 0, 0])
+    with pytest.raises(KPIError, match="not Wh"):
+        _ = s.energy_wh
+
+
+def test_energy_by_meter_from_a_long_table() -> None:
+    frame = pd.DataFrame(
+        {
+            "meter": ["a", "a", "b", "b", "a"],
+            "ts_s": [0.0, 60.0, 0.0, 60.0, 120.0],
+            "energy_wh": [0.0, 5.0, np.nan, np.nan, 9.0],
+            "power_w": [np.nan, np.nan, 60.0, 60.0, np.nan],
+        }
+    )
+    out = energy_by_meter(frame, interval_seconds=60, max_gap_seconds=GAP, start_s=0, end_s=180)
+    assert out["a"].energy_wh == pytest.approx([5, 4, 0])
+    assert out["b"].energy_wh == pytest.approx([1, 0, 0])
+
+
+def test_merge_pads_to_the_coarser_grid() -> None:
+    s = IntervalSeries(60, 60, np.array([1.0, 2.0, 3.0]), np.array([60.0, 60.0, 30.0]))
+    m = merge_intervals(s, 2)
+    assert (m.start_s, m.interval_seconds) == (0, 120)
+    assert m.amount == pytest.approx([1, 5])
+    assert m.covered_seconds == pytest.approx([60, 90])
+
+
+# ---------------------------------------------------------------------------------------
+# Properties
+
+
+@st.composite
+def samples(draw: st.DrawFn) -> tuple[list[float], list[float | None], list[float | None]]:
+    """Increasing timestamps with counters (sometimes reset) and/or power, some absent."""
+    n = draw(st.integers(min_value=0, max_value=25))
+    steps = draw(st.lists(st.floats(1.0, 400.0), min_size=n, max_size=n))
+    t0 = draw(st.floats(0, 10_000))
+    ts = list(np.cumsum([t0, *steps]).round(3))
+    counters: list[float | None] = []
+    c = draw(st.floats(0, 1e6))
+    for _ in ts:
+        kind = draw(st.sampled_from(["up", "up", "up", "reset", "none"]))
+        if kind == "reset":
+            c = draw(st.floats(0, 100))
+        elif kind == "up":
+            c += draw(st.floats(0, 500))
+        counters.append(None if kind == "none" else c)
+    powers = [draw(st.one_of(st.none(), st.floats(0, 50_000))) for _ in ts]
+    return ts, counters, powers
+
+
+@settings(max_examples=40, deadline=None)
+@given(samples(), st.sampled_from([5, 60, 300]), st.integers(1, 6))
+def test_splitting_or_merging_intervals_never_changes_totals(
+    data: tuple[list[float], list[float | None], list[float | None]], step: int, factor: int
+) -> None:
+    ts, counters, powers = data
+    fine = interval_series(ts, counters, powers, interval_seconds=step, max_gap_seconds=GAP)
+    coarse = interval_series(
+        ts, counters, powers, interval_seconds=step * factor, max_gap_seconds=GAP
+    )
+    merged = merge_intervals(fine, factor)
+    assert merged.total() == pytest.approx(fine.total(), rel=1e-9, abs=1e-6)
+    assert coarse.total() == pytest.approx(fine.total(), rel=1e-9, abs=1e-6)
+    assert merged.amount == pytest.approx(
+        coarse.slice(merged.start_s, merged.end_s).amount, rel=1e-9, abs=1e-6
+    )
+    assert float(coarse.covered_seconds.sum()) == pytest.approx(
+        float(fine.covered_seconds.sum()), abs=1e-6
+    )
+    assert np.all(fine.covered_seconds <= step + 1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(samples(), st.sampled_from([10, 60]))
+def test_incremental_accumulator_equals_batch(
+    data: tuple[list[float], list[float | None], list[float | None]], step: int
+) -> None:
+    ts, counters, powers = data
+    batch = interval_series(ts, counters, powers, interval_seconds=step, max_gap_seconds=GAP)
+    acc = IntervalAccumulator(step, GAP, capacity=len(batch) + 1)
+    for t, c, p in zip(ts, counters, powers, strict=True):
+        acc.add(t, c, p)
+    inc = acc.series(batch.start_s, batch.end_s)
+    assert inc.amount == pytest.approx(batch.amount, rel=1e-9, abs=1e-6)
+    assert inc.covered_seconds == pytest.approx(batch.covered_seconds, rel=1e-9, abs=1e-6)
+    assert acc.amount_total == pytest.approx(batch.total(), rel=1e-9, abs=1e-6)
+
+
+def test_accumulator_keeps_only_its_capacity() -> None:
+    acc = IntervalAccumulator(60, GAP, capacity=3)
+    for i in range(11):
+        acc.add(i * 60.0, i * 10.0, None)
+    held = acc.series(0, 600)
+    assert held.amount == pytest.approx([0, 0, 0, 0, 0, 0, 0, 10, 10, 10])
+    assert acc.amount_total == pytest.approx(100)
+    acc.add(300.0, 0.0, None)  # older than the last sample
+    assert acc.ignored == 1

@@ -1,0 +1,179 @@
+"""Live rolling-window KPIs: same numbers as the batch path, bounded memory, counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greendc._errors import KPIError
+from greendc.config import Settings, parse_config
+from greendc.energy import interval_series
+from greendc.factors import load_factors
+from greendc.kpi import Window, site_kpis
+from greendc.live import LiveKPIs
+from greendc.model import Reading
+
+T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, on every interval grid used here
+
+
+def make_settings(windows: list[int] | None = None, zone: str = "SG") -> Settings:
+    data: dict[str, Any] = {
+        "kpi": {
+            "interval_seconds": 60,
+            "max_gap_seconds": 300,
+            "min_coverage": 0.9,
+            "windows_seconds": windows or [300, 3600],
+        },
+        "sites": [
+            {
+                "name": "s1",
+                "grid_zone": zone,
+                "installed_it_kw": 100,
+                "pue_category": 1,
+                "meters": [
+                    {"name": "inc", "role": "facility"},
+                    {"name": "office", "role": "facility", "sign": -1},
+                    {"name": "ups", "role": "it", "point": "ups_output"},
+                    {"name": "pv", "role": "renewable_onsite"},
+                    {"name": "water", "role": "water"},
+                ],
+            }
+        ],
+    }
+    return parse_config(data, env={})
+
+
+def reading(meter: str, t_s: float, **fields: float) -> Reading:
+    return Reading("s1", meter, "", round(t_s * 1000), dict(fields))
+
+
+def feed_constant(live: LiveKPIs, meter: str, watts: float, start_s: int, end_s: int) -> None:
+    for t in range(start_s, end_s + 1, 10):
+        live.add(reading(meter, t, power_w=watts))
+
+
+def test_live_pue_and_renewable_share_match_hand_computation() -> None:
+    live = LiveKPIs(make_settings())
+    # 10 minutes of constant power: facility 1600 W minus office 100 W, IT 1000 W, PV 300 W.
+    for meter, watts in (("inc", 1600.0), ("office", 100.0), ("ups", 1000.0), ("pv", 300.0)):
+        feed_constant(live, meter, watts, T0, T0 + 600)
+    for i, t in enumerate(range(T0, T0 + 601, 60)):
+        live.add(reading("water", t, water_l=1000.0 + 2.0 * i))
+    snap = live.snapshot(T0 + 630.5)
+    assert snap.end_s == T0 + 600
+    five = snap.kpis["s1"][300].kpis
+    assert five["pue"].value == pytest.approx(1500 / 1000)
+    assert five["pue"].label == "PUE1 (interim)"
+    assert five["ref"].value == pytest.approx(300 / 1500)
+    assert five["renewable_share"].value == pytest.approx(0.2)
+    # 2 L per minute over 1000 W x 5 min = 83.3 Wh of IT energy.
+    assert five["wue"].value == pytest.approx(10 / (1000 * 300 / 3600 / 1000))
+    hour = snap.kpis["s1"][3600].kpis["pue"]
+    assert hour.value is None and hour.coverage["E_DC"] == pytest.approx(600 / 3600)
+    assert snap.energy_totals_wh[("s1", "facility")] == pytest.approx(1600 * 600 / 3600)
+    assert snap.subtracted_energy_wh[("s1", "facility")] == pytest.approx(100 * 600 / 3600)
+    assert snap.water_totals_l["s1"] == pytest.approx(20.0)
+    assert snap.last_power_w[("s1", "ups")] == (T0 + 600, 1000.0)
+
+
+@st.composite
+def meter_samples(draw: st.DrawFn) -> list[tuple[float, float | None, float | None]]:
+    n = draw(st.integers(2, 30))
+    out: list[tuple[float, float | None, float | None]] = []
+    t, c = float(T0), draw(st.floats(0, 1e6))
+    for _ in range(n):
+        t += draw(st.sampled_from([5.0, 10.0, 30.0, 61.5, 200.0, 400.0]))
+        kind = draw(st.sampled_from(["counter", "power", "both", "reset"]))
+        c = draw(st.floats(0, 10)) if kind == "reset" else c + draw(st.floats(0, 100))
+        p = draw(st.floats(0, 5000))
+        out.append((t, None if kind == "power" else c, None if kind == "counter" else p))
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(meter_samples(), meter_samples())
+def test_incremental_live_equals_batch_energy_and_kpis(
+    fac: list[tuple[float, float | None, float | None]],
+    it: list[tuple[float, float | None, float | None]],
+) -> None:
+    s = make_settings(windows=[3600 * 4])
+    live = LiveKPIs(s)
+    batch = {}
+    last = 0.0
+    for meter, samples in (("inc", fac), ("ups", it)):
+        for t, c, p in samples:
+            fields = {k: v for k, v in (("energy_wh", c), ("power_w", p)) if v is not None}
+            live.add(reading(meter, t, **fields))
+            last = max(last, t)
+        ts, cs, ps = zip(*samples, strict=True)
+        batch[meter] = interval_series(
+            ts,
+            cs,
+            ps,
+            interval_seconds=60,
+            max_gap_seconds=300,
+            start_s=T0,
+            end_s=T0 + 3600 * 4,
+        )
+    snap = live.snapshot(T0 + 3600 * 4)
+    for meter in ("inc", "ups"):
+        inc = live.series("s1", meter, T0, T0 + 3600 * 4)
+        np.testing.assert_allclose(inc.amount, batch[meter].amount, rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(
+            inc.covered_seconds, batch[meter].covered_seconds, rtol=1e-9, atol=1e-6
+        )
+    site = s.sites[0]
+    expected = site_kpis(site, batch, Window(T0, T0 + 3600 * 4), load_factors(), s.kpi.min_coverage)
+    got = snap.kpis["s1"][3600 * 4]
+    for name in ("pue", "scope2_location"):
+        if expected.kpis[name].value is None:
+            assert got.kpis[name].value is None
+        else:
+            assert got.kpis[name].value == pytest.approx(expected.kpis[name].value, rel=1e-9)
+    assert got.inputs["E_DC"].value == pytest.approx(expected.inputs["E_DC"].value, abs=1e-6)
+
+
+def test_memory_is_bounded_to_the_longest_window() -> None:
+    live = LiveKPIs(make_settings(windows=[300, 3600]))
+    feed_constant(live, "ups", 600.0, T0, T0 + 7200)
+    both_hours = live.series("s1", "ups", T0, T0 + 7200)
+    # Only the longest window (60 intervals) plus the current one are held; older ones are
+    # dropped, not kept forever.
+    assert int(np.count_nonzero(both_hours.covered_seconds)) == 61
+    assert both_hours.amount[:59] == pytest.approx(np.zeros(59))
+    last_hour = live.series("s1", "ups", T0 + 3600, T0 + 7200)
+    assert last_hour.total() == pytest.approx(600.0)
+    assert live.snapshot(T0 + 7200).energy_totals_wh[("s1", "it")] == pytest.approx(1200.0)
+
+
+def test_totals_are_monotonic_and_stale_samples_are_ignored() -> None:
+    live = LiveKPIs(make_settings())
+    live.add(reading("pv", T0, power_w=1000.0))
+    live.add(reading("pv", T0 + 60, power_w=-1000.0))  # export: a negative step
+    live.add(reading("pv", T0 + 120, power_w=-1000.0))
+    live.add(reading("pv", T0 + 30, power_w=5.0))  # older than the last: ignored
+    snap = live.snapshot(T0 + 180)
+    assert snap.energy_totals_wh[("s1", "renewable_onsite")] == pytest.approx(0.0)
+    assert snap.ignored_samples == 1
+    assert snap.last_power_w[("s1", "pv")] == (T0 + 120, -1000.0)
+
+
+def test_unknown_meter_only_updates_last_power() -> None:
+    live = LiveKPIs(make_settings())
+    live.add(Reading("s1", "mystery", "unknown", T0 * 1000, {"power_w": 42.0}))
+    live.add(Reading("other", "m", "unknown", T0 * 1000, {"energy_wh": 1.0}))
+    snap = live.snapshot(T0 + 60)
+    assert snap.last_power_w[("s1", "mystery")] == (float(T0), 42.0)
+    assert ("other", "m") not in snap.last_power_w
+    assert set(snap.kpis) == {"s1"}
+
+
+def test_bad_settings_fail_at_construction() -> None:
+    with pytest.raises(KPIError, match="multiple"):
+        LiveKPIs(make_settings(windows=[90]))
+    with pytest.raises(KPIError, match="'ZZ'"):
+        LiveKPIs(make_settings(zone="ZZ"))
