@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -203,7 +203,7 @@ class Agent:
                 "TLS and ACLs)", self.settings.mqtt.host, self.settings.mqtt.port, reason,
             )
             return
-        qos = self.settings.mqtt.qos
+        qos: int = self.settings.mqtt.qos
         subs = self._subscriptions()
         client.subscribe([(s, qos) for s in subs])
         with self._lock:
@@ -236,7 +236,7 @@ class Agent:
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         token = (self._generation, client, msg.mid, msg.qos) if (
             self._manual_ack and msg.qos > 0) else None
-        self.handle(msg.topic, msg.payload, token)
+        self.handle(msg.topic, bytes(msg.payload), token)
 
     def _acknowledge(self, tokens: list[object]) -> None:
         """PUBACK messages whose readings every sink now holds durably (or that were rejected).
@@ -247,7 +247,7 @@ class Agent:
         """
         generation = self._generation
         for token in tokens:
-            gen, client, mid, qos = token  # type: ignore[misc]
+            gen, client, mid, qos = cast(tuple[int, mqtt.Client, int, int], token)
             if gen == generation:
                 client.ack(mid, qos)
 

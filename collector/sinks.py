@@ -10,7 +10,7 @@ aside, counted and logged, never retried forever). Both InfluxDB sinks share the
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlencode
 
 import urllib3
@@ -116,7 +116,8 @@ class InfluxV2Sink:
             retries=False,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._precision = WritePrecision.MS
+        # influxdb-client declares WritePrecision.MS as a plain str constant.
+        self._precision = cast(WritePrecision, WritePrecision.MS)
 
     def write(self, readings: list[Reading]) -> None:
         """Write one line-protocol body synchronously."""

@@ -212,9 +212,9 @@ class Decoder:
         if len(payload) > self._max_payload:
             return [], [("payload_too_large", f"{len(payload)} bytes > {self._max_payload}")]
         match = self._match(topic)
-        if len(match) == 2:
-            return [], [match]  # type: ignore[list-item]
-        c, site, meter = match  # type: ignore[misc]
+        if isinstance(match[0], str):
+            return [], [match]
+        c, site, meter = match
         m = c.mapping
         if m.payload == "number":
             return self._decode_number(c, site, meter, payload, now_s)

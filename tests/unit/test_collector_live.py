@@ -1,0 +1,70 @@
+"""Live KPIs wired into the agent: hand-computed PUE and renewable share, monotonic counters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collector.agent import Agent
+from collector.live import attach_live
+from tests.helpers import make_settings
+
+T0 = 1_764_374_400.0  # a whole hour
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def feed(agent: Agent, meter: str, kw: float, minutes: int, site: str = "sg1") -> None:
+    for i in range(minutes * 6 + 1):
+        ts = T0 + i * 10
+        payload = {"ts": ts, "energy_wh": kw * 1000 * (i * 10) / 3600, "power_w": kw * 1000}
+        agent.handle(f"p/greendc/{site}/{meter}", json.dumps(payload).encode())
+
+
+def test_live_pue_and_renewable_share_from_energy(tmp_path: Path) -> None:
+    clock = Clock(T0 + 600 + 5)
+    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path,
+                             validation={"max_past_seconds": 10**9})
+    agent = Agent(settings, sinks=[], clock=clock)
+    attach_live(agent, settings)
+    for meter, kw in [("incomer", 150.0), ("ups-1", 60.0), ("ups-2", 40.0), ("chiller", 40.0),
+                      ("solar", 30.0)]:
+        feed(agent, meter, kw, minutes=10)
+    snap = agent.snapshot()
+    sg1 = {s.site: s for s in snap.sites}["sg1"]
+    pue = sg1.kpis[300]["pue"]
+    assert pue.value == pytest.approx(150.0 / 100.0)
+    assert pue.coverage == pytest.approx(1.0)
+    assert pue.label.startswith("PUE1")
+    assert sg1.kpis[300]["renewable_share"].value == pytest.approx(30.0 / 150.0)
+    # 10 minutes of 150 kW = 25 kWh of facility energy counted since start
+    assert sg1.energy_wh["facility"] == pytest.approx(25_000.0)
+    assert sg1.energy_wh["it"] == pytest.approx(100.0 * 1000 / 6)
+    # SG grid-only share: (E_DC - on-site) x factor, in grams
+    grid_wh = 25_000.0 - 30.0 * 1000 / 6
+    assert sg1.emissions_g == pytest.approx(grid_wh * sg1.grid_intensity_g_per_kwh / 1000)  # type: ignore[operator]
+    # the 1 h window is only 10/60 covered: withheld, coverage shown
+    assert sg1.kpis[3600]["pue"].value is None
+    assert sg1.kpis[3600]["pue"].coverage == pytest.approx(10 / 60)
+    meters = {(m.site, m.meter): m for m in snap.meters}
+    assert meters[("sg1", "incomer")].power_w == 150_000.0
+
+
+def test_stale_meter_disappears_from_the_snapshot(tmp_path: Path) -> None:
+    clock = Clock(T0 + 60)
+    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path,
+                             validation={"max_past_seconds": 10**9},
+                             metrics={"default_expiry_seconds": 120})
+    agent = Agent(settings, sinks=[], clock=clock)
+    agent.handle("p/greendc/sg1/ups-1", b'{"power_w": 5}')
+    assert [m.meter for m in agent.snapshot().meters] == ["ups-1"]
+    clock.t += 121
+    assert agent.snapshot().meters == ()
