@@ -115,6 +115,7 @@ class Agent:
             max(1, settings.mqtt.max_inflight // 2),
         )
         self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
+        self._dead_letter = settings.mqtt.dead_letter_topic
         self._generation = 0  # bumped per connection: a message id is only valid on its own
         self.pipeline.on_settled = self._acknowledge
         self._protocol = mqtt.MQTTv311 if settings.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
@@ -236,7 +237,13 @@ class Agent:
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         token = (self._generation, client, msg.mid, msg.qos) if (
             self._manual_ack and msg.qos > 0) else None
-        self.handle(msg.topic, bytes(msg.payload), token)
+        topic = msg.topic
+        if self._dead_letter is not None and topic.startswith(self._dead_letter):
+            # Our own dead letters, when the operator put them under a subscribed filter.
+            if token is not None:
+                self.pipeline.add([], token)
+            return
+        self.handle(topic, bytes(msg.payload), token)
 
     def _acknowledge(self, tokens: list[object]) -> None:
         """PUBACK messages whose readings every sink now holds durably (or that were rejected).

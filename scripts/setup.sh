@@ -17,12 +17,12 @@ VENV="$REPO/.venv"
 
 DEBIAN_PACKAGES=(
     mosquitto mosquitto-clients influxdb influxdb-client prometheus victoria-metrics
-    docker-compose chromium poppler-utils
+    prometheus-alertmanager docker-compose chromium poppler-utils openssl
 )
 # One binary per package above; a missing one means the package set must be installed.
 REQUIRED_BINARIES=(
     mosquitto mosquitto_pub influxd influx prometheus promtool victoria-metrics
-    docker-compose chromium pdftoppm
+    amtool docker-compose chromium pdftoppm openssl
 )
 
 with_servers=1
