@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--start", default=None, help="simulated start: RFC 3339 or 'now'")
     c.add_argument("--duration", default=None, help="simulated duration, e.g. 1h, 2d, 30d")
     c.add_argument("--step-seconds", type=float, default=10.0)
-    c.add_argument("--style", choices=["native", "gateway", "plain"], default="native")
+    c.add_argument("--style", default="native", help="native, batch, gateway or plain")
     c.add_argument("--faults", default="", help="e.g. dropout=0.01,spike=0.001,malformed=0.001")
     c.add_argument("--seed", type=int, default=1)
     c.set_defaults(func=cmd_simulate)
