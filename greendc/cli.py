@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
     c.add_argument("--metrics-port", type=int, default=9108)
+    c.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
+                   help="auto: a local mosquitto if installed, else amqtt in-process")
     c.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("report", help="monthly carbon report, or the EU EED annual export")

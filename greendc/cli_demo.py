@@ -1,0 +1,182 @@
+"""``greendc demo``: everything on embedded defaults, no external server.
+
+1. an embedded MQTT broker (a local mosquitto if installed, else amqtt in-process);
+2. last month backfilled into the embedded store straight from the simulator's model,
+   and a carbon report for it;
+3. the dashboards' JSON;
+4. the collector (MQTT -> embedded store, /metrics) with the simulator publishing live:
+   first the last 30 minutes as fast as the broker takes them (so the 5-minute KPIs show
+   at once), then in real time until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from greendc._errors import GreendcError
+from greendc.config import Settings, parse_config
+
+log = logging.getLogger("greendc.demo")
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "examples" / "four-climates.yaml"
+_BACKFILL_STEP_S = 180.0
+_CATCH_UP_S = 1800.0
+
+
+def _say(text: str) -> None:
+    print(f"greendc demo: {text}", flush=True)
+
+
+def _previous_month(now_s: float) -> tuple[str, float, float]:
+    now = datetime.fromtimestamp(now_s, UTC)
+    first_this = datetime(now.year, now.month, 1, tzinfo=UTC)
+    year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
+    first_prev = datetime(year, month, 1, tzinfo=UTC)
+    # A day either side so each site's local-time month is fully covered.
+    return f"{year:04d}-{month:02d}", first_prev.timestamp() - 86400, first_this.timestamp() + 86400
+
+
+def demo_settings(out: Path, mqtt_url: str, protocol: str, metrics_port: int) -> tuple[Path, Settings]:
+    """The demo's config (four climates, embedded store in ``out``), written to ``out``."""
+    if not DEMO_CONFIG.exists():
+        raise GreendcError(f"demo config {DEMO_CONFIG} is missing: run the demo from a checkout")
+    data: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
+    data["mqtt"] = {**data.get("mqtt", {}), "url": mqtt_url, "protocol": protocol,
+                    "client_id": "greendc-demo-collector"}
+    data["sinks"] = {"embedded": {"path": str(out / "greendc.sqlite")},
+                     "spool": {"dir": str(out / "spool")}}
+    data["metrics"] = {**data.get("metrics", {}), "port": metrics_port, "listen": "127.0.0.1"}
+    # Backfilled history is older than the default 7-day acceptance window of live ingest.
+    data["validation"] = {**data.get("validation", {}), "max_past_seconds": 90 * 86400}
+    path = out / "demo.yaml"
+    path.write_text("# written by greendc demo\n" + yaml.safe_dump(data, sort_keys=False))
+    return path, parse_config(data, env={})
+
+
+def backfill(settings: Settings, start_s: float, end_s: float) -> int:
+    """Write simulated readings for [start, end) straight into the embedded store."""
+    from simulator import samples
+
+    from greendc.model import Reading
+    from greendc.store import EmbeddedStore
+
+    assert settings.sinks.embedded is not None
+    roles = {(s.name, m.name): m.role.value for s in settings.sites for m in s.meters}
+    store = EmbeddedStore(settings.sinks.embedded.path)
+    chunk: list[Reading] = []
+    n = 0
+    for ts, site, meter, fields in samples(settings, start_s, end_s - start_s, _BACKFILL_STEP_S, 7):
+        chunk.append(Reading(site, meter, roles[(site, meter)], round(ts * 1000), dict(fields)))
+        if len(chunk) >= 50_000:
+            n += store.write(chunk)
+            chunk = []
+    n += store.write(chunk)
+    store.close()
+    return n
+
+
+def demo(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Run the demo until ``stop`` (Ctrl-C) or ``args.duration`` seconds."""
+    from greendc.embedded_broker import EmbeddedBroker
+
+    for noisy in ("amqtt", "transitions"):  # their INFO lines drown the demo's own
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _say(f"everything goes into {out}")
+    broker = EmbeddedBroker(prefer_mosquitto=args.broker != "amqtt").start()
+    if args.broker == "mosquitto" and broker.kind != "mosquitto":
+        broker.stop()
+        raise GreendcError("--broker mosquitto: no mosquitto binary found (apt-get install mosquitto)")
+    _say(f"embedded MQTT broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
+    try:
+        return _run(args, stop, out, broker.url, broker.protocol)
+    finally:
+        broker.stop()
+
+
+def _run(args: argparse.Namespace, stop: threading.Event, out: Path, url: str,
+         protocol: str) -> int:
+    from simulator import SimOptions
+    from simulator import run as simulate
+
+    from collector.agent import Agent
+    from collector.live import attach_live
+    from exporters.prometheus import serve
+
+    config_path, settings = demo_settings(out, url, protocol, args.metrics_port)
+    _say(f"config: {config_path} ({len(settings.sites)} sites: "
+         f"{', '.join(s.name for s in settings.sites)})")
+
+    now = time.time()
+    month, start_s, end_s = _previous_month(now)
+    t0 = time.monotonic()
+    n = backfill(settings, start_s, end_s)
+    _say(f"backfilled {n} simulated readings for {month} into the embedded store "
+         f"in {time.monotonic() - t0:.0f} s")
+    report_dir = out / "report"
+    rc = _report(config_path, month, report_dir)
+    if rc == 0:
+        _say(f"carbon report for {month}: {report_dir}")
+    else:
+        _say(f"the carbon report for {month} failed (exit {rc}); see the messages above")
+
+    from dashboards.build import build
+
+    dash = build(out / "dashboards")
+    _say(f"Grafana dashboards: {len(dash)} JSON files in {out / 'dashboards'}")
+
+    agent = Agent(settings)
+    attach_live(agent, settings)
+    server = serve(settings.metrics, agent.snapshot, settings.sites)
+    agent.start()
+    _say(f"collector running; metrics on http://127.0.0.1:{server.port}/metrics")
+    sim_stop = threading.Event()
+    step = 10.0
+    live_start = math.floor(now / step) * step
+
+    def simulate_live() -> None:
+        try:
+            simulate(settings, SimOptions(start_s=live_start - _CATCH_UP_S, duration_s=_CATCH_UP_S,
+                                          speed=0, step_seconds=step, client_id="greendc-demo-sim",
+                                          style="batch"), sim_stop)
+            _say("caught up on the last 30 minutes; now publishing in real time (Ctrl-C stops)")
+            simulate(settings, SimOptions(start_s=live_start, speed=1, step_seconds=step,
+                                          client_id="greendc-demo-sim", style="batch"), sim_stop)
+        except GreendcError as exc:
+            log.error("simulator stopped: %s", exc)
+
+    sim = threading.Thread(target=simulate_live, name="greendc-demo-simulator", daemon=True)
+    sim.start()
+    _say("open http://127.0.0.1:%d/metrics and look for greendc_site_pue_ratio" % server.port)
+    try:
+        stop.wait(args.duration)
+    finally:
+        _say("stopping")
+        sim_stop.set()
+        sim.join(15)
+        agent.stop()
+        server.close()
+    _say(f"stopped; stored readings are in {settings.sinks.embedded.path}"  # type: ignore[union-attr]
+         f", the report in {report_dir}")
+    return 0
+
+
+def _report(config_path: Path, month: str, out: Path) -> int:
+    try:
+        from exporters.report.cli import run_report
+    except ImportError as exc:
+        log.error("the report module is not available: %s", exc)
+        return 1
+    ns = argparse.Namespace(config=str(config_path), month=month, year=None, eu_eed=False,
+                            out=str(out), site=None, format="csv,xlsx,html,pdf", source="embedded")
+    return int(run_report(ns))
