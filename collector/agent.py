@@ -184,7 +184,8 @@ class Agent:
 
     def _subscriptions(self) -> list[str]:
         group = self.settings.mqtt.shared_group
-        subs = self.decoder.subscriptions
+        subs = (self.decoder.site_subscriptions() if self.settings.mqtt.subscribe == "sites"
+                else self.decoder.subscriptions)
         return [f"$share/{group}/{s}" for s in subs] if group else subs
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,

@@ -71,7 +71,14 @@ class MqttSettings(_Frozen):
     username: str | None = None
     password: SecretStr | None = None
     tls: TLSSettings | None = None
+    # MQTT 5 shared subscription group: agents in one group split the messages between them
+    # (each reading is stored once). Live KPIs and per-meter metrics then describe only the
+    # share each agent saw: for an exact Prometheus view partition by site instead.
     shared_group: str | None = Field(default=None, pattern=IDENT_RE)
+    # "all": subscribe to each mapping's filter as written. "sites": only to the configured
+    # sites' topics ({site} replaced by each site name), so agents with disjoint site lists
+    # partition the load and no meter is ever exported by two agents.
+    subscribe: Literal["all", "sites"] = "all"
     dead_letter_topic: str | None = None
     max_inflight: int = Field(default=1000, ge=1, le=65535)
     # "durable": acknowledge a QoS 1 message only once its readings are stored or spooled to

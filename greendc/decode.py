@@ -139,6 +139,20 @@ class Decoder:
         """The MQTT filters to subscribe to, one per mapping, without duplicates."""
         return list(dict.fromkeys(m.mapping.subscription for m in self._mappings))
 
+    def site_subscriptions(self) -> list[str]:
+        """Filters for the configured sites only: ``{site}`` replaced by each site's name."""
+        out: list[str] = []
+        for c in self._mappings:
+            if c.site_index is None:
+                if c.mapping.site in self._sites:
+                    out.append(c.mapping.subscription)
+                continue
+            for site in sorted(self._sites):
+                segs = c.mapping.subscription.split("/")
+                segs[c.site_index] = site
+                out.append("/".join(segs))
+        return list(dict.fromkeys(out))
+
     # -- topic --------------------------------------------------------------------------
     def _match(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
         hit = self._topic_cache.get(topic)

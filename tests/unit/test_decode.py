@@ -210,3 +210,11 @@ def test_batch_accounting_every_item_is_a_reading_or_a_rejection(
 ) -> None:
     readings, rejections = decoder.decode("greendc/sg1", json.dumps(items).encode(), NOW)
     assert len(readings) + len(rejections) == len(items)
+
+
+def test_site_partitioned_subscriptions() -> None:
+    s = make_settings()
+    d = Decoder(s)
+    assert d.site_subscriptions() == [
+        "greendc/sg1/+", "greendc/sg1", "plain/sg1/+/power_kw", "vendor/sg1/gw/+",
+    ]
