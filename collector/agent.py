@@ -26,15 +26,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collector.health import AgentStats
+from collector.pipeline import Pipeline, build_pipeline
+from collector.sinks import Sink, build_sinks
 from greendc import __version__
 from greendc.config import Settings
 from greendc.decode import Decoder, Rejection
 from greendc.model import Reading
-from greendc.snapshot import Health, MeterState, Snapshot, SiteLive
-
-from collector.health import AgentStats
-from collector.pipeline import Pipeline, build_pipeline
-from collector.sinks import Sink, build_sinks
+from greendc.snapshot import Health, MeterState, SiteLive, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -184,25 +183,35 @@ class Agent:
 
     def _subscriptions(self) -> list[str]:
         group = self.settings.mqtt.shared_group
-        subs = (self.decoder.site_subscriptions() if self.settings.mqtt.subscribe == "sites"
-                else self.decoder.subscriptions)
+        subs = (
+            self.decoder.site_subscriptions()
+            if self.settings.mqtt.subscribe == "sites"
+            else self.decoder.subscriptions
+        )
         return [f"$share/{group}/{s}" for s in subs] if group else subs
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
-                    _props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
         if reason.is_failure:
             value = getattr(reason, "value", None)
-            if self.settings.mqtt.protocol == "auto" and self._protocol == mqtt.MQTTv5 and (
-                value in _UNSUPPORTED_PROTOCOL
+            if (
+                self.settings.mqtt.protocol == "auto"
+                and self._protocol == mqtt.MQTTv5
+                and (value in _UNSUPPORTED_PROTOCOL)
             ):
                 log.warning("broker refused MQTT 5; falling back to MQTT 3.1.1")
                 self._protocol = mqtt.MQTTv311
-                threading.Thread(target=self._reconnect_fresh, name="greendc-mqtt-fallback",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._reconnect_fresh, name="greendc-mqtt-fallback", daemon=True
+                ).start()
                 return
             log.error(
                 "MQTT broker %s:%s refused the connection: %s (check mqtt.username/password, "
-                "TLS and ACLs)", self.settings.mqtt.host, self.settings.mqtt.port, reason,
+                "TLS and ACLs)",
+                self.settings.mqtt.host,
+                self.settings.mqtt.port,
+                reason,
             )
             return
         qos: int = self.settings.mqtt.qos
@@ -215,8 +224,10 @@ class Agent:
         self._connected.set()
         log.info(
             "connected to MQTT %s:%s (session present: %s); subscribed to %s",
-            self.settings.mqtt.host, self.settings.mqtt.port,
-            getattr(flags, "session_present", "?"), ", ".join(subs),
+            self.settings.mqtt.host,
+            self.settings.mqtt.port,
+            getattr(flags, "session_present", "?"),
+            ", ".join(subs),
         )
 
     def _reconnect_fresh(self) -> None:
@@ -226,8 +237,9 @@ class Agent:
         if not self._stopping.is_set():
             self._connect()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
-                       _props: Any) -> None:
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
         with self._lock:
             was = self.stats.mqtt_connected
             self.stats.mqtt_connected = False
@@ -236,8 +248,11 @@ class Agent:
             log.warning("disconnected from MQTT (%s); reconnecting with backoff", reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        token = (self._generation, client, msg.mid, msg.qos) if (
-            self._manual_ack and msg.qos > 0) else None
+        token = (
+            (self._generation, client, msg.mid, msg.qos)
+            if (self._manual_ack and msg.qos > 0)
+            else None
+        )
         topic = msg.topic
         if self._dead_letter is not None and topic.startswith(self._dead_letter):
             # Our own dead letters, when the operator put them under a subscribed filter.
@@ -300,19 +315,22 @@ class Agent:
             self._rejected(topic, payload, rejections, now)
         return readings
 
-    def _rejected(self, topic: str, payload: bytes, rejections: list[Rejection],
-                  now: float) -> None:
+    def _rejected(
+        self, topic: str, payload: bytes, rejections: list[Rejection], now: float
+    ) -> None:
         for reason, detail in rejections:
             self._rejection_log.warn(reason, detail, now)
         dlq = self.settings.mqtt.dead_letter_topic
         client = self._client
         if dlq and client is not None and not topic.startswith(dlq):
-            body = json.dumps({
-                "topic": topic,
-                "received_at": now,
-                "rejections": [{"reason": r, "detail": d} for r, d in rejections],
-                "payload": payload[:1024].decode("utf-8", "replace"),
-            })
+            body = json.dumps(
+                {
+                    "topic": topic,
+                    "received_at": now,
+                    "rejections": [{"reason": r, "detail": d} for r, d in rejections],
+                    "payload": payload[:1024].decode("utf-8", "replace"),
+                }
+            )
             client.publish(dlq, body, qos=1)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -333,9 +351,12 @@ class Agent:
             client.disconnect()
             client.loop_stop()
         self.pipeline.stop(timeout_s)
-        log.info("stopped: %d messages, %d readings accepted, rejections %s",
-                 self.stats.messages_received, self.stats.readings_accepted,
-                 dict(self.stats.rejections))
+        log.info(
+            "stopped: %d messages, %d readings accepted, rejections %s",
+            self.stats.messages_received,
+            self.stats.readings_accepted,
+            dict(self.stats.rejections),
+        )
 
     def __enter__(self) -> Agent:
         self.start()

@@ -13,13 +13,12 @@ which keeps every ``increase()`` over a window exact once both readings are in.
 
 from __future__ import annotations
 
+from collector.agent import Agent
 from greendc.config import Settings
 from greendc.factors import FactorTable, load_factors
 from greendc.live import LiveKPIs, LiveSnapshot
 from greendc.model import Reading, Role
 from greendc.snapshot import LiveKPI, SiteLive
-
-from collector.agent import Agent
 
 _CACHE_SECONDS = 5.0
 _EXPORTED_KPIS = ("pue", "renewable_share", "ref", "cue", "erf", "wue", "cfe")

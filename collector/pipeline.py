@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from greendc._errors import SinkError, SinkUnavailable, SpoolError
-from greendc.model import Reading
-from greendc.snapshot import SinkHealth
-
 from collector.health import SinkStats
 from collector.sinks import Sink
 from collector.spool import Spool
+from greendc._errors import SinkError, SinkUnavailable, SpoolError
+from greendc.model import Reading
+from greendc.snapshot import SinkHealth
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,9 @@ class Batch:
 
     __slots__ = ("_left", "_lock", "on_settled", "readings", "tokens")
 
-    def __init__(self, readings: list[Reading], tokens: list[object], sinks: int,
-                 on_settled: Settled | None) -> None:
+    def __init__(
+        self, readings: list[Reading], tokens: list[object], sinks: int, on_settled: Settled | None
+    ) -> None:
         self.readings = readings
         self.tokens = tokens
         self.on_settled = on_settled
@@ -83,7 +83,9 @@ class SinkWorker:
         self._retry_s = _RETRY_MIN_S
         self._clock = clock
         self._submit_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"greendc-sink-{sink.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"greendc-sink-{sink.name}", daemon=True
+        )
 
     @property
     def name(self) -> str:
@@ -107,8 +109,11 @@ class SinkWorker:
                     self._queue.put_nowait(batch)
                     return
                 except queue.Full:
-                    log.warning("sink %s is slow: queue of %d batches full, spooling to disk",
-                                self.name, self._queue.maxsize)
+                    log.warning(
+                        "sink %s is slow: queue of %d batches full, spooling to disk",
+                        self.name,
+                        self._queue.maxsize,
+                    )
                     self._spill_queue()
             self._to_spool(batch)
         self._wake.set()
@@ -147,7 +152,11 @@ class SinkWorker:
             "sink %s: spool %s is full (%d of %d bytes) or the disk refused the write: "
             "DROPPED %d readings. Free disk space, raise sinks.spool.max_bytes, or bring "
             "the sink back.",
-            self.name, self.spool.dir, self.spool.bytes, self.spool.max_bytes, len(batch),
+            self.name,
+            self.spool.dir,
+            self.spool.bytes,
+            self.spool.max_bytes,
+            len(batch),
         )
 
     # -- worker side -----------------------------------------------------------------------
@@ -245,8 +254,11 @@ class SinkWorker:
             except queue.Empty:
                 break
             try:
-                ok = (time.monotonic() < deadline_s and self._healthy
-                      and self._deliver(batch.readings))
+                ok = (
+                    time.monotonic() < deadline_s
+                    and self._healthy
+                    and self._deliver(batch.readings)
+                )
             except SinkError as exc:
                 self._refused(batch.readings, exc, None)
                 ok = True
@@ -356,9 +368,15 @@ class Pipeline:
             w.stop(deadline)
 
 
-def build_pipeline(sinks: Sequence[Sink], spool_dir: Path, spool_max_bytes: int,
-                   max_queue_batches: int, batch_size: int, flush_interval_s: float,
-                   max_tokens: int = 1 << 30) -> Pipeline:
+def build_pipeline(
+    sinks: Sequence[Sink],
+    spool_dir: Path,
+    spool_max_bytes: int,
+    max_queue_batches: int,
+    batch_size: int,
+    flush_interval_s: float,
+    max_tokens: int = 1 << 30,
+) -> Pipeline:
     """A pipeline with one worker and one spool directory per sink."""
     workers = [
         SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches) for s in sinks

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -47,11 +47,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     meters = sum(len(s.meters) for s in settings.sites)
     print(f"{args.config}: OK")
-    print(f"  sites: {len(settings.sites)} ({', '.join(s.name for s in settings.sites)}),"
-          f" meters: {meters}")
-    print(f"  mqtt: {settings.mqtt.url} qos={settings.mqtt.qos}"
-          f" user={'set' if settings.mqtt.username else 'none'}"
-          f" password={'set' if settings.mqtt.password else 'none'}")
+    print(
+        f"  sites: {len(settings.sites)} ({', '.join(s.name for s in settings.sites)}),"
+        f" meters: {meters}"
+    )
+    print(
+        f"  mqtt: {settings.mqtt.url} qos={settings.mqtt.qos}"
+        f" user={'set' if settings.mqtt.username else 'none'}"
+        f" password={'set' if settings.mqtt.password else 'none'}"
+    )
     print(f"  subscriptions: {', '.join(m.subscription for m in settings.mappings)}")
     print(f"  sinks: {', '.join(settings.effective_sinks)}")
     if settings.metrics.enabled:
@@ -164,11 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("demo", help="everything on embedded defaults, no external server")
     c.add_argument("--out", default="greendc-demo", help="folder for the store and report")
-    c.add_argument("--duration", type=float, default=None,
-                   help="stop after this many seconds (default: until Ctrl-C)")
+    c.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     c.add_argument("--metrics-port", type=int, default=9108)
-    c.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
-                   help="auto: a local mosquitto if installed, else amqtt in-process")
+    c.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="auto: a local mosquitto if installed, else amqtt in-process",
+    )
     c.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("report", help="monthly carbon report, or the EU EED annual export")

@@ -45,15 +45,23 @@ def _previous_month(now_s: float) -> tuple[str, float, float]:
     return f"{year:04d}-{month:02d}", first_prev.timestamp() - 86400, first_this.timestamp() + 86400
 
 
-def demo_settings(out: Path, mqtt_url: str, protocol: str, metrics_port: int) -> tuple[Path, Settings]:
+def demo_settings(
+    out: Path, mqtt_url: str, protocol: str, metrics_port: int
+) -> tuple[Path, Settings]:
     """The demo's config (four climates, embedded store in ``out``), written to ``out``."""
     if not DEMO_CONFIG.exists():
         raise GreendcError(f"demo config {DEMO_CONFIG} is missing: run the demo from a checkout")
     data: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
-    data["mqtt"] = {**data.get("mqtt", {}), "url": mqtt_url, "protocol": protocol,
-                    "client_id": "greendc-demo-collector"}
-    data["sinks"] = {"embedded": {"path": str(out / "greendc.sqlite")},
-                     "spool": {"dir": str(out / "spool")}}
+    data["mqtt"] = {
+        **data.get("mqtt", {}),
+        "url": mqtt_url,
+        "protocol": protocol,
+        "client_id": "greendc-demo-collector",
+    }
+    data["sinks"] = {
+        "embedded": {"path": str(out / "greendc.sqlite")},
+        "spool": {"dir": str(out / "spool")},
+    }
     data["metrics"] = {**data.get("metrics", {}), "port": metrics_port, "listen": "127.0.0.1"}
     # Backfilled history is older than the default 7-day acceptance window of live ingest.
     data["validation"] = {**data.get("validation", {}), "max_past_seconds": 90 * 86400}
@@ -64,10 +72,9 @@ def demo_settings(out: Path, mqtt_url: str, protocol: str, metrics_port: int) ->
 
 def backfill(settings: Settings, start_s: float, end_s: float) -> int:
     """Write simulated readings for [start, end) straight into the embedded store."""
-    from simulator import samples
-
     from greendc.model import Reading
     from greendc.store import EmbeddedStore
+    from simulator import samples
 
     assert settings.sinks.embedded is not None
     roles = {(s.name, m.name): m.role.value for s in settings.sites for m in s.meters}
@@ -96,7 +103,9 @@ def demo(args: argparse.Namespace, stop: threading.Event) -> int:
     broker = EmbeddedBroker(prefer_mosquitto=args.broker != "amqtt").start()
     if args.broker == "mosquitto" and broker.kind != "mosquitto":
         broker.stop()
-        raise GreendcError("--broker mosquitto: no mosquitto binary found (apt-get install mosquitto)")
+        raise GreendcError(
+            "--broker mosquitto: no mosquitto binary found (apt-get install mosquitto)"
+        )
     _say(f"embedded MQTT broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
     try:
         return _run(args, stop, out, broker.url, broker.protocol)
@@ -104,25 +113,29 @@ def demo(args: argparse.Namespace, stop: threading.Event) -> int:
         broker.stop()
 
 
-def _run(args: argparse.Namespace, stop: threading.Event, out: Path, url: str,
-         protocol: str) -> int:
-    from simulator import SimOptions
-    from simulator import run as simulate
-
+def _run(
+    args: argparse.Namespace, stop: threading.Event, out: Path, url: str, protocol: str
+) -> int:
     from collector.agent import Agent
     from collector.live import attach_live
     from exporters.prometheus import serve
+    from simulator import SimOptions
+    from simulator import run as simulate
 
     config_path, settings = demo_settings(out, url, protocol, args.metrics_port)
-    _say(f"config: {config_path} ({len(settings.sites)} sites: "
-         f"{', '.join(s.name for s in settings.sites)})")
+    _say(
+        f"config: {config_path} ({len(settings.sites)} sites: "
+        f"{', '.join(s.name for s in settings.sites)})"
+    )
 
     now = time.time()
     month, start_s, end_s = _previous_month(now)
     t0 = time.monotonic()
     n = backfill(settings, start_s, end_s)
-    _say(f"backfilled {n} simulated readings for {month} into the embedded store "
-         f"in {time.monotonic() - t0:.0f} s")
+    _say(
+        f"backfilled {n} simulated readings for {month} into the embedded store "
+        f"in {time.monotonic() - t0:.0f} s"
+    )
     report_dir = out / "report"
     rc = _report(config_path, month, report_dir)
     if rc == 0:
@@ -146,18 +159,36 @@ def _run(args: argparse.Namespace, stop: threading.Event, out: Path, url: str,
 
     def simulate_live() -> None:
         try:
-            simulate(settings, SimOptions(start_s=live_start - _CATCH_UP_S, duration_s=_CATCH_UP_S,
-                                          speed=0, step_seconds=step, client_id="greendc-demo-sim",
-                                          style="batch"), sim_stop)
+            simulate(
+                settings,
+                SimOptions(
+                    start_s=live_start - _CATCH_UP_S,
+                    duration_s=_CATCH_UP_S,
+                    speed=0,
+                    step_seconds=step,
+                    client_id="greendc-demo-sim",
+                    style="batch",
+                ),
+                sim_stop,
+            )
             _say("caught up on the last 30 minutes; now publishing in real time (Ctrl-C stops)")
-            simulate(settings, SimOptions(start_s=live_start, speed=1, step_seconds=step,
-                                          client_id="greendc-demo-sim", style="batch"), sim_stop)
+            simulate(
+                settings,
+                SimOptions(
+                    start_s=live_start,
+                    speed=1,
+                    step_seconds=step,
+                    client_id="greendc-demo-sim",
+                    style="batch",
+                ),
+                sim_stop,
+            )
         except GreendcError as exc:
             log.error("simulator stopped: %s", exc)
 
     sim = threading.Thread(target=simulate_live, name="greendc-demo-simulator", daemon=True)
     sim.start()
-    _say("open http://127.0.0.1:%d/metrics and look for greendc_site_pue_ratio" % server.port)
+    _say(f"open http://127.0.0.1:{server.port}/metrics and look for greendc_site_pue_ratio")
     try:
         stop.wait(args.duration)
     finally:
@@ -166,8 +197,10 @@ def _run(args: argparse.Namespace, stop: threading.Event, out: Path, url: str,
         sim.join(15)
         agent.stop()
         server.close()
-    _say(f"stopped; stored readings are in {settings.sinks.embedded.path}"  # type: ignore[union-attr]
-         f", the report in {report_dir}")
+    _say(
+        f"stopped; stored readings are in {settings.sinks.embedded.path}"  # type: ignore[union-attr]
+        f", the report in {report_dir}"
+    )
     return 0
 
 
@@ -177,6 +210,14 @@ def _report(config_path: Path, month: str, out: Path) -> int:
     except ImportError as exc:
         log.error("the report module is not available: %s", exc)
         return 1
-    ns = argparse.Namespace(config=str(config_path), month=month, year=None, eu_eed=False,
-                            out=str(out), site=None, format="csv,xlsx,html,pdf", source="embedded")
+    ns = argparse.Namespace(
+        config=str(config_path),
+        month=month,
+        year=None,
+        eu_eed=False,
+        out=str(out),
+        site=None,
+        format="csv,xlsx,html,pdf",
+        source="embedded",
+    )
     return int(run_report(ns))

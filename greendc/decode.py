@@ -274,8 +274,12 @@ class Decoder:
     def _check_value(site: str, meter: str, field: str, value: Any) -> Rejection | None:
         if type(value) is not float and (isinstance(value, bool) or not isinstance(value, int)):
             return ("non_numeric", f"{site}/{meter}: {field}={_short(value)}")
-        if not math.isfinite(value):
-            return ("non_finite", f"{site}/{meter}: {field}={value}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # a JSON integer beyond the float range
+            finite = False
+        if not finite:
+            return ("non_finite", f"{site}/{meter}: {field}={_short(value)}")
         if value < 0 and field in _COUNTERS:
             return ("negative_counter", f"{site}/{meter}: {field}={value}")
         return None

@@ -55,7 +55,7 @@ class LineEncoder:
         self._max_cached = max_cached
 
     def series_key(self, site: str, meter: str, role: str) -> str:
-        """``measurement,meter=..,role=..,site=..`` (tags in sorted key order, as InfluxDB likes)."""
+        """``measurement,meter=..,role=..,site=..`` (tags sorted by key, as InfluxDB prefers)."""
         k = (site, meter, role)
         key = self._keys.get(k)
         if key is None:

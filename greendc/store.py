@@ -102,7 +102,10 @@ class EmbeddedStore:
         end_ms: int | None = None,
     ) -> Iterator[Reading]:
         """Readings in (site, meter, ts) order, filtered by site, meters and [start, end)."""
-        sql = "SELECT site, meter, role, ts_ms, power_w, energy_wh, water_l, temp_c FROM greendc_reading"
+        sql = (
+            "SELECT site, meter, role, ts_ms, power_w, energy_wh, water_l, temp_c"
+            " FROM greendc_reading"
+        )
         where: list[str] = []
         args: list[object] = []
         if site is not None:

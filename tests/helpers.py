@@ -15,7 +15,10 @@ from greendc.config import Settings, parse_config
 
 SITES: list[dict[str, Any]] = [
     {
-        "name": "sg1", "timezone": "Asia/Singapore", "grid_zone": "SG", "installed_it_kw": 100,
+        "name": "sg1",
+        "timezone": "Asia/Singapore",
+        "grid_zone": "SG",
+        "installed_it_kw": 100,
         "pue_category": 1,
         "meters": [
             {"name": "incomer", "role": "facility"},
@@ -26,8 +29,11 @@ SITES: list[dict[str, Any]] = [
         ],
     },
     {
-        "name": "jhr1", "timezone": "Asia/Kuala_Lumpur", "grid_zone": "MY-PEN",
-        "installed_it_kw": 200, "pue_category": 2,
+        "name": "jhr1",
+        "timezone": "Asia/Kuala_Lumpur",
+        "grid_zone": "MY-PEN",
+        "installed_it_kw": 200,
+        "pue_category": 2,
         "meters": [
             {"name": "incomer", "role": "facility"},
             {"name": "pdu-a", "role": "it", "point": "pdu_output"},
@@ -47,12 +53,20 @@ def make_settings(
 ) -> Settings:
     """Settings for one test: native mappings under ``prefix``, metrics on a free port."""
     data: dict[str, Any] = {
-        "mqtt": {"url": mqtt_url, "client_id": client_id or f"agent-{prefix.replace('/', '-')}",
-                 "reconnect_max_seconds": 2},
-        "mappings": [{"topic": f"{prefix}/greendc/{{site}}/{{meter}}"},
-                     {"topic": f"{prefix}/greendc/{{site}}"}],
-        "sinks": {"spool": {"dir": str(tmp_path / "spool")}, "flush_interval_seconds": 0.2,
-                  **(sinks if sinks is not None else {"embedded": {"path": str(tmp_path / "s.sqlite")}})},
+        "mqtt": {
+            "url": mqtt_url,
+            "client_id": client_id or f"agent-{prefix.replace('/', '-')}",
+            "reconnect_max_seconds": 2,
+        },
+        "mappings": [
+            {"topic": f"{prefix}/greendc/{{site}}/{{meter}}"},
+            {"topic": f"{prefix}/greendc/{{site}}"},
+        ],
+        "sinks": {
+            "spool": {"dir": str(tmp_path / "spool")},
+            "flush_interval_seconds": 0.2,
+            **(sinks if sinks is not None else {"embedded": {"path": str(tmp_path / "s.sqlite")}}),
+        },
         "metrics": {"port": 0},
         "sites": SITES,
     }
@@ -78,8 +92,9 @@ class Publisher:
     """A paho-mqtt 2.x QoS 1 publisher that waits for every PUBACK."""
 
     def __init__(self, host: str, port: int, client_id: str = "") -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)
         self.client.loop_start()

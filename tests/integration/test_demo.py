@@ -41,13 +41,32 @@ def test_demo_shows_pue_for_every_site_and_writes_a_report(tmp_path: Path) -> No
     log = tmp_path / "demo.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "greendc.cli", "demo", "--out", str(out), "--broker", "amqtt",
-             "--metrics-port", str(port), "--duration", "300"],
-            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [
+                sys.executable,
+                "-m",
+                "greendc.cli",
+                "demo",
+                "--out",
+                str(out),
+                "--broker",
+                "amqtt",
+                "--metrics-port",
+                str(port),
+                "--duration",
+                "300",
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        sites = {s["name"] for s in yaml.safe_load(
-            (ROOT / "config" / "examples" / "four-climates.yaml").read_text())["sites"]}
+        sites = {
+            s["name"]
+            for s in yaml.safe_load(
+                (ROOT / "config" / "examples" / "four-climates.yaml").read_text()
+            )["sites"]
+        }
         got = wait_until(lambda: _pue_sites(port) == sites or proc.poll() is not None, 240, 0.5)
         assert got and proc.poll() is None, log.read_text()[-3000:]
         assert _pue_sites(port) == sites

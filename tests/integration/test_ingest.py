@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from greendc.store import EmbeddedStore
-
 from collector.agent import Agent
+from greendc.store import EmbeddedStore
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
@@ -20,7 +19,9 @@ N_BATCHES = 20
 BATCH = 25
 
 
-def _messages(prefix: str, t0: float) -> tuple[list[tuple[str, object]], dict[tuple[str, str, int], float]]:
+def _messages(
+    prefix: str, t0: float
+) -> tuple[list[tuple[str, object]], dict[tuple[str, str, int], float]]:
     """Native single readings and gateway batches, with the values each point must hold."""
     msgs: list[tuple[str, object]] = []
     expected: dict[tuple[str, str, int], float] = {}
@@ -29,7 +30,9 @@ def _messages(prefix: str, t0: float) -> tuple[list[tuple[str, object]], dict[tu
         meter = meters[i % len(meters)]
         ts = t0 + i * 0.5
         power = 1000.0 + i + 0.25
-        msgs.append((f"{prefix}/greendc/sg1/{meter}", {"ts": ts, "power_w": power, "energy_wh": i * 10}))
+        msgs.append(
+            (f"{prefix}/greendc/sg1/{meter}", {"ts": ts, "power_w": power, "energy_wh": i * 10})
+        )
         expected[("sg1", meter, round(ts * 1000))] = power
     for b in range(N_BATCHES):
         items = []
@@ -44,16 +47,26 @@ def _messages(prefix: str, t0: float) -> tuple[list[tuple[str, object]], dict[tu
 
 
 def test_native_readings_land_exactly_once_in_all_three_sinks(
-    mosquitto: Mosquitto, influxdb1: InfluxDB1, victoria: VictoriaMetrics, fresh_influx_db: str,
-    mqtt_topic_prefix: str, tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb1: InfluxDB1,
+    victoria: VictoriaMetrics,
+    fresh_influx_db: str,
+    mqtt_topic_prefix: str,
+    tmp_path: Path,
 ) -> None:
     store_path = tmp_path / "store.sqlite"
     settings = make_settings(
-        mosquitto.url, mqtt_topic_prefix, tmp_path,
+        mosquitto.url,
+        mqtt_topic_prefix,
+        tmp_path,
         sinks={
             "influxdb_v1": {"url": influxdb1.url, "db": fresh_influx_db},
-            "influxdb_v2": {"url": victoria.url, "org": "greendc", "bucket": "greendc",
-                            "token": "unused-by-victoria"},
+            "influxdb_v2": {
+                "url": victoria.url,
+                "org": "greendc",
+                "bucket": "greendc",
+                "token": "unused-by-victoria",
+            },
             "embedded": {"path": str(store_path)},
         },
     )
@@ -107,11 +120,14 @@ def test_native_readings_land_exactly_once_in_all_three_sinks(
 
 
 def test_bad_payloads_are_counted_and_the_agent_keeps_running(
-    mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path,
+    mosquitto: Mosquitto,
+    mqtt_topic_prefix: str,
+    tmp_path: Path,
 ) -> None:
     dlq = f"{mqtt_topic_prefix}/dead"
-    settings = make_settings(mosquitto.url, mqtt_topic_prefix, tmp_path,
-                             mqtt={"dead_letter_topic": dlq})
+    settings = make_settings(
+        mosquitto.url, mqtt_topic_prefix, tmp_path, mqtt={"dead_letter_topic": dlq}
+    )
     p = mqtt_topic_prefix
     now = time.time()
     bad: list[tuple[str, object]] = [
@@ -143,8 +159,13 @@ def test_bad_payloads_are_counted_and_the_agent_keeps_running(
         assert wait_until(lambda: agent.stats.readings_accepted == 1)
         pub.close()
         assert dict(agent.stats.rejections) == {
-            "malformed_json": 1, "non_numeric": 1, "non_finite": 2, "unknown_meter": 1,
-            "timestamp_future": 1, "bad_timestamp": 1, "bad_identifier": 2,
+            "malformed_json": 1,
+            "non_numeric": 1,
+            "non_finite": 2,
+            "unknown_meter": 1,
+            "timestamp_future": 1,
+            "bad_timestamp": 1,
+            "bad_identifier": 2,
         }
         assert wait_until(lambda: len(received) == len(bad))
     watcher.loop_stop()

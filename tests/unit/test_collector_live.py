@@ -31,12 +31,18 @@ def feed(agent: Agent, meter: str, kw: float, minutes: int, site: str = "sg1") -
 
 def test_live_pue_and_renewable_share_from_energy(tmp_path: Path) -> None:
     clock = Clock(T0 + 600 + 5)
-    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path,
-                             validation={"max_past_seconds": 10**9})
+    settings = make_settings(
+        "mqtt://127.0.0.1:1", "p", tmp_path, validation={"max_past_seconds": 10**9}
+    )
     agent = Agent(settings, sinks=[], clock=clock)
     attach_live(agent, settings)
-    for meter, kw in [("incomer", 150.0), ("ups-1", 60.0), ("ups-2", 40.0), ("chiller", 40.0),
-                      ("solar", 30.0)]:
+    for meter, kw in [
+        ("incomer", 150.0),
+        ("ups-1", 60.0),
+        ("ups-2", 40.0),
+        ("chiller", 40.0),
+        ("solar", 30.0),
+    ]:
         feed(agent, meter, kw, minutes=10)
     snap = agent.snapshot()
     sg1 = {s.site: s for s in snap.sites}["sg1"]
@@ -60,9 +66,13 @@ def test_live_pue_and_renewable_share_from_energy(tmp_path: Path) -> None:
 
 def test_stale_meter_disappears_from_the_snapshot(tmp_path: Path) -> None:
     clock = Clock(T0 + 60)
-    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path,
-                             validation={"max_past_seconds": 10**9},
-                             metrics={"default_expiry_seconds": 120})
+    settings = make_settings(
+        "mqtt://127.0.0.1:1",
+        "p",
+        tmp_path,
+        validation={"max_past_seconds": 10**9},
+        metrics={"default_expiry_seconds": 120},
+    )
     agent = Agent(settings, sinks=[], clock=clock)
     agent.handle("p/greendc/sg1/ups-1", b'{"power_w": 5}')
     assert [m.meter for m in agent.snapshot().meters] == ["ups-1"]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from greendc.config import load_config, parse_config
 from greendc._errors import ConfigError
+from greendc.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "greendc.example.yaml"
@@ -47,24 +47,45 @@ def test_bad_role_names_path_value_and_choices() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["sites"][1].__setitem__("timezone", "Mars/Base"),
-         "sites[1].timezone: is not an IANA time zone"),
+        (
+            lambda d: d["sites"][1].__setitem__("timezone", "Mars/Base"),
+            "sites[1].timezone: is not an IANA time zone",
+        ),
         (lambda d: d["mqtt"].__setitem__("qos", 2), "mqtt.qos: 2 is not one of 0, 1"),
-        (lambda d: d["sites"][0]["meters"][3].pop("point"), "sites[0].meters[3]: an 'it' meter needs point"),
-        (lambda d: d["sites"][0]["meters"].append({"name": "ups-1", "role": "cooling"}),
-         "sites[0]: meter names must be unique; repeated: ups-1"),
-        (lambda d: d["sites"][0].__setitem__("pue_category", 3),
-         "sites[0]: pue_category 3 does not match"),
+        (
+            lambda d: d["sites"][0]["meters"][3].pop("point"),
+            "sites[0].meters[3]: an 'it' meter needs point",
+        ),
+        (
+            lambda d: d["sites"][0]["meters"].append({"name": "ups-1", "role": "cooling"}),
+            "sites[0]: meter names must be unique; repeated: ups-1",
+        ),
+        (
+            lambda d: d["sites"][0].__setitem__("pue_category", 3),
+            "sites[0]: pue_category 3 does not match",
+        ),
         (lambda d: d.__setitem__("mapings", []), "mapings: is not a known setting"),
-        (lambda d: d["mappings"].append({"topic": "x/{sight}/{meter}"}),
-         "mappings[2].topic: named segment {sight} is not one of"),
-        (lambda d: d["mappings"].append({"topic": "x/{site}/{meter}", "values": [
-            {"path": "p", "quantity": "power_w", "unit": "kWh"}]}),
-         "mappings[2].values[0]: unit 'kWh' is not one of W, kW, MW"),
-        (lambda d: d["sites"][0]["targets"].__setitem__("pue_warning", 1.2),
-         "sites[0].targets: must satisfy pue <= pue_warning <= pue_critical"),
-        (lambda d: d["sites"][0]["meters"][0].__setitem__("name", "bad name"),
-         "sites[0].meters[0].name: String should match pattern"),
+        (
+            lambda d: d["mappings"].append({"topic": "x/{sight}/{meter}"}),
+            "mappings[2].topic: named segment {sight} is not one of",
+        ),
+        (
+            lambda d: d["mappings"].append(
+                {
+                    "topic": "x/{site}/{meter}",
+                    "values": [{"path": "p", "quantity": "power_w", "unit": "kWh"}],
+                }
+            ),
+            "mappings[2].values[0]: unit 'kWh' is not one of W, kW, MW",
+        ),
+        (
+            lambda d: d["sites"][0]["targets"].__setitem__("pue_warning", 1.2),
+            "sites[0].targets: must satisfy pue <= pue_warning <= pue_critical",
+        ),
+        (
+            lambda d: d["sites"][0]["meters"][0].__setitem__("name", "bad name"),
+            "sites[0].meters[0].name: String should match pattern",
+        ),
     ],
 )
 def test_broken_configs_name_the_field(mutate: Any, expected: str) -> None:
@@ -132,8 +153,12 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "greendc.cli", "check-config", str(EXAMPLE)],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "greendc.cli", "check-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "sites: 2" in ok.stdout
     data = example_data()
@@ -141,8 +166,12 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     data["mqtt"]["password"] = "hunter2"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    res = subprocess.run([sys.executable, "-m", "greendc.cli", "check-config", str(bad)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "greendc.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2
     assert "sites[0].meters[2].role: 'it_lod' is not one of" in res.stderr
     assert "hunter2" not in res.stderr + res.stdout

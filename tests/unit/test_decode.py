@@ -22,7 +22,10 @@ def make_settings(**overrides: Any) -> Any:
     data: dict[str, Any] = {
         "sites": [
             {
-                "name": "sg1", "grid_zone": "SG", "installed_it_kw": 100, "pue_category": 1,
+                "name": "sg1",
+                "grid_zone": "SG",
+                "installed_it_kw": 100,
+                "pue_category": 1,
                 "meters": [
                     {"name": "ups-1", "role": "it", "point": "ups_output"},
                     {"name": "incomer", "role": "facility"},
@@ -33,12 +36,22 @@ def make_settings(**overrides: Any) -> Any:
         "mappings": [
             {"topic": "greendc/{site}/{meter}"},
             {"topic": "greendc/{site}"},
-            {"topic": "plain/{site}/{meter}/power_kw", "payload": "number",
-             "values": [{"quantity": "power_w", "unit": "kW"}]},
-            {"topic": "vendor/{site}/gw/+", "items_path": "points", "meter_path": "id",
-             "timestamp_path": "gw_ts", "timestamp_required": True,
-             "values": [{"path": "kW", "quantity": "power_w", "unit": "kW"},
-                        {"path": "kWh", "quantity": "energy_wh", "unit": "kWh"}]},
+            {
+                "topic": "plain/{site}/{meter}/power_kw",
+                "payload": "number",
+                "values": [{"quantity": "power_w", "unit": "kW"}],
+            },
+            {
+                "topic": "vendor/{site}/gw/+",
+                "items_path": "points",
+                "meter_path": "id",
+                "timestamp_path": "gw_ts",
+                "timestamp_required": True,
+                "values": [
+                    {"path": "kW", "quantity": "power_w", "unit": "kW"},
+                    {"path": "kWh", "quantity": "energy_wh", "unit": "kWh"},
+                ],
+            },
         ],
     }
     data.update(overrides)
@@ -57,7 +70,9 @@ def dec(d: Decoder, topic: str, payload: Any) -> tuple[list[Any], list[str]]:
 
 
 def test_native_single_reading(decoder: Decoder) -> None:
-    (r,), rej = dec(decoder, "greendc/sg1/ups-1", {"ts": NOW - 5, "power_w": 5321, "energy_wh": 1234567.5})
+    (r,), rej = dec(
+        decoder, "greendc/sg1/ups-1", {"ts": NOW - 5, "power_w": 5321, "energy_wh": 1234567.5}
+    )
     assert rej == []
     assert (r.site, r.meter, r.role, r.ts_ms) == ("sg1", "ups-1", "it", int((NOW - 5) * 1000))
     assert r.fields == {"power_w": 5321.0, "energy_wh": 1234567.5}
@@ -75,9 +90,18 @@ def test_native_batch_keeps_good_items_and_counts_bad_ones(decoder: Decoder) -> 
         7,
     ]
     readings, rej = dec(decoder, "greendc/sg1", batch)
-    assert [(r.meter, r.fields["power_w"]) for r in readings] == [("ups-1", 10.0), ("incomer", 20.0)]
+    assert [(r.meter, r.fields["power_w"]) for r in readings] == [
+        ("ups-1", 10.0),
+        ("incomer", 20.0),
+    ]
     assert readings[1].ts_ms == int(NOW * 1000)  # 08:00+08:00 is 00:00Z
-    assert rej == ["unknown_meter", "non_numeric", "missing_meter", "negative_counter", "bad_structure"]
+    assert rej == [
+        "unknown_meter",
+        "non_numeric",
+        "missing_meter",
+        "negative_counter",
+        "bad_structure",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,8 +120,16 @@ def test_native_batch_keeps_good_items_and_counts_bad_ones(decoder: Decoder) -> 
         ("greendc/sg1/ups-1", b'{"power_w": 1, "ts": "yesterday"}', "bad_timestamp"),
         ("greendc/sg1/ups-1", b'{"power_w": 1, "ts": "2025-11-29T00:00:00"}', "bad_timestamp"),
         ("greendc/sg1/ups-1", b'{"power_w": 1, "ts": 1e300}', "timestamp_future"),
-        ("greendc/sg1/ups-1", ('{"power_w": 1, "ts": %f}' % (NOW + 3600)).encode(), "timestamp_future"),
-        ("greendc/sg1/ups-1", ('{"power_w": 1, "ts": %f}' % (NOW - 30 * 86400)).encode(), "timestamp_past"),
+        (
+            "greendc/sg1/ups-1",
+            ('{"power_w": 1, "ts": %f}' % (NOW + 3600)).encode(),
+            "timestamp_future",
+        ),
+        (
+            "greendc/sg1/ups-1",
+            ('{"power_w": 1, "ts": %f}' % (NOW - 30 * 86400)).encode(),
+            "timestamp_past",
+        ),
         ("greendc/sg1/ghost", b'{"power_w": 1}', "unknown_meter"),
         ("greendc/xx9/ups-1", b'{"power_w": 1}', "unknown_site"),
         ("greendc/sg,1 x=y/ups-1", b'{"power_w": 1}', "bad_identifier"),
@@ -111,7 +143,9 @@ def test_native_batch_keeps_good_items_and_counts_bad_ones(decoder: Decoder) -> 
         ("vendor/sg1/gw/7", b'{"points": {"id": "ups-1"}}', "bad_structure"),
     ],
 )
-def test_rejections_are_counted_by_reason(decoder: Decoder, topic: str, payload: bytes, reason: str) -> None:
+def test_rejections_are_counted_by_reason(
+    decoder: Decoder, topic: str, payload: bytes, reason: str
+) -> None:
     readings, rej = dec(decoder, topic, payload)
     assert readings == []
     assert rej == [reason]
@@ -131,8 +165,10 @@ def test_plain_number_payload_with_unit_conversion(decoder: Decoder) -> None:
 
 
 def test_vendor_gateway_with_outer_timestamp_and_units(decoder: Decoder) -> None:
-    payload = {"gw_ts": "2025-11-28T23:59:00Z",
-               "points": [{"id": "ups-1", "kW": 1.5, "kWh": 2000.25}, {"id": "incomer", "kW": 2}]}
+    payload = {
+        "gw_ts": "2025-11-28T23:59:00Z",
+        "points": [{"id": "ups-1", "kW": 1.5, "kWh": 2000.25}, {"id": "incomer", "kW": 2}],
+    }
     readings, rej = dec(decoder, "vendor/sg1/gw/7", payload)
     assert rej == []
     assert [(r.meter, r.fields) for r in readings] == [
@@ -167,18 +203,45 @@ def test_millisecond_timestamps_and_rfc3339() -> None:
 # --- property-based: no input escapes, every output is valid and round-trips ---------------
 
 _json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
 )
 _json = st.recursive(
     _json_leaf,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
-        st.sampled_from(["meter", "ts", "power_w", "energy_wh", "water_l", "temp_c", "x", "points",
-                         "id", "kW", "kWh", "gw_ts"]), kids, max_size=6),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "meter",
+                    "ts",
+                    "power_w",
+                    "energy_wh",
+                    "water_l",
+                    "temp_c",
+                    "x",
+                    "points",
+                    "id",
+                    "kW",
+                    "kWh",
+                    "gw_ts",
+                ]
+            ),
+            kids,
+            max_size=6,
+        )
+    ),
     max_leaves=20,
 )
-_segment = st.one_of(st.sampled_from(["sg1", "ups-1", "incomer", "water", "greendc", "plain",
-                                      "vendor", "gw", "power_kw"]), st.text(max_size=8))
+_segment = st.one_of(
+    st.sampled_from(
+        ["sg1", "ups-1", "incomer", "water", "greendc", "plain", "vendor", "gw", "power_kw"]
+    ),
+    st.text(max_size=8),
+)
 _topic = st.lists(_segment, min_size=1, max_size=5).map("/".join)
 
 
@@ -197,14 +260,25 @@ def test_fuzz_decoder_never_raises_and_outputs_are_valid(
         assert NOW * 1000 - 7 * 86400 * 1000 <= r.ts_ms <= NOW * 1000 + 300_000
         measurement, tags, fields, ts = parse_line(enc.line(r))
         assert (measurement, tags, fields, ts) == (
-            "greendc_reading", {"site": r.site, "meter": r.meter, "role": r.role}, r.fields, r.ts_ms
+            "greendc_reading",
+            {"site": r.site, "meter": r.meter, "role": r.role},
+            r.fields,
+            r.ts_ms,
         )
 
 
 @settings(max_examples=200, deadline=None)
-@given(items=st.lists(st.fixed_dictionaries(
-    {"meter": st.sampled_from(["ups-1", "incomer", "ghost"]),
-     "power_w": st.floats(allow_nan=True, allow_infinity=True)}), max_size=20))
+@given(
+    items=st.lists(
+        st.fixed_dictionaries(
+            {
+                "meter": st.sampled_from(["ups-1", "incomer", "ghost"]),
+                "power_w": st.floats(allow_nan=True, allow_infinity=True),
+            }
+        ),
+        max_size=20,
+    )
+)
 def test_batch_accounting_every_item_is_a_reading_or_a_rejection(
     decoder: Decoder, items: list[dict[str, Any]]
 ) -> None:
@@ -216,5 +290,8 @@ def test_site_partitioned_subscriptions() -> None:
     s = make_settings()
     d = Decoder(s)
     assert d.site_subscriptions() == [
-        "greendc/sg1/+", "greendc/sg1", "plain/sg1/+/power_kw", "vendor/sg1/gw/+",
+        "greendc/sg1/+",
+        "greendc/sg1",
+        "plain/sg1/+/power_kw",
+        "vendor/sg1/gw/+",
     ]

@@ -23,18 +23,34 @@ def test_newlines_and_empty_tags_are_refused(bad: str) -> None:
 def test_fields_are_always_floats() -> None:
     enc = LineEncoder()
     line = enc.line(Reading("sg1", "ups-1", "it", 1_000, {"power_w": 5321, "energy_wh": 1.5e20}))
-    assert line == "greendc_reading,meter=ups-1,role=it,site=sg1 energy_wh=1.5e+20,power_w=5321.0 1000"
+    assert (
+        line == "greendc_reading,meter=ups-1,role=it,site=sg1 energy_wh=1.5e+20,power_w=5321.0 1000"
+    )
     with pytest.raises(ValueError):
         format_float(float("nan"))
 
 
-_tag = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+_tag = st.text(
+    st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=20,
+)
 
 
-@given(site=_tag, meter=_tag, role=_tag,
-       value=st.floats(allow_nan=False, allow_infinity=False), ts=st.integers(0, 2**53))
-def test_round_trip_for_any_tag_text(site: str, meter: str, role: str, value: float, ts: int) -> None:
+@given(
+    site=_tag,
+    meter=_tag,
+    role=_tag,
+    value=st.floats(allow_nan=False, allow_infinity=False),
+    ts=st.integers(0, 2**53),
+)
+def test_round_trip_for_any_tag_text(
+    site: str, meter: str, role: str, value: float, ts: int
+) -> None:
     r = Reading(site, meter, role, ts, {"power_w": value})
     assert parse_line(LineEncoder().line(r)) == (
-        "greendc_reading", {"site": site, "meter": meter, "role": role}, {"power_w": value}, ts
+        "greendc_reading",
+        {"site": site, "meter": meter, "role": role},
+        {"power_w": value},
+        ts,
     )

@@ -6,11 +6,10 @@ import threading
 import time
 from pathlib import Path
 
-from greendc._errors import SinkError, SinkUnavailable
-from greendc.model import Reading
-
 from collector.pipeline import Pipeline, SinkWorker
 from collector.spool import Spool
+from greendc._errors import SinkError, SinkUnavailable
+from greendc.model import Reading
 
 
 def readings(start: int, n: int) -> list[Reading]:
