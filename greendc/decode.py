@@ -14,13 +14,14 @@ time it was received, unless the mapping says the timestamp is required.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from greendc.config import IDENT_RE, Settings, TopicMapping
 from greendc.model import UNITS, Quantity, Reading
@@ -131,6 +132,9 @@ class Decoder:
             (s.name, m.name): m.role.value for s in settings.sites for m in s.meters
         }
         self._sites = frozenset(s.name for s in settings.sites)
+        self._site_roles: dict[str, dict[str, str]] = {
+            s.name: {m.name: m.role.value for m in s.meters} for s in settings.sites
+        }
         self._unknown_seen: set[tuple[str, str]] = set()
         self._topic_cache: dict[str, tuple[_Compiled, str, str | None] | Rejection] = {}
 
@@ -233,11 +237,18 @@ class Decoder:
         if m.payload == "number":
             return self._decode_number(c, site, meter, payload, now_s)
         try:
-            doc = json.loads(payload)
-        except RecursionError:
-            return [], [("too_deep", f"topic {_short(topic)}")]
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            return [], [("malformed_json", f"topic {_short(topic)}: {_short(str(exc))}")]
+            # orjson: strict JSON (NaN and Infinity literals are not JSON), UTF-8 checked,
+            # nesting capped at 1024, and ~10x faster than the json module.
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            text = str(exc)
+            if "depth limit" in text:
+                reason = "too_deep"
+            elif "infinity" in text:  # 1e999: valid JSON syntax, not a finite number
+                reason = "non_finite"
+            else:
+                reason = "malformed_json"
+            return [], [(reason, f"topic {_short(topic)}: {_short(text)}")]
         if c.items_path:
             items = _get(doc, c.items_path)
             if not isinstance(items, list):
@@ -297,44 +308,70 @@ class Decoder:
         rejections: list[Rejection] = []
         lo = now_s - self._max_past_s
         hi = now_s + self._max_future_s
+        roles = self._site_roles.get(site, {})
+        meter_path = c.meter_path
+        meter_key = meter_path[0] if len(meter_path) == 1 else None
+        values = c.values
         for item in items:
-            if not isinstance(item, dict):
+            if type(item) is not dict:
                 rejections.append(
                     ("bad_structure", f"{site}: item {_short(item)} is not an object")
                 )
                 continue
             meter = topic_meter
             if meter is None:
-                meter = _get(item, c.meter_path)
+                meter = item.get(meter_key) if meter_key is not None else _get(item, meter_path)
                 if meter is None:
                     rejections.append(
                         ("missing_meter", f"{site}: item has no {c.mapping.meter_path!r}")
                     )
                     continue
-                if not isinstance(meter, str) or not _IDENT.match(meter):
+                if type(meter) is not str:
                     rejections.append(("bad_identifier", f"{site}: meter {_short(meter)}"))
                     continue
-            role = self._role(site, meter)
-            if isinstance(role, tuple):
-                rejections.append(role)
-                continue
+                role = roles.get(meter)
+                if role is None and not _IDENT.match(meter):
+                    rejections.append(("bad_identifier", f"{site}: meter {_short(meter)}"))
+                    continue
+            else:
+                role = roles.get(meter)
+            if role is None:
+                looked_up = self._role(site, meter)
+                if type(looked_up) is tuple:
+                    rejections.append(looked_up)
+                    continue
+                role = looked_up  # type: ignore[assignment]
             fields: dict[str, float] = {}
             bad: Rejection | None = None
-            for field, path, factor in c.values:
-                value = _get(item, path)
+            for field, path, factor in values:
+                value = item.get(path[0]) if len(path) == 1 else _get(item, path)
                 if value is None:
                     continue
-                bad = self._check_value(site, meter, field, value)
-                if bad is not None:
+                vt = type(value)
+                if vt is float:
+                    if value - value != 0.0:  # NaN or infinity, without a function call
+                        bad = ("non_finite", f"{site}/{meter}: {field}={value}")
+                        break
+                elif vt is not int:
+                    bad = ("non_numeric", f"{site}/{meter}: {field}={_short(value)}")
                     break
-                fields[field] = float(value) * factor
+                if value < 0 and field in _COUNTERS:
+                    bad = ("negative_counter", f"{site}/{meter}: {field}={value}")
+                    break
+                fields[field] = value * factor if factor != 1.0 else float(value)
             if bad is not None:
                 rejections.append(bad)
                 continue
             if not fields:
                 rejections.append(("no_values", f"{site}/{meter}: none of the mapped values"))
                 continue
-            raw_ts = _get(item, c.ts_path) if c.ts_path else None
+            ts_path = c.ts_path
+            if not ts_path:
+                raw_ts = None
+            elif len(ts_path) == 1:
+                raw_ts = item.get(ts_path[0])
+            else:
+                raw_ts = _get(item, ts_path)
             if raw_ts is None and outer is not None and c.ts_path:
                 raw_ts = _get(outer, c.ts_path)
             if raw_ts is None:
@@ -344,7 +381,10 @@ class Decoder:
                 ts = now_s
             else:
                 try:
-                    ts = parse_timestamp(raw_ts)
+                    if type(raw_ts) is float and raw_ts < _MS_THRESHOLD and raw_ts - raw_ts == 0.0:
+                        ts = raw_ts  # the common case, without a function call
+                    else:
+                        ts = parse_timestamp(raw_ts)
                 except (ValueError, OverflowError, OSError):
                     rejections.append(("bad_timestamp", f"{site}/{meter}: ts={_short(raw_ts)}"))
                     continue

@@ -69,13 +69,30 @@ class LineEncoder:
         return key
 
     def line(self, r: Reading) -> str:
-        """One reading as one line (fields sorted, milliseconds timestamp)."""
-        fields = ",".join(f"{f}={format_float(v)}" for f, v in sorted(r.fields.items()))
+        """One reading as one line (milliseconds timestamp; every field a float)."""
+        fields = ",".join(f"{f}={format_float(v)}" for f, v in r.fields.items())
         return f"{self.series_key(r.site, r.meter, r.role)} {fields} {r.ts_ms}"
 
     def encode(self, readings: Iterable[Reading]) -> str:
-        """Many readings as a newline-separated body for one write request."""
-        return "\n".join(self.line(r) for r in readings)
+        """Many readings as a newline-separated body for one write request.
+
+        The hot path of both InfluxDB sinks: readings come from the decoder, whose values
+        are finite floats, so ``repr`` is the whole formatting (shortest round-trip text);
+        anything else (an int from another source) goes through :func:`format_float`.
+        """
+        keys = self._keys
+        out = []
+        append = out.append
+        for site, meter, role, ts_ms, fields in readings:
+            key = keys.get((site, meter, role))
+            if key is None:
+                key = self.series_key(site, meter, role)
+            body = ",".join(
+                [f"{f}={v!r}" if type(v) is float else f"{f}={format_float(v)}"
+                 for f, v in fields.items()]
+            )
+            append(f"{key} {body} {ts_ms}")
+        return "\n".join(out)
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, float], int]:

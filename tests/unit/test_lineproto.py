@@ -22,10 +22,10 @@ def test_newlines_and_empty_tags_are_refused(bad: str) -> None:
 
 def test_fields_are_always_floats() -> None:
     enc = LineEncoder()
-    line = enc.line(Reading("sg1", "ups-1", "it", 1_000, {"power_w": 5321, "energy_wh": 1.5e20}))
-    assert (
-        line == "greendc_reading,meter=ups-1,role=it,site=sg1 energy_wh=1.5e+20,power_w=5321.0 1000"
-    )
+    r = Reading("sg1", "ups-1", "it", 1_000, {"power_w": 5321, "energy_wh": 1.5e20})
+    expected = "greendc_reading,meter=ups-1,role=it,site=sg1 power_w=5321.0,energy_wh=1.5e+20 1000"
+    assert enc.line(r) == expected
+    assert enc.encode([r, r]) == expected + "\n" + expected  # the fast path agrees
     with pytest.raises(ValueError):
         format_float(float("nan"))
 
