@@ -337,10 +337,10 @@ class Decoder:
                 role = roles.get(meter)
             if role is None:
                 looked_up = self._role(site, meter)
-                if type(looked_up) is tuple:
+                if isinstance(looked_up, tuple):
                     rejections.append(looked_up)
                     continue
-                role = looked_up  # type: ignore[assignment]
+                role = looked_up
             fields: dict[str, float] = {}
             bad: Rejection | None = None
             for field, path, factor in values:

@@ -81,7 +81,7 @@ class LineEncoder:
         anything else (an int from another source) goes through :func:`format_float`.
         """
         keys = self._keys
-        out = []
+        out: list[str] = []
         append = out.append
         for site, meter, role, ts_ms, fields in readings:
             key = keys.get((site, meter, role))
