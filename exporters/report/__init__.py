@@ -1,0 +1,32 @@
+"""The monthly carbon report and the EU EED annual export (``greendc report``).
+
+source.py     where samples come from: the embedded SQLite store or InfluxDB (InfluxQL)
+periods.py    months, years and local days in each site's own time zone
+compute.py    per-site and fleet figures from greendc.energy and greendc.kpi
+render_*.py   CSV, XLSX, HTML and PDF; charts.py draws the charts; fmt.py formats figures
+eed.py        EU Delegated Regulation 2024/1364 Annex II fields (JSON and CSV)
+cli.py        run_report(args): arguments, messages, exit codes
+"""
+
+from exporters.report.cli import run_report, write_outputs
+from exporters.report.compute import DailyRow, Report, Row, SiteReport, build_report
+from exporters.report.eed import eed_fields, write_eed
+from exporters.report.periods import Period
+from exporters.report.source import EmbeddedSource, InfluxQLSource, SourceError, open_source
+
+__all__ = [
+    "DailyRow",
+    "EmbeddedSource",
+    "InfluxQLSource",
+    "Period",
+    "Report",
+    "Row",
+    "SiteReport",
+    "SourceError",
+    "build_report",
+    "eed_fields",
+    "open_source",
+    "run_report",
+    "write_eed",
+    "write_outputs",
+]

@@ -1,0 +1,511 @@
+"""The monthly carbon report: a golden month in every format, periods across DST, bad inputs.
+
+The golden month is March 2026 for two sites with constant loads, so every total can be
+computed by hand (the expressions below are that hand computation):
+
+* ber1 (Europe/Berlin; March has 743 h because clocks go forward on 29 March):
+  facility 150 kW, IT 100 kW at UPS output (PUE1), cooling 40 kW, on-site solar 10 kW,
+  water 120 L/h, a 20 000 kWh GO for March. February: facility 160 kW, IT 100 kW.
+* sgx (Asia/Singapore, 744 h): facility 260 kW, IT 200 kW at PDU output (PUE2).
+
+Factors (a test file): zone DE-T grid average 0.4, residual mix 0.5, carbon-free share 0.5;
+zone SG-T grid average 0.4, no residual mix, no carbon-free share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openpyxl import load_workbook
+
+from exporters.report import Period, build_report, run_report
+from exporters.report.charts import chart_scopes
+from exporters.report.compute import Report
+from exporters.report.eed import NOT_MEASURED
+from exporters.report.render_pdf import page_count, write_pdf
+from exporters.report.source import EmbeddedSource, water_meters_of
+from greendc.config import Settings, load_config
+from greendc.factors import load_factors
+from greendc.model import Reading
+from greendc.store import EmbeddedStore
+
+STEP_S = 900  # 15-minute counters keep the store small; max_gap_seconds is 900 too
+BER_H = 743  # 31 days minus the hour lost on 29 March
+SGX_H = 744
+FEB_H = 28 * 24
+
+FACTORS = {
+    "version": 1,
+    "zones": {
+        "DE-T": {
+            "name": "Test DE",
+            "grid_average": {
+                "value": 0.4,
+                "unit": "kgCO2e/kWh",
+                "year": 2024,
+                "basis": "direct",
+                "boundary": "production",
+                "source": "test grid average",
+            },
+            "residual_mix": {
+                "value": 0.5,
+                "unit": "kgCO2e/kWh",
+                "year": 2024,
+                "basis": "direct",
+                "boundary": "production",
+                "source": "test residual mix",
+            },
+            "carbon_free_share": {"value": 0.5, "year": 2024, "source": "test share"},
+        },
+        "SG-T": {
+            "name": "Test SG",
+            "grid_average": {
+                "value": 0.4,
+                "unit": "kgCO2e/kWh",
+                "year": 2024,
+                "basis": "direct",
+                "boundary": "production",
+                "source": "test SG average",
+            },
+        },
+    },
+}
+
+BER1: dict[str, Any] = {
+    "name": "ber1",
+    "display_name": "Berlin test",
+    "timezone": "Europe/Berlin",
+    "grid_zone": "DE-T",
+    "installed_it_kw": 150,
+    "pue_category": 1,
+    "targets": {"pue": 1.45, "pue_warning": 1.6, "pue_critical": 1.8, "renewable_share": 0.2},
+    "meters": [
+        {"name": "incomer", "role": "facility"},
+        {"name": "ups", "role": "it", "point": "ups_output"},
+        {"name": "chiller", "role": "cooling"},
+        {"name": "solar", "role": "renewable_onsite"},
+        {"name": "water-main", "role": "water"},
+    ],
+    "contracts": [{"month": "2026-03", "kind": "go", "energy_kwh": 20000, "reference": "GO-1"}],
+}
+SGX: dict[str, Any] = {
+    "name": "sgx",
+    "timezone": "Asia/Singapore",
+    "grid_zone": "SG-T",
+    "installed_it_kw": 300,
+    "pue_category": 2,
+    "meters": [
+        {"name": "incomer", "role": "facility"},
+        {"name": "pdu", "role": "it", "point": "pdu_output"},
+    ],
+}
+
+
+def _ts(year: int, month: int, day: int, tz: str) -> int:
+    from zoneinfo import ZoneInfo
+
+    return int(datetime(year, month, day, tzinfo=ZoneInfo(tz)).timestamp())
+
+
+def counter_readings(
+    site: str, meter: str, role: str, field: str, start_s: int, end_s: int, rate_per_h: Any
+) -> Iterator[Reading]:
+    """Counter samples every STEP_S from start to end; ``rate_per_h(t)`` per hour (Wh or L)."""
+    value = 0.0
+    t = start_s
+    while t <= end_s:
+        yield Reading(site, meter, role, t * 1000, {field: value})
+        value += rate_per_h(t) * STEP_S / 3600.0
+        t += STEP_S
+
+
+def golden_readings() -> list[Reading]:
+    """February and March 2026 (with 15 min either side) for ber1 and sgx."""
+    out: list[Reading] = []
+    b_mar = _ts(2026, 3, 1, "Europe/Berlin")
+    b_lo, b_hi = _ts(2026, 2, 1, "Europe/Berlin") - 900, _ts(2026, 4, 1, "Europe/Berlin") + 900
+
+    def ber(feb_kw: float, mar_kw: float) -> Any:
+        return lambda t: (feb_kw if t < b_mar else mar_kw) * 1000.0
+
+    for meter, role, field, rate in (
+        ("incomer", "facility", "energy_wh", ber(160, 150)),
+        ("ups", "it", "energy_wh", ber(100, 100)),
+        ("chiller", "cooling", "energy_wh", ber(40, 40)),
+        ("solar", "renewable_onsite", "energy_wh", ber(10, 10)),
+        ("water-main", "water", "water_l", lambda t: 120.0),
+    ):
+        out += counter_readings("ber1", meter, role, field, b_lo, b_hi, rate)
+    s_lo, s_hi = _ts(2026, 3, 1, "Asia/Singapore") - 900, _ts(2026, 4, 1, "Asia/Singapore") + 900
+    out += counter_readings("sgx", "incomer", "facility", "energy_wh", s_lo, s_hi, lambda t: 260e3)
+    out += counter_readings("sgx", "pdu", "it", "energy_wh", s_lo, s_hi, lambda t: 200e3)
+    return out
+
+
+# The hand computation.
+E_DC_BER = 150 * BER_H
+E_IT_BER = 100 * BER_H
+SOLAR_BER = 10 * BER_H
+GRID_BER = E_DC_BER - SOLAR_BER
+E_DC_SGX = 260 * SGX_H
+E_IT_SGX = 200 * SGX_H
+EXPECTED: dict[tuple[str, str], float] = {
+    ("ber1", "E_DC"): E_DC_BER,  # 111 450 kWh
+    ("ber1", "E_IT"): E_IT_BER,  # 74 300 kWh
+    ("ber1", "E_grid"): GRID_BER,
+    ("ber1", "E_renewable_onsite"): SOLAR_BER,
+    ("ber1", "E_renewable_go_rec"): 20000,
+    ("ber1", "E_renewable_ppa"): 0,
+    ("ber1", "E_renewable"): SOLAR_BER + 20000,
+    ("ber1", "pue"): 1.5,
+    ("ber1", "ref"): (SOLAR_BER + 20000) / E_DC_BER,
+    ("ber1", "scope2_location"): GRID_BER * 0.4 / 1000,  # 41.608 t
+    ("ber1", "scope2_market"): (GRID_BER - 20000) * 0.5 / 1000,  # 42.010 t
+    ("ber1", "cue"): GRID_BER * 0.4 / E_IT_BER,  # 0.56 kg/kWh
+    ("ber1", "cfe"): (10 + 140 * 0.5) / 150,
+    ("ber1", "water_l"): 120 * BER_H,
+    ("ber1", "wue"): 120 * BER_H / E_IT_BER,  # 1.2 L/kWh
+    ("sgx", "E_DC"): E_DC_SGX,
+    ("sgx", "E_IT"): E_IT_SGX,
+    ("sgx", "pue"): 1.3,
+    ("sgx", "scope2_location"): E_DC_SGX * 0.4 / 1000,
+    ("sgx", "scope2_market"): E_DC_SGX * 0.4 / 1000,  # no residual mix: grid average
+    ("fleet", "E_DC"): E_DC_BER + E_DC_SGX,
+    ("fleet", "E_IT"): E_IT_BER + E_IT_SGX,
+    ("fleet", "fleet_pue"): (E_DC_BER + E_DC_SGX) / (E_IT_BER + E_IT_SGX),
+    ("fleet", "scope2_location"): (GRID_BER + E_DC_SGX) * 0.4 / 1000,
+}
+# What a reader sees in the HTML for some of them.
+EXPECTED_TEXT = (
+    "111,450.0 kWh",
+    "74,300.0 kWh",
+    "1.500",
+    "1.300",
+    "41.608 tCO2e",
+    "42.010 tCO2e",
+    "0.5600 kgCO2e/kWh",
+    "53.3 %",
+    "1.200 L/kWh",
+    "PUE1 (interim)",
+    "PUE2 (interim)",
+    "1.367",  # fleet PUE 304 890 / 223 100
+    "test grid average (2024; direct, production; kgCO2e/kWh)",
+)
+
+
+def write_config(tmp: Path, sites: list[dict[str, Any]], **extra: Any) -> Path:
+    """A config file with an embedded store and the test factor file under ``tmp``."""
+    (tmp / "factors.yaml").write_text(yaml.safe_dump(FACTORS))
+    data: dict[str, Any] = {
+        "sinks": {"embedded": {"path": str(tmp / "store.sqlite")}},
+        "emission_factors_file": str(tmp / "factors.yaml"),
+        "sites": sites,
+        "kpi": {"max_gap_seconds": STEP_S},
+        **extra,
+    }
+    path = tmp / "greendc.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def args_for(config: Path, out: Path, **kw: Any) -> argparse.Namespace:
+    """The namespace the lead's CLI parser builds for ``greendc report``."""
+    base: dict[str, Any] = {
+        "config": str(config),
+        "month": None,
+        "year": None,
+        "eu_eed": False,
+        "out": str(out),
+        "site": None,
+        "format": "csv,xlsx,html,pdf",
+        "source": "embedded",
+    }
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """The golden store and config, and the report written from them (exit code)."""
+    tmp = tmp_path_factory.mktemp("golden")
+    config = write_config(tmp, [BER1, SGX])
+    store = EmbeddedStore(tmp / "store.sqlite")
+    store.write(golden_readings())
+    store.close()
+    out = tmp / "out"
+    code = run_report(args_for(config, out, month="2026-03"))
+    return config, out, code
+
+
+def _csv_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open(encoding="utf-8") as f:
+        return {(r["site"], r["kpi"]): r for r in csv.DictReader(f)}
+
+
+def test_golden_month_exit_code_and_files(golden: tuple[Path, Path, int]) -> None:
+    _, out, code = golden
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    stem = "greendc-report-2026-03"
+    assert names == sorted(f"{stem}{s}" for s in (".csv", "-daily.csv", ".xlsx", ".html", ".pdf"))
+
+
+def test_golden_month_csv(golden: tuple[Path, Path, int]) -> None:
+    rows = _csv_rows(golden[1] / "greendc-report-2026-03.csv")
+    for key, want in EXPECTED.items():
+        assert float(rows[key]["value"]) == pytest.approx(want, rel=1e-9, abs=1e-9), key
+    assert rows[("ber1", "pue")]["label"] == "PUE1 (interim)"
+    assert rows[("ber1", "E_DC")]["unit"] == "kWh"
+    assert rows[("ber1", "scope2_location")]["unit"] == "tCO2e"
+    assert "test grid average" in rows[("ber1", "scope2_location")]["note"]
+    assert "ΣE_DC/ΣE_IT" in rows[("fleet", "fleet_pue")]["label"]
+    # February: 160 kW / 100 kW, so PUE 1.6 and E_DC 160 x 672 h.
+    assert float(rows[("ber1", "pue")]["prev_month"]) == pytest.approx(1.6, rel=1e-9)
+    assert float(rows[("ber1", "pue")]["change_prev_month"]) == pytest.approx(-0.0625, rel=1e-9)
+    assert float(rows[("ber1", "E_DC")]["prev_month"]) == pytest.approx(160 * FEB_H, rel=1e-9)
+    assert rows[("ber1", "pue")]["last_year"] == ""  # no data for March 2025
+    # No carbon-free share for SG-T: CFE withheld with the reason, not a number.
+    assert rows[("sgx", "cfe")]["value"] == ""
+    assert "carbon-free share" in rows[("sgx", "cfe")]["note"]
+    assert rows[("sgx", "wue")]["status"] == "not metered"
+
+
+def test_golden_month_daily_follows_local_days_across_dst(golden: tuple[Path, Path, int]) -> None:
+    with (golden[1] / "greendc-report-2026-03-daily.csv").open(encoding="utf-8") as f:
+        daily = list(csv.DictReader(f))
+    ber = {r["day"]: r for r in daily if r["site"] == "ber1"}
+    assert len(ber) == 31
+    assert float(ber["2026-03-29"]["e_it_kwh (kWh)"]) == pytest.approx(100 * 23, rel=1e-9)
+    assert float(ber["2026-03-28"]["e_it_kwh (kWh)"]) == pytest.approx(100 * 24, rel=1e-9)
+    total = sum(float(r["e_dc_kwh (kWh)"]) for r in ber.values())
+    assert total == pytest.approx(E_DC_BER, rel=1e-9)
+
+
+def test_golden_month_xlsx(golden: tuple[Path, Path, int]) -> None:
+    wb = load_workbook(golden[1] / "greendc-report-2026-03.xlsx", read_only=True)
+    assert wb.sheetnames[:2] == ["Summary", "Daily"]
+    rows = list(wb["Summary"].iter_rows(values_only=True))
+    head = list(rows[0])
+    got = {(r[head.index("site")], r[head.index("kpi")]): r[head.index("value")] for r in rows[1:]}
+    for key, want in EXPECTED.items():
+        assert got[key] == pytest.approx(want, rel=1e-9, abs=1e-9), key
+    daily = list(wb["Daily"].iter_rows(values_only=True))
+    dh = list(daily[0])
+    it = [
+        r[dh.index("e_it_kwh (kWh)")]
+        for r in daily[1:]
+        if r[0] == "ber1" and r[1].date() == date(2026, 3, 29)
+    ]
+    assert it == [pytest.approx(2300, rel=1e-9)]
+    wb.close()
+
+
+def test_golden_month_html_shows_the_figures(golden: tuple[Path, Path, int]) -> None:
+    text = (golden[1] / "greendc-report-2026-03.html").read_text(encoding="utf-8")
+    for want in EXPECTED_TEXT:
+        assert want in text, want
+    # Self-contained: charts embedded, nothing fetched.
+    assert text.count("data:image/png;base64,") == 3  # fleet + 2 sites
+    assert not re.search(r"""src=['"]https?:""", text)
+
+
+def test_golden_month_pdf_pages(golden: tuple[Path, Path, int]) -> None:
+    data = (golden[1] / "greendc-report-2026-03.pdf").read_bytes()
+    assert data.startswith(b"%PDF")
+    pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", data))
+    # Overview (3 rows), one notes page, charts for the fleet and both sites.
+    assert pages == 1 + 1 + 3
+
+
+def test_pdf_of_many_sites_paginates_and_charts_only_the_fleet(tmp_path: Path) -> None:
+    sites = [{**SGX, "name": f"s{i:02d}"} for i in range(23)]
+    config = write_config(tmp_path, sites)
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    report = _report(load_config(config), Period(2026, 3), with_history=False)
+    assert [t for t, *_ in chart_scopes(report)] == ["Fleet of 23 sites, 2026-03"]
+    path = write_pdf(report, tmp_path, "many")
+    pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
+    # 24 overview rows take two pages; the notes at least one; one chart page.
+    assert pages == page_count(report)
+    assert pages >= 2 + 1 + 1
+
+
+def _report(settings: Settings, period: Period, *, with_history: bool = True) -> Report:
+    emb = settings.sinks.embedded
+    assert emb is not None
+    source = EmbeddedSource(emb.path, water_meters_of(settings))
+    try:
+        return build_report(
+            settings,
+            source,
+            period,
+            load_factors(settings.emission_factors_file),
+            with_deltas_from_history=with_history,
+            now=datetime(2026, 4, 2, tzinfo=UTC),
+        )
+    finally:
+        source.close()
+
+
+def test_periods_follow_dst_in_berlin() -> None:
+    mar, oct_ = Period(2026, 3), Period(2026, 10)
+    assert mar.window("Europe/Berlin").seconds == BER_H * 3600
+    assert oct_.window("Europe/Berlin").seconds == (31 * 24 + 1) * 3600
+    hours = {d: w.seconds // 3600 for d, w in oct_.days("Europe/Berlin")}
+    assert hours[date(2026, 10, 25)] == 25
+    assert sum(hours.values()) == 745
+    assert Period(2026, 1).previous() == Period(2025, 12)
+    assert Period(2026, 3).last_year() == Period(2025, 3)
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        Period.parse_month("2026-13")
+
+
+def test_october_fall_back_day_has_25_hours_of_energy(tmp_path: Path) -> None:
+    site = {**BER1, "contracts": []}
+    config = write_config(tmp_path, [site])
+    lo, hi = _ts(2026, 10, 24, "Europe/Berlin"), _ts(2026, 10, 27, "Europe/Berlin")
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(list(counter_readings("ber1", "ups", "it", "energy_wh", lo, hi, lambda t: 1e5)))
+    store.close()
+    report = _report(load_config(config), Period(2026, 10), with_history=False)
+    days = {d.day: d.e_it_kwh for d in report.sites[0].daily}
+    assert days[date(2026, 10, 25)] == pytest.approx(2500, rel=1e-9)
+    assert days[date(2026, 10, 24)] == pytest.approx(2400, rel=1e-9)
+    assert days[date(2026, 10, 1)] is None  # no data that day: withheld, not zero
+
+
+def test_month_with_no_data_exits_non_zero_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, [BER1])
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv,html"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "nothing could be computed" in err
+    rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
+    assert rows[("ber1", "E_DC")]["value"] == ""
+    assert rows[("ber1", "E_DC")]["status"] == "withheld"
+    assert rows[("ber1", "pue")]["value"] == ""
+    html = (tmp_path / "out" / "greendc-report-2026-03.html").read_text(encoding="utf-8")
+    assert "no data for ber1 in 2026-03" in html
+
+
+def test_site_without_it_meter_withholds_pue_but_reports_energy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = {**BER1, "meters": [m for m in BER1["meters"] if m["role"] != "it"]}
+    config = write_config(tmp_path, [site])
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write([r for r in golden_readings() if r.site == "ber1" and r.role != "it"])
+    store.close()
+    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
+    assert code == 0
+    rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
+    assert rows[("ber1", "pue")]["value"] == ""
+    assert rows[("ber1", "pue")]["status"] == "not metered"
+    assert float(rows[("ber1", "E_DC")]["value"]) == pytest.approx(E_DC_BER, rel=1e-9)
+    assert "no IT meter" in capsys.readouterr().err
+
+
+def test_missing_emission_factor_withholds_emissions_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = {**BER1, "grid_zone": "XX"}
+    config = write_config(tmp_path, [site])
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write([r for r in golden_readings() if r.site == "ber1"])
+    store.close()
+    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
+    assert code == 0
+    rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
+    for kpi in ("scope2_location", "scope2_market", "cue", "cfe"):
+        assert rows[("ber1", kpi)]["value"] == "", kpi
+        assert "no emission factors for grid zone 'XX'" in rows[("ber1", kpi)]["note"]
+    assert float(rows[("ber1", "pue")]["value"]) == pytest.approx(1.5, rel=1e-9)
+    assert "emission factor missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"month": "2026-3"}, "YYYY-MM"),
+        ({"month": "2026-03", "format": "csv,docx"}, "docx"),
+        ({"month": "2026-03", "site": "nope"}, "not in the config"),
+        ({"month": "2026-03", "eu_eed": True}, "--year"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kw: dict[str, Any], message: str
+) -> None:
+    config = write_config(tmp_path, [BER1])
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    assert run_report(args_for(config, tmp_path / "out", **kw)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, [BER1])
+    assert run_report(args_for(config, tmp_path / "out", month="2026-03")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_eu_eed_annual_export(golden: tuple[Path, Path, int], tmp_path: Path) -> None:
+    import json
+
+    config = golden[0]
+    code = run_report(args_for(config, tmp_path, year="2026", eu_eed=True, site="ber1"))
+    # Two months of data in 2026: every annual energy total covers too little of the year.
+    assert code == 1
+    doc = json.loads((tmp_path / "greendc-eu-eed-2026-ber1.json").read_text(encoding="utf-8"))
+    assert "2024/1364" in doc["regulation"]
+    fields = {f["field"]: f for f in doc["sites"][0]["fields"]}
+    assert fields["installed_it_power"]["value"] == 150
+    assert fields["total_energy_consumption"]["status"] == "withheld"
+    assert fields["total_energy_consumption"]["value"] is None
+    assert fields["renewable_energy_go"]["value"] == pytest.approx(20000)
+    for name, _, _ in NOT_MEASURED:
+        assert fields[name]["status"] == "not measured"
+    with (tmp_path / "greendc-eu-eed-2026-ber1.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["field"] for r in rows} == set(fields)
+
+
+def test_eu_eed_with_a_full_year(tmp_path: Path) -> None:
+    import json
+
+    site = {**SGX, "meters": [*SGX["meters"], {"name": "w", "role": "water"}]}
+    config = write_config(tmp_path, [site], kpi={"max_gap_seconds": 7200})
+    lo, hi = _ts(2025, 1, 1, "Asia/Singapore") - 3600, _ts(2026, 1, 1, "Asia/Singapore") + 3600
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    hourly = []
+    for meter, role, field, rate in (
+        ("incomer", "facility", "energy_wh", 260e3),
+        ("pdu", "it", "energy_wh", 200e3),
+        ("w", "water", "water_l", 100.0),
+    ):
+        hourly += [
+            Reading("sgx", meter, role, r.ts_ms, r.fields)
+            for r in counter_readings("sgx", meter, role, field, lo, hi, lambda t, v=rate: v)
+            if (r.ts_ms // 1000 - lo) % 3600 == 0
+        ]
+    store.write(hourly)
+    store.close()
+    assert run_report(args_for(config, tmp_path / "o", year="2025", eu_eed=True)) == 0
+    doc = json.loads((tmp_path / "o" / "greendc-eu-eed-2025.json").read_text(encoding="utf-8"))
+    f = {x["field"]: x for x in doc["sites"][0]["fields"]}
+    assert f["total_energy_consumption"]["value"] == pytest.approx(260 * 8760, rel=1e-9)
+    assert f["it_energy_consumption"]["value"] == pytest.approx(200 * 8760, rel=1e-9)
+    assert f["pue"]["value"] == pytest.approx(1.3, rel=1e-9)
+    assert f["total_water_input"]["value"] == pytest.approx(100 * 8760 / 1000, rel=1e-9)
+    assert f["wue"]["value"] == pytest.approx(0.5, rel=1e-9)
+    assert f["backup_generator_energy"]["status"] == "not metered"
