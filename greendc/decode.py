@@ -4,8 +4,10 @@ Every payload is untrusted. :class:`Decoder` is built once from the settings (to
 patterns, JSON paths, units, known meters, limits) and its :meth:`Decoder.decode` never
 raises for any input: it returns the accepted :class:`~greendc.model.Reading` objects and a
 list of ``(reason, detail)`` rejections, reasons taken from
-:data:`greendc.catalogue.REJECTION_REASONS`. A batch is judged item by item: one bad item
-is rejected on its own and the good ones are kept.
+:data:`greendc.catalogue.REJECTION_REASONS`. A batch that parses as JSON is judged item by
+item: one bad item is rejected on its own and the good ones are kept. A document that is not
+strict JSON (NaN or Infinity literals, invalid UTF-8, a number beyond the float range,
+nesting deeper than 1024) is refused whole, since no part of it can be trusted.
 
 Timestamps are Unix seconds (float or int; numbers above 1e11 are read as milliseconds)
 or RFC 3339 strings with an offset. A message without a timestamp is stamped with the
