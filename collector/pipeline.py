@@ -30,7 +30,8 @@ from greendc.snapshot import SinkHealth
 log = logging.getLogger(__name__)
 
 _RETRY_MIN_S = 0.5
-_RETRY_MAX_S = 30.0
+# A retry is one small request; recovering within seconds of a sink's return matters more.
+_RETRY_MAX_S = 5.0
 
 Settled = Callable[[list[object]], None]
 

@@ -52,6 +52,9 @@ class EmbeddedStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        # A reader (the report, a test, an operator's sqlite3 shell) may hold the file for a
+        # moment: wait for it rather than fail the write and spool the batch.
+        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
