@@ -38,7 +38,9 @@ class LiveSites:
         """Account accepted readings (called under the agent's lock)."""
         add = self.kpis.add
         for r in readings:
-            add(r)
+            # Unconfigured meters have no role in any KPI; the agent tracks their power.
+            if r.role != "unknown":
+                add(r)
 
     def _monotonic(self, key: tuple[str, str], value: float) -> float:
         prev = self._high_water.get(key, 0.0)

@@ -214,6 +214,8 @@ class Decoder:
             if len(self._roles) + len(self._unknown_seen) >= self._max_meters:
                 return ("series_cap", f"{site}/{meter}: cap of {self._max_meters} meters reached")
             self._unknown_seen.add(key)
+            # Admitted for good: later items take the fast path (bounded by max_meters).
+            self._site_roles.setdefault(site, {})[meter] = "unknown"
         return "unknown"
 
     # -- payload ------------------------------------------------------------------------
