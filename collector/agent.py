@@ -217,6 +217,7 @@ class Agent:
         qos: int = self.settings.mqtt.qos
         subs = self._subscriptions()
         client.subscribe([(s, qos) for s in subs])
+        self._drop_stale_subscriptions(client, subs, bool(getattr(flags, "session_present", False)))
         with self._lock:
             self.stats.mqtt_connected = True
             self.stats.mqtt_connections += 1
@@ -229,6 +230,30 @@ class Agent:
             getattr(flags, "session_present", "?"),
             ", ".join(subs),
         )
+
+    def _drop_stale_subscriptions(
+        self, client: mqtt.Client, subs: list[str], session_present: bool
+    ) -> None:
+        """Unsubscribe filters a persistent session kept from an earlier configuration.
+
+        A broker keeps a persistent session's subscriptions across restarts of the agent, so
+        a site moved to another agent would otherwise still arrive here (as unknown_site).
+        The filters in use are remembered next to the spool.
+        """
+        state = self.settings.sinks.spool.dir / "subscriptions.json"
+        try:
+            previous = json.loads(state.read_text()) if state.exists() else []
+        except (OSError, ValueError):
+            previous = []
+        stale = [f for f in previous if isinstance(f, str) and f not in subs]
+        if stale and session_present:
+            client.unsubscribe(stale)
+            log.info("unsubscribed from filters no longer configured: %s", ", ".join(stale))
+        try:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps(subs))
+        except OSError as exc:
+            log.warning("cannot remember subscriptions in %s: %s", state, exc)
 
     def _reconnect_fresh(self) -> None:
         old = self._client
