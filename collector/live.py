@@ -86,7 +86,8 @@ class LiveSites:
         kpis: dict[int, dict[str, LiveKPI]] = {}
         for window, sk in snap.kpis.get(name, {}).items():
             row = {}
-            for key in _EXPORTED_KPIS:
+            keys = [*_EXPORTED_KPIS, *(n for n in sk.kpis if n.startswith("ppue:"))]
+            for key in keys:
                 k = sk.kpis.get(key)
                 if k is None:
                     continue

@@ -3,9 +3,9 @@
 Answers: where does the power go (by role), is PUE inside its target and thresholds, how
 renewable is the supply, how dirty is the grid right now, and which meters are reporting.
 
-pPUE per zone is not shown: the meter zone is site configuration that neither the metric
-catalogue (no ``zone`` label on power or energy) nor the ``greendc_reading`` measurement (no
-``zone`` tag) carries, so no query can split energy by zone.
+pPUE per zone comes from the collector's live ``greendc_zone_ppue_ratio`` (computed on zone
+energy from meters' ``zone`` setting), since neither power metrics nor ``greendc_reading``
+carry a zone.
 """
 
 from __future__ import annotations
@@ -263,6 +263,23 @@ def dashboard() -> g.Dashboard:
         h=9,
     )
 
+    lay.add(
+        g.TimeSeries(
+            title="pPUE per zone (rolling hour)",
+            description="Partial PUE of each zone: (zone IT + zone overhead) / zone IT energy, "
+            "from meters' zone setting. A zone whose meters cover too little of the hour is "
+            "withheld, not drawn.",
+            dataSource=PROM_DS,
+            targets=[
+                prom("A", live_kpi("greendc_zone_ppue_ratio", by="zone"), "{{zone}}"),
+            ],
+            unit=UNIT_RATIO,
+            valueDecimals=2,
+        ),
+        w=24,
+        h=8,
+    )
+
     lay.row("Grid and meters")
     lay.add(
         g.TimeSeries(
@@ -306,7 +323,7 @@ def dashboard() -> g.Dashboard:
         title="greendc / Site detail",
         uid=UID,
         description="One site: power by role, PUE against its thresholds, renewable share, "
-        "grid intensity, meter freshness. pPUE per zone is not available (no zone label).",
+        "pPUE per zone, grid intensity, meter freshness.",
         layout=lay,
         multi_site=False,
     )

@@ -209,6 +209,7 @@ class SnapshotCollector(Collector):
         coverage = _family("greendc_site_pue_coverage_ratio")
         withheld = _family("greendc_site_pue_withheld")
         renewable = _family("greendc_site_renewable_share_ratio")
+        ppue = _family("greendc_zone_ppue_ratio")
         for s in snap.sites:
             for role in sorted(s.energy_wh):
                 energy.add_metric([s.site, role], s.energy_wh[role] * WH_TO_JOULES)
@@ -228,7 +229,11 @@ class SnapshotCollector(Collector):
                 r = kpis.get("renewable_share")
                 if r is not None and r.value is not None:
                     renewable.add_metric([s.site, window], r.value)
-        yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable)
+                for name in sorted(kpis):
+                    z = kpis[name]
+                    if name.startswith("ppue:") and z.value is not None:
+                        ppue.add_metric([s.site, name.removeprefix("ppue:"), window], z.value)
+        yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable, ppue)
 
     # -- configuration -----------------------------------------------------------------
 

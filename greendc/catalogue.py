@@ -114,6 +114,14 @@ _METRICS = [
         ("site", "window"),
     ),
     Metric(
+        "greendc_zone_ppue_ratio",
+        "gauge",
+        "ratio",
+        "Partial PUE of a zone over the rolling window: (zone IT + zone overhead energy) / zone "
+        "IT energy, from meters' zone setting (ISO/IEC 30134-2 pPUE). Absent when withheld.",
+        ("site", "zone", "window"),
+    ),
+    Metric(
         "greendc_site_renewable_share_ratio",
         "gauge",
         "ratio",

@@ -78,3 +78,44 @@ def test_stale_meter_disappears_from_the_snapshot(tmp_path: Path) -> None:
     assert [m.meter for m in agent.snapshot().meters] == ["ups-1"]
     clock.t += 121
     assert agent.snapshot().meters == ()
+
+
+def test_live_ppue_per_zone_reaches_the_exporter(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporters.prometheus import SnapshotCollector
+
+    sites = [
+        {
+            "name": "sg1",
+            "grid_zone": "SG",
+            "installed_it_kw": 100,
+            "pue_category": 1,
+            "meters": [
+                {"name": "incomer", "role": "facility"},
+                {"name": "ups-1", "role": "it", "point": "ups_output", "zone": "hall-1"},
+                {"name": "ups-2", "role": "it", "point": "ups_output", "zone": "hall-2"},
+                {"name": "chiller", "role": "cooling", "zone": "hall-1"},
+            ],
+        }
+    ]
+    clock = Clock(T0 + 600 + 5)
+    settings = make_settings(
+        "mqtt://127.0.0.1:1", "p", tmp_path, sites=sites, validation={"max_past_seconds": 10**9}
+    )
+    agent = Agent(settings, sinks=[], clock=clock)
+    attach_live(agent, settings)
+    for meter, kw in [("incomer", 150.0), ("ups-1", 60.0), ("ups-2", 40.0), ("chiller", 30.0)]:
+        feed(agent, meter, kw, minutes=10)
+    snap = agent.snapshot()
+    kpis = snap.sites[0].kpis[300]
+    assert kpis["ppue:hall-1"].value == pytest.approx((60.0 + 30.0) / 60.0)
+    assert kpis["ppue:hall-2"].value == pytest.approx(1.0)  # a zone with no overhead meter
+    text = SnapshotCollector(lambda: snap, settings.sites).exposition().decode()
+    values = {
+        (s.labels["zone"], s.labels["window"]): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "greendc_zone_ppue_ratio"
+        for s in fam.samples
+    }
+    assert values[("hall-1", "5m")] == pytest.approx(1.5)
