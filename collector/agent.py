@@ -121,6 +121,7 @@ class Agent:
         self._client: mqtt.Client | None = None
         self._stopping = threading.Event()
         self._connected = threading.Event()
+        self._subscribe_mid: int | None = None
         self._site_live: Callable[[float], tuple[SiteLive, ...]] = lambda _now: ()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Agent:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.enable_logger(logging.getLogger("greendc.mqtt"))
         return client
 
@@ -216,20 +218,36 @@ class Agent:
             return
         qos: int = self.settings.mqtt.qos
         subs = self._subscriptions()
-        client.subscribe([(s, qos) for s in subs])
-        self._drop_stale_subscriptions(client, subs, bool(getattr(flags, "session_present", False)))
         with self._lock:
             self.stats.mqtt_connected = True
             self.stats.mqtt_connections += 1
             self._generation += 1
-        self._connected.set()
+        _rc, self._subscribe_mid = client.subscribe([(s, qos) for s in subs])
+        self._drop_stale_subscriptions(client, subs, bool(getattr(flags, "session_present", False)))
         log.info(
-            "connected to MQTT %s:%s (session present: %s); subscribed to %s",
+            "connected to MQTT %s:%s (session present: %s); subscribing to %s",
             self.settings.mqtt.host,
             self.settings.mqtt.port,
             getattr(flags, "session_present", "?"),
             ", ".join(subs),
         )
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: Any, _props: Any
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if refused:
+            log.error(
+                "the broker refused %d of our subscriptions (%s): check the broker's ACL for "
+                "this client",
+                len(refused),
+                ", ".join(refused),
+            )
+        # Subscribed means the broker routes new messages to us from now on: what
+        # wait_connected() promises to callers that publish right after it returns.
+        self._connected.set()
 
     def _drop_stale_subscriptions(
         self, client: mqtt.Client, subs: list[str], session_present: bool
