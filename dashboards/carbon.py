@@ -9,23 +9,24 @@ panel here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from grafanalib import core as g
 
 from dashboards.common import (
     GRAMS_PER_KG,
-    INFLUX_DS,
     JOULES_PER_KWH,
-    PROM_DS,
     UNIT_G_PER_KWH,
     UNIT_KG,
     UNIT_KG_PER_KWH,
     UNIT_KWH,
     Layout,
     energy_kwh,
-    influx,
-    influx_sum_by_role,
+    influx_daily_energy,
     make_dashboard,
     prom,
+    prom_stat,
+    prom_timeseries,
     sel,
 )
 
@@ -58,18 +59,16 @@ def _emissions_kg(window: str = "$__range") -> str:
     return f"sum(increase({sel('greendc_site_emissions_grams_total')}[{window}])) / {GRAMS_PER_KG}"
 
 
+def _range_stat(title: str, expr: str, unit: str, decimals: int, **kw: Any) -> g.Stat:
+    # Instant queries over the whole range: a sparkline or colour would suggest a trend.
+    return prom_stat(
+        title, expr, unit, decimals, instant=True, graphMode="none", colorMode="none", **kw
+    )
+
+
 def _period_stat(title: str, expr: str, unit: str, decimals: int, when: dict[str, str]) -> g.Stat:
-    return g.Stat(
-        title=title,
-        dataSource=PROM_DS,
-        targets=[prom("A", expr, instant=True)],
-        format=unit,
-        decimals=decimals,
-        reduceCalc="lastNotNull",
-        graphMode="none",
-        colorMode="none",
-        timeFrom=when["timeFrom"],
-        timeShift=when.get("timeShift"),
+    return _range_stat(
+        title, expr, unit, decimals, timeFrom=when["timeFrom"], timeShift=when.get("timeShift")
     )
 
 
@@ -102,53 +101,31 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Time range")
     lay.add(
-        g.Stat(
-            title="Effective grid intensity (emissions / grid energy)",
-            dataSource=PROM_DS,
-            targets=[prom("A", _intensity_g_per_kwh(), instant=True)],
-            format=UNIT_G_PER_KWH,
-            decimals=0,
-            reduceCalc="lastNotNull",
-            graphMode="none",
-            colorMode="none",
+        _range_stat(
+            "Effective grid intensity (emissions / grid energy)",
+            _intensity_g_per_kwh(),
+            UNIT_G_PER_KWH,
+            0,
         ),
         w=8,
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="CUE, location-based (kgCO2e per IT kWh)",
-            dataSource=PROM_DS,
-            targets=[prom("A", _cue_kg_per_kwh(), instant=True)],
-            format=UNIT_KG_PER_KWH,
-            decimals=3,
-            reduceCalc="lastNotNull",
-            graphMode="none",
-            colorMode="none",
+        _range_stat(
+            "CUE, location-based (kgCO2e per IT kWh)", _cue_kg_per_kwh(), UNIT_KG_PER_KWH, 3
         ),
         w=8,
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="Location-based emissions (time range)",
-            dataSource=PROM_DS,
-            targets=[prom("A", _emissions_kg(), instant=True)],
-            format=UNIT_KG,
-            decimals=1,
-            reduceCalc="lastNotNull",
-            graphMode="none",
-            colorMode="none",
-        ),
+        _range_stat("Location-based emissions (time range)", _emissions_kg(), UNIT_KG, 1),
         w=8,
         h=5,
     )
     lay.add(
-        g.TimeSeries(
-            title="Location-based emissions per day",
-            dataSource=PROM_DS,
-            interval="1d",
-            targets=[
+        prom_timeseries(
+            "Location-based emissions per day",
+            [
                 prom(
                     "A",
                     f"sum by (site) (increase({sel('greendc_site_emissions_grams_total')}"
@@ -156,8 +133,9 @@ def dashboard() -> g.Dashboard:
                     "{{site}}",
                 )
             ],
-            unit=UNIT_KG,
-            valueDecimals=1,
+            UNIT_KG,
+            1,
+            interval="1d",
             drawStyle="bars",
             fillOpacity=60,
             stacking={"mode": "normal", "group": "A"},
@@ -166,37 +144,18 @@ def dashboard() -> g.Dashboard:
         h=9,
     )
     lay.add(
-        g.TimeSeries(
-            title="Energy per day by role (InfluxDB counters)",
-            description="Per-meter increase of the stored energy_wh counters, summed by role.",
-            dataSource=INFLUX_DS,
-            interval="1d",
-            targets=[
-                influx(
-                    "A",
-                    influx_sum_by_role(
-                        "energy_wh",
-                        ("facility", "it", "grid_import", "renewable_onsite"),
-                        per_meter='non_negative_difference(last("{field}"))',
-                        scale=1000,
-                    ),
-                    "$tag_role",
-                )
-            ],
-            unit=UNIT_KWH,
-            valueDecimals=1,
-            drawStyle="bars",
-            fillOpacity=60,
+        influx_daily_energy(
+            "Energy per day by role (InfluxDB counters)",
+            "Per-meter increase of the stored energy_wh counters, summed by role.",
+            ("facility", "it", "grid_import", "renewable_onsite"),
         ),
         w=12,
         h=9,
     )
     lay.add(
-        g.TimeSeries(
-            title="Energy per day by role (Prometheus counters)",
-            dataSource=PROM_DS,
-            interval="1d",
-            targets=[
+        prom_timeseries(
+            "Energy per day by role (Prometheus counters)",
+            [
                 prom(
                     "A",
                     f"sum by (role) (increase({sel('greendc_site_energy_joules_total')}"
@@ -204,8 +163,9 @@ def dashboard() -> g.Dashboard:
                     "{{role}}",
                 )
             ],
-            unit=UNIT_KWH,
-            valueDecimals=1,
+            UNIT_KWH,
+            1,
+            interval="1d",
             drawStyle="bars",
             fillOpacity=60,
         ),

@@ -159,6 +159,48 @@ def prom(
     return data
 
 
+def prom_stat(
+    title: str,
+    expr: str,
+    unit: str = "none",
+    decimals: int | None = None,
+    *,
+    legend: str = "",
+    instant: bool = False,
+    **kw: Any,
+) -> g.Stat:
+    """A stat panel of one Prometheus query (refId A) showing its last non-null value.
+
+    ``unit`` is a Grafana unit id; ``kw`` goes to :class:`grafanalib.core.Stat` unchanged.
+    """
+    return g.Stat(
+        title=title,
+        dataSource=PROM_DS,
+        targets=[prom("A", expr, legend, instant=instant)],
+        format=unit,
+        decimals=decimals,
+        reduceCalc="lastNotNull",
+        **kw,
+    )
+
+
+def prom_timeseries(
+    title: str, targets: Sequence[dict[str, Any]], unit: str, decimals: int, **kw: Any
+) -> g.TimeSeries:
+    """A time-series panel of Prometheus ``targets`` in ``unit`` with ``decimals`` decimals.
+
+    ``kw`` goes to :class:`grafanalib.core.TimeSeries` unchanged.
+    """
+    return g.TimeSeries(
+        title=title,
+        dataSource=PROM_DS,
+        targets=list(targets),
+        unit=unit,
+        valueDecimals=decimals,
+        **kw,
+    )
+
+
 def influx(ref: str, query: str, alias: str = "", *, table: bool = False) -> InfluxDBTarget:
     """A raw InfluxQL target with an explicit refId."""
     return InfluxDBTarget(
@@ -168,6 +210,36 @@ def influx(ref: str, query: str, alias: str = "", *, table: bool = False) -> Inf
         datasource=INFLUX_DS,
         measurement=READING.name,
         format="table" if table else "time_series",
+    )
+
+
+def influx_daily_energy(title: str, description: str, roles: Sequence[str]) -> g.TimeSeries:
+    """Bars of each role's energy per day in kWh, from the stored ``energy_wh`` counters.
+
+    Each meter's counter increase is taken before summing by role, so a counter reset or a
+    second meter on a role does not distort the day's total.
+    """
+    return g.TimeSeries(
+        title=title,
+        description=description,
+        dataSource=INFLUX_DS,
+        interval="1d",
+        targets=[
+            influx(
+                "A",
+                influx_sum_by_role(
+                    "energy_wh",
+                    roles,
+                    per_meter='non_negative_difference(last("{field}"))',
+                    scale=1000,
+                ),
+                "$tag_role",
+            )
+        ],
+        unit=UNIT_KWH,
+        valueDecimals=1,
+        drawStyle="bars",
+        fillOpacity=60,
     )
 
 

@@ -23,6 +23,8 @@ from dashboards.common import (
     live_kpi,
     make_dashboard,
     prom,
+    prom_stat,
+    prom_timeseries,
     pue_energy,
     rename_unit,
     sel,
@@ -56,14 +58,13 @@ def dashboard() -> g.Dashboard:
     lay = Layout()
     lay.row("Fleet")
     lay.add(
-        g.Stat(
-            title="Fleet PUE (ΣE_DC / ΣE_IT, time range)",
+        prom_stat(
+            "Fleet PUE (ΣE_DC / ΣE_IT, time range)",
+            pue_energy(),
+            UNIT_RATIO,
+            2,
+            instant=True,
             description="Energy-weighted over the selected sites and the dashboard time range.",
-            dataSource=PROM_DS,
-            targets=[prom("A", pue_energy(), instant=True)],
-            format=UNIT_RATIO,
-            decimals=2,
-            reduceCalc="lastNotNull",
             graphMode="none",
             # Targets differ by site, so a fleet-wide colour threshold would mislead.
             colorMode="none",
@@ -71,70 +72,32 @@ def dashboard() -> g.Dashboard:
         w=4,
         h=5,
     )
+    lay.add(prom_stat("IT load", _power_w("it"), UNIT_WATT, 1), w=4, h=5)
+    lay.add(prom_stat("Total facility power", _power_w("facility"), UNIT_WATT, 1), w=4, h=5)
     lay.add(
-        g.Stat(
-            title="IT load",
-            dataSource=PROM_DS,
-            targets=[prom("A", _power_w("it"))],
-            format=UNIT_WATT,
-            decimals=1,
-            reduceCalc="lastNotNull",
-        ),
-        w=4,
-        h=5,
-    )
-    lay.add(
-        g.Stat(
-            title="Total facility power",
-            dataSource=PROM_DS,
-            targets=[prom("A", _power_w("facility"))],
-            format=UNIT_WATT,
-            decimals=1,
-            reduceCalc="lastNotNull",
-        ),
-        w=4,
-        h=5,
-    )
-    lay.add(
-        g.Stat(
-            title="Renewable share (REF, last hour)",
+        prom_stat(
+            "Renewable share (REF, last hour)",
+            _fleet_renewable_share(),
+            UNIT_PERCENT,
+            1,
             description="ΣE_renewable / ΣE_DC over the last hour across the selected sites.",
-            dataSource=PROM_DS,
-            targets=[prom("A", _fleet_renewable_share())],
-            format=UNIT_PERCENT,
-            decimals=1,
-            reduceCalc="lastNotNull",
         ),
         w=4,
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="Emissions rate (location-based)",
-            dataSource=PROM_DS,
-            targets=[prom("A", _emissions_rate_kg_h())],
-            format=UNIT_KG_PER_HOUR,
-            decimals=1,
-            reduceCalc="lastNotNull",
-        ),
+        prom_stat("Emissions rate (location-based)", _emissions_rate_kg_h(), UNIT_KG_PER_HOUR, 1),
         w=4,
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="Emissions (location-based, time range)",
-            dataSource=PROM_DS,
-            targets=[
-                prom(
-                    "A",
-                    f"sum(increase({sel('greendc_site_emissions_grams_total')}[$__range]))"
-                    f" / {GRAMS_PER_KG}",
-                    instant=True,
-                )
-            ],
-            format=UNIT_KG,
-            decimals=1,
-            reduceCalc="lastNotNull",
+        prom_stat(
+            "Emissions (location-based, time range)",
+            f"sum(increase({sel('greendc_site_emissions_grams_total')}[$__range]))"
+            f" / {GRAMS_PER_KG}",
+            UNIT_KG,
+            1,
+            instant=True,
             graphMode="none",
         ),
         w=4,
@@ -143,11 +106,9 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Per site")
     lay.add(
-        g.TimeSeries(
-            title="PUE by site (last hour, energy-based) vs target",
-            description="Dashed: each site's configured PUE target.",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "PUE by site (last hour, energy-based) vs target",
+            [
                 prom("A", live_kpi("greendc_site_pue_ratio"), "{{site}}"),
                 prom(
                     "B",
@@ -155,43 +116,21 @@ def dashboard() -> g.Dashboard:
                     "{{site}} target",
                 ),
             ],
-            unit=UNIT_RATIO,
-            valueDecimals=2,
+            UNIT_RATIO,
+            2,
+            description="Dashed: each site's configured PUE target.",
             overrides=[series_style(" target$", GREEN)],
             legendDisplayMode="table",
             legendCalcs=["lastNotNull"],
         ),
         w=12,
     )
+    lay.add(_stacked_power_by_site("IT load by site", "it"), w=12)
+    lay.add(_stacked_power_by_site("Facility power by site", "facility"), w=8)
     lay.add(
-        g.TimeSeries(
-            title="IT load by site",
-            dataSource=PROM_DS,
-            targets=[prom("A", _power_w("it", by="site"), "{{site}}")],
-            unit=UNIT_WATT,
-            valueDecimals=1,
-            fillOpacity=20,
-            stacking={"mode": "normal", "group": "A"},
-        ),
-        w=12,
-    )
-    lay.add(
-        g.TimeSeries(
-            title="Facility power by site",
-            dataSource=PROM_DS,
-            targets=[prom("A", _power_w("facility", by="site"), "{{site}}")],
-            unit=UNIT_WATT,
-            valueDecimals=1,
-            fillOpacity=20,
-            stacking={"mode": "normal", "group": "A"},
-        ),
-        w=8,
-    )
-    lay.add(
-        g.TimeSeries(
-            title="Renewable share by site (last hour) vs target",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Renewable share by site (last hour) vs target",
+            [
                 prom("A", live_kpi("greendc_site_renewable_share_ratio"), "{{site}}"),
                 prom(
                     "B",
@@ -199,19 +138,18 @@ def dashboard() -> g.Dashboard:
                     "{{site}} target",
                 ),
             ],
-            unit=UNIT_PERCENT,
-            valueDecimals=1,
+            UNIT_PERCENT,
+            1,
             overrides=[series_style(" target$", GREEN)],
         ),
         w=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Emissions rate by site (location-based)",
-            dataSource=PROM_DS,
-            targets=[prom("A", _emissions_rate_kg_h(by="site"), "{{site}}")],
-            unit=UNIT_KG_PER_HOUR,
-            valueDecimals=1,
+        prom_timeseries(
+            "Emissions rate by site (location-based)",
+            [prom("A", _emissions_rate_kg_h(by="site"), "{{site}}")],
+            UNIT_KG_PER_HOUR,
+            1,
         ),
         w=8,
     )
@@ -221,6 +159,17 @@ def dashboard() -> g.Dashboard:
         uid=UID,
         description="All sites: PUE against target, load, power, renewable share, emissions.",
         layout=lay,
+    )
+
+
+def _stacked_power_by_site(title: str, role: str) -> g.TimeSeries:
+    return prom_timeseries(
+        title,
+        [prom("A", _power_w(role, by="site"), "{{site}}")],
+        UNIT_WATT,
+        1,
+        fillOpacity=20,
+        stacking={"mode": "normal", "group": "A"},
     )
 
 

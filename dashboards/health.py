@@ -21,6 +21,8 @@ from dashboards.common import (
     make_dashboard,
     meter_age_seconds,
     prom,
+    prom_stat,
+    prom_timeseries,
     rename_unit,
     sel,
     steps,
@@ -51,14 +53,13 @@ def _increase(name: str) -> str:
 
 
 def _count_stat(title: str, expr: str, description: str) -> g.Stat:
-    return g.Stat(
-        title=title,
+    return prom_stat(
+        title,
+        expr,
+        "none",
+        0,
+        instant=True,
         description=description,
-        dataSource=PROM_DS,
-        targets=[prom("A", expr, instant=True)],
-        format="none",
-        decimals=0,
-        reduceCalc="lastNotNull",
         graphMode="none",
         colorMode="background",
         thresholds=steps((GREEN, None), (RED, 1)),
@@ -70,12 +71,11 @@ def dashboard() -> g.Dashboard:
     lay = Layout()
     lay.row("Agent")
     lay.add(
-        g.Stat(
-            title="MQTT connection",
-            dataSource=PROM_DS,
-            targets=[prom("A", "greendc_agent_mqtt_connected", "{{instance}}")],
+        prom_stat(
+            "MQTT connection",
+            "greendc_agent_mqtt_connected",
+            legend="{{instance}}",
             mappings=_CONNECTED_MAPPING,
-            reduceCalc="lastNotNull",
             graphMode="none",
             colorMode="background",
             thresholds=steps((RED, None), (GREEN, 1)),
@@ -84,28 +84,13 @@ def dashboard() -> g.Dashboard:
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="Readings accepted",
-            dataSource=PROM_DS,
-            targets=[prom("A", _rate("greendc_agent_readings_accepted_total"))],
-            format=UNIT_PER_SECOND,
-            decimals=1,
-            reduceCalc="lastNotNull",
+        prom_stat(
+            "Readings accepted", _rate("greendc_agent_readings_accepted_total"), UNIT_PER_SECOND, 1
         ),
         w=4,
         h=5,
     )
-    lay.add(
-        g.Stat(
-            title="Meters tracked",
-            dataSource=PROM_DS,
-            targets=[prom("A", "sum(greendc_agent_meters_tracked)")],
-            decimals=0,
-            reduceCalc="lastNotNull",
-        ),
-        w=4,
-        h=5,
-    )
+    lay.add(prom_stat("Meters tracked", "sum(greendc_agent_meters_tracked)", decimals=0), w=4, h=5)
     lay.add(
         _count_stat(
             "Readings dropped (spool full)",
@@ -125,13 +110,11 @@ def dashboard() -> g.Dashboard:
         h=5,
     )
     lay.add(
-        g.Stat(
-            title="Agent uptime",
-            dataSource=PROM_DS,
-            targets=[prom("A", "time() - max(greendc_agent_start_time_seconds)")],
-            format=UNIT_SECONDS,
-            decimals=0,
-            reduceCalc="lastNotNull",
+        prom_stat(
+            "Agent uptime",
+            "time() - max(greendc_agent_start_time_seconds)",
+            UNIT_SECONDS,
+            0,
             graphMode="none",
             colorMode="none",
         ),
@@ -141,10 +124,9 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Ingest")
     lay.add(
-        g.TimeSeries(
-            title="Ingest rate",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Ingest rate",
+            [
                 prom("A", _rate("greendc_agent_messages_received_total"), "messages received"),
                 prom("B", _rate("greendc_agent_readings_accepted_total"), "readings accepted"),
                 prom(
@@ -153,19 +135,18 @@ def dashboard() -> g.Dashboard:
                     "written: {{sink}}",
                 ),
             ],
-            unit=UNIT_PER_SECOND,
-            valueDecimals=1,
+            UNIT_PER_SECOND,
+            1,
         ),
         w=12,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Rejections by reason",
-            dataSource=PROM_DS,
-            targets=[prom("A", _rate("greendc_agent_rejections_total", by="reason"), "{{reason}}")],
-            unit=UNIT_PER_SECOND,
-            valueDecimals=2,
+        prom_timeseries(
+            "Rejections by reason",
+            [prom("A", _rate("greendc_agent_rejections_total", by="reason"), "{{reason}}")],
+            UNIT_PER_SECOND,
+            2,
             fillOpacity=40,
             stacking={"mode": "normal", "group": "A"},
             drawStyle="bars",
@@ -174,10 +155,9 @@ def dashboard() -> g.Dashboard:
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="MQTT connected and reconnects",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "MQTT connected and reconnects",
+            [
                 prom("A", "min(greendc_agent_mqtt_connected)", "connected (1 = yes)"),
                 prom(
                     "B",
@@ -185,8 +165,8 @@ def dashboard() -> g.Dashboard:
                     "reconnects",
                 ),
             ],
-            unit="none",
-            valueDecimals=0,
+            "none",
+            0,
             lineInterpolation="stepAfter",
         ),
         w=12,
@@ -196,11 +176,9 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Sinks and spool")
     lay.add(
-        g.TimeSeries(
-            title="Sink write latency",
-            description="Quantiles of the time to write one batch, from the histogram.",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Sink write latency",
+            [
                 prom(
                     chr(ord("A") + i),
                     f"histogram_quantile({q}, sum by (le, sink) "
@@ -210,17 +188,17 @@ def dashboard() -> g.Dashboard:
                 )
                 for i, q in enumerate(QUANTILES)
             ],
-            unit=UNIT_SECONDS,
-            valueDecimals=3,
+            UNIT_SECONDS,
+            3,
+            description="Quantiles of the time to write one batch, from the histogram.",
         ),
         w=12,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Sink failures and queue",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Sink failures and queue",
+            [
                 prom(
                     "A",
                     _rate("greendc_sink_write_failures_total", by="sink"),
@@ -228,39 +206,36 @@ def dashboard() -> g.Dashboard:
                 ),
                 prom("B", "max by (sink) (greendc_sink_queue_batches)", "queued batches {{sink}}"),
             ],
-            unit="none",
-            valueDecimals=2,
+            "none",
+            2,
         ),
         w=12,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Spool depth (batches)",
-            dataSource=PROM_DS,
-            targets=[prom("A", "max by (sink) (greendc_spool_batches)", "{{sink}}")],
-            unit="none",
-            valueDecimals=0,
+        prom_timeseries(
+            "Spool depth (batches)",
+            [prom("A", "max by (sink) (greendc_spool_batches)", "{{sink}}")],
+            "none",
+            0,
         ),
         w=8,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Spool size",
-            dataSource=PROM_DS,
-            targets=[prom("A", "max by (sink) (greendc_spool_bytes)", "{{sink}}")],
-            unit=UNIT_BYTES,
-            valueDecimals=0,
+        prom_timeseries(
+            "Spool size",
+            [prom("A", "max by (sink) (greendc_spool_bytes)", "{{sink}}")],
+            UNIT_BYTES,
+            0,
         ),
         w=8,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Spool oldest batch age and time since last write",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Spool oldest batch age and time since last write",
+            [
                 prom(
                     "A",
                     "max by (sink) (greendc_spool_oldest_age_seconds)",
@@ -272,8 +247,8 @@ def dashboard() -> g.Dashboard:
                     "since last write {{sink}}",
                 ),
             ],
-            unit=UNIT_SECONDS,
-            valueDecimals=0,
+            UNIT_SECONDS,
+            0,
         ),
         w=8,
         h=8,

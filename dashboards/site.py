@@ -19,18 +19,20 @@ from dashboards.common import (
     PROM_DS,
     RED,
     UNIT_G_PER_KWH,
-    UNIT_KWH,
     UNIT_PERCENT,
     UNIT_RATIO,
     UNIT_SECONDS,
     UNIT_WATT,
     Layout,
     influx,
+    influx_daily_energy,
     influx_sum_by_role,
     live_kpi,
     make_dashboard,
     meter_age_seconds,
     prom,
+    prom_stat,
+    prom_timeseries,
     pue_energy,
     rename_unit,
     sel,
@@ -48,18 +50,6 @@ SUPPLY_ROLES = ("facility", "grid_import", "renewable_onsite", "generator")
 def _power_by_role_prom(roles: tuple[str, ...]) -> str:
     selector = sel("greendc_meter_power_watts", regex={"role": "|".join(roles)})
     return f"sum by (role) ({selector})"
-
-
-def _stat(title: str, expr: str, unit: str, decimals: int, **kw: object) -> g.Stat:
-    return g.Stat(
-        title=title,
-        dataSource=PROM_DS,
-        targets=[prom("A", expr)],
-        format=unit,
-        decimals=decimals,
-        reduceCalc="lastNotNull",
-        **kw,
-    )
 
 
 def _pue_stat() -> g.Stat:
@@ -96,7 +86,7 @@ def dashboard() -> g.Dashboard:
     lay.row("Now")
     lay.add(_pue_stat(), w=4, h=5)
     lay.add(
-        _stat(
+        prom_stat(
             "PUE (last hour, agent)",
             live_kpi("greendc_site_pue_ratio"),
             UNIT_RATIO,
@@ -107,7 +97,7 @@ def dashboard() -> g.Dashboard:
         h=5,
     )
     lay.add(
-        _stat(
+        prom_stat(
             "PUE input coverage (last hour)",
             live_kpi("greendc_site_pue_coverage_ratio"),
             UNIT_PERCENT,
@@ -118,12 +108,12 @@ def dashboard() -> g.Dashboard:
         h=5,
     )
     lay.add(
-        _stat("IT load", f"sum({sel('greendc_meter_power_watts', role='it')})", UNIT_WATT, 1),
+        prom_stat("IT load", f"sum({sel('greendc_meter_power_watts', role='it')})", UNIT_WATT, 1),
         w=4,
         h=5,
     )
     lay.add(
-        _stat(
+        prom_stat(
             "IT load / installed IT power",
             f"sum({sel('greendc_meter_power_watts', role='it')})"
             f" / sum({sel('greendc_site_installed_it_watts')})",
@@ -134,7 +124,7 @@ def dashboard() -> g.Dashboard:
         h=5,
     )
     lay.add(
-        _stat(
+        prom_stat(
             "Renewable share (last hour)",
             live_kpi("greendc_site_renewable_share_ratio"),
             UNIT_PERCENT,
@@ -146,16 +136,15 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Power")
     lay.add(
-        g.TimeSeries(
-            title="Power by role (Prometheus)",
-            description="Loads stacked; the facility meter (E_DC) as a line above them.",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Power by role (Prometheus)",
+            [
                 prom("A", _power_by_role_prom(LOAD_ROLES), "{{role}}"),
                 prom("B", f"sum({sel('greendc_meter_power_watts', role='facility')})", "facility"),
             ],
-            unit=UNIT_WATT,
-            valueDecimals=1,
+            UNIT_WATT,
+            1,
+            description="Loads stacked; the facility meter (E_DC) as a line above them.",
             fillOpacity=30,
             stacking={"mode": "normal", "group": "A"},
             overrides=[series_style("^facility$", RED, dashed=False)],
@@ -184,38 +173,20 @@ def dashboard() -> g.Dashboard:
         h=9,
     )
     lay.add(
-        g.TimeSeries(
-            title="Supply: facility, grid import, on-site renewable, generator",
-            dataSource=PROM_DS,
-            targets=[prom("A", _power_by_role_prom(SUPPLY_ROLES), "{{role}}")],
-            unit=UNIT_WATT,
-            valueDecimals=1,
+        prom_timeseries(
+            "Supply: facility, grid import, on-site renewable, generator",
+            [prom("A", _power_by_role_prom(SUPPLY_ROLES), "{{role}}")],
+            UNIT_WATT,
+            1,
         ),
         w=12,
         h=8,
     )
     lay.add(
-        g.TimeSeries(
-            title="Energy by day and role (InfluxDB counters)",
-            description="Per-meter increase of the energy_wh counter, summed by role.",
-            dataSource=INFLUX_DS,
-            interval="1d",
-            targets=[
-                influx(
-                    "A",
-                    influx_sum_by_role(
-                        "energy_wh",
-                        (*LOAD_ROLES, "facility"),
-                        per_meter='non_negative_difference(last("{field}"))',
-                        scale=1000,
-                    ),
-                    "$tag_role",
-                ),
-            ],
-            unit=UNIT_KWH,
-            valueDecimals=1,
-            drawStyle="bars",
-            fillOpacity=60,
+        influx_daily_energy(
+            "Energy by day and role (InfluxDB counters)",
+            "Per-meter increase of the energy_wh counter, summed by role.",
+            (*LOAD_ROLES, "facility"),
         ),
         w=12,
         h=8,
@@ -223,19 +194,18 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Efficiency")
     lay.add(
-        g.TimeSeries(
-            title="PUE (rolling hour) with target and threshold bands",
-            description="Green dashed: target; orange band: warning to critical; red: critical.",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "PUE (rolling hour) with target and threshold bands",
+            [
                 prom("A", live_kpi("greendc_site_pue_ratio"), "PUE"),
                 prom("B", pue_energy(window="1h"), "PUE (from counters)"),
                 prom("C", f"max({sel('greendc_site_pue_target_ratio')})", "target"),
                 prom("D", f"max({sel('greendc_site_pue_warning_ratio')})", "warning"),
                 prom("E", f"max({sel('greendc_site_pue_critical_ratio')})", "critical"),
             ],
-            unit=UNIT_RATIO,
-            valueDecimals=2,
+            UNIT_RATIO,
+            2,
+            description="Green dashed: target; orange band: warning to critical; red: critical.",
             overrides=[
                 series_style("^target$", GREEN),
                 _band("warning", ORANGE, below="target"),
@@ -248,15 +218,14 @@ def dashboard() -> g.Dashboard:
         h=9,
     )
     lay.add(
-        g.TimeSeries(
-            title="Renewable share (rolling hour) vs target",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Renewable share (rolling hour) vs target",
+            [
                 prom("A", live_kpi("greendc_site_renewable_share_ratio"), "renewable share"),
                 prom("B", f"max({sel('greendc_site_renewable_target_ratio')})", "target"),
             ],
-            unit=UNIT_PERCENT,
-            valueDecimals=1,
+            UNIT_PERCENT,
+            1,
             overrides=[series_style("^target$", GREEN)],
         ),
         w=12,
@@ -264,17 +233,14 @@ def dashboard() -> g.Dashboard:
     )
 
     lay.add(
-        g.TimeSeries(
-            title="pPUE per zone (rolling hour)",
+        prom_timeseries(
+            "pPUE per zone (rolling hour)",
+            [prom("A", live_kpi("greendc_zone_ppue_ratio", by="zone"), "{{zone}}")],
+            UNIT_RATIO,
+            2,
             description="Partial PUE of each zone: (zone IT + zone overhead) / zone IT energy, "
             "from meters' zone setting. A zone whose meters cover too little of the hour is "
             "withheld, not drawn.",
-            dataSource=PROM_DS,
-            targets=[
-                prom("A", live_kpi("greendc_zone_ppue_ratio", by="zone"), "{{zone}}"),
-            ],
-            unit=UNIT_RATIO,
-            valueDecimals=2,
         ),
         w=24,
         h=8,
@@ -282,18 +248,17 @@ def dashboard() -> g.Dashboard:
 
     lay.row("Grid and meters")
     lay.add(
-        g.TimeSeries(
-            title="Grid carbon intensity (location-based factor)",
-            dataSource=PROM_DS,
-            targets=[
+        prom_timeseries(
+            "Grid carbon intensity (location-based factor)",
+            [
                 prom(
                     "A",
                     f"max by (zone) ({sel('greendc_site_grid_carbon_intensity_grams_per_kwh')})",
                     "{{zone}}",
                 )
             ],
-            unit=UNIT_G_PER_KWH,
-            valueDecimals=0,
+            UNIT_G_PER_KWH,
+            0,
         ),
         w=8,
         h=9,

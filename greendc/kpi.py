@@ -113,6 +113,30 @@ def _gate(
     return cov, None
 
 
+def _gated_ratio(
+    name: str,
+    unit: str,
+    label: str,
+    inputs: Mapping[str, Measured],
+    numerator: float,
+    denominator: str,
+    min_coverage: float,
+    *,
+    denominator_per: float = 1.0,
+    zero_reason: str = "",
+) -> KPI:
+    """``numerator / (inputs[denominator] / denominator_per)``, withheld by the coverage gate
+    or when the denominator is not positive (``zero_reason``, default "<denominator> is zero").
+    """
+    cov, held = _gate(name, unit, label, inputs, min_coverage)
+    if held:
+        return held
+    den = inputs[denominator].value
+    if den <= 0:
+        return KPI(name, None, unit, label, cov, zero_reason or f"{denominator} is zero")
+    return KPI(name, numerator / (den / denominator_per), unit, label, cov)
+
+
 def pue_label(category: int, window_seconds: int) -> str:
     """'PUE2', or 'PUE2 (interim)' for a window shorter than a year."""
     label = f"PUE{category}"
@@ -124,23 +148,23 @@ def pue(
 ) -> KPI:
     """PUE = E_DC / E_IT over the window (ISO/IEC 30134-2), labelled with its category."""
     label = pue_label(category, window_seconds)
-    cov, held = _gate("pue", "", label, {"E_DC": e_dc, "E_IT": e_it}, min_coverage)
-    if held:
-        return held
-    if e_it.value <= 0:
-        return KPI("pue", None, "", label, cov, "E_IT is zero")
-    return KPI("pue", e_dc.value / e_it.value, "", label, cov)
+    inputs = {"E_DC": e_dc, "E_IT": e_it}
+    return _gated_ratio("pue", "", label, inputs, e_dc.value, "E_IT", min_coverage)
 
 
 def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float) -> KPI:
     """Partial PUE of a zone = (zone IT + zone overhead) / zone IT."""
     name, label = f"ppue:{zone}", f"pPUE {zone}"
-    cov, held = _gate(name, "", label, {"E_IT": e_it, "E_overhead": e_overhead}, min_coverage)
-    if held:
-        return held
-    if e_it.value <= 0:
-        return KPI(name, None, "", label, cov, "zone E_IT is zero")
-    return KPI(name, (e_it.value + e_overhead.value) / e_it.value, "", label, cov)
+    return _gated_ratio(
+        name,
+        "",
+        label,
+        {"E_IT": e_it, "E_overhead": e_overhead},
+        e_it.value + e_overhead.value,
+        "E_IT",
+        min_coverage,
+        zero_reason="zone E_IT is zero",
+    )
 
 
 def ref(
@@ -280,23 +304,18 @@ def hourly_cfe(
 def erf(e_reuse: Measured, e_dc: Measured, *, min_coverage: float) -> KPI:
     """ERF = heat energy reused outside the boundary / E_DC (ISO/IEC 30134-6)."""
     label = "ERF (energy reuse factor)"
-    cov, held = _gate("erf", "ratio", label, {"E_reuse": e_reuse, "E_DC": e_dc}, min_coverage)
-    if held:
-        return held
-    if e_dc.value <= 0:
-        return KPI("erf", None, "ratio", label, cov, "E_DC is zero")
-    return KPI("erf", e_reuse.value / e_dc.value, "ratio", label, cov)
+    inputs = {"E_reuse": e_reuse, "E_DC": e_dc}
+    return _gated_ratio("erf", "ratio", label, inputs, e_reuse.value, "E_DC", min_coverage)
 
 
 def wue(water_l: Measured, e_it: Measured, *, min_coverage: float) -> KPI:
     """WUE = site water (L) / E_IT (kWh) (ISO/IEC 30134-9)."""
     label = "WUE (water usage effectiveness)"
-    cov, held = _gate("wue", "L/kWh", label, {"water": water_l, "E_IT": e_it}, min_coverage)
-    if held:
-        return held
-    if e_it.value <= 0:
-        return KPI("wue", None, "L/kWh", label, cov, "E_IT is zero")
-    return KPI("wue", water_l.value / (e_it.value / 1000.0), "L/kWh", label, cov)
+    # E_IT is in Wh; WUE is per kWh.
+    inputs = {"water": water_l, "E_IT": e_it}
+    return _gated_ratio(
+        "wue", "L/kWh", label, inputs, water_l.value, "E_IT", min_coverage, denominator_per=1000.0
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Shared test helpers: settings for a test, a QoS 1 publisher, polling with a deadline."""
+"""Shared test helpers: settings for a test, a QoS 1 publisher, polling with a deadline.
+
+Also small builders for the configuration and snapshot pieces many unit tests repeat.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from greendc.config import Settings, parse_config
+from greendc.snapshot import Health
 
 SITES: list[dict[str, Any]] = [
     {
@@ -40,6 +44,60 @@ SITES: list[dict[str, Any]] = [
         ],
     },
 ]
+
+
+# The targets and thresholds of a site with all four set (the config's ``targets`` mapping).
+PUE_TARGETS: dict[str, float] = {
+    "pue": 1.45,
+    "pue_warning": 1.6,
+    "pue_critical": 1.75,
+    "renewable_share": 0.1,
+}
+
+
+def site_config(
+    name: str,
+    *,
+    grid_zone: str = "SG",
+    installed_it_kw: float = 100,
+    pue_category: int = 1,
+    meters: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One site's configuration mapping, as under ``sites:`` in greendc.yaml.
+
+    ``meters`` default to a facility incomer and one IT meter at a UPS output; ``extra``
+    adds other site keys (``targets``, ``timezone``...).
+    """
+    if meters is None:
+        meters = [
+            {"name": "incomer", "role": "facility"},
+            {"name": "ups-1", "role": "it", "point": "ups_output"},
+        ]
+    return {
+        "name": name,
+        "grid_zone": grid_zone,
+        "installed_it_kw": installed_it_kw,
+        "pue_category": pue_category,
+        "meters": meters,
+        **extra,
+    }
+
+
+def idle_health(agent: str = "a", *, start_time_s: float = 0.0) -> Health:
+    """Agent health with MQTT connected and every counter at zero (no sinks)."""
+    return Health(
+        agent=agent,
+        version="0",
+        start_time_s=start_time_s,
+        messages_received=0,
+        readings_accepted=0,
+        rejections={},
+        mqtt_connected=True,
+        mqtt_reconnects=0,
+        series_refused=0,
+        meters_tracked=0,
+    )
 
 
 def make_settings(

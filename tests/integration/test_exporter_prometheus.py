@@ -19,7 +19,8 @@ import pytest
 from exporters import serve, write_rules
 from exporters.rules import fleet_pue_record, pue_record
 from greendc.config import MetricsSettings, parse_config
-from greendc.snapshot import Health, SiteLive, Snapshot
+from greendc.snapshot import SiteLive, Snapshot
+from tests.helpers import idle_health, site_config
 from tests.servers import PrometheusFactory
 
 pytestmark = pytest.mark.integration
@@ -68,32 +69,11 @@ class GrowingCounters:
             )
             for s, e in sorted(energy.items())
         )
-        health = Health(
-            agent="it-test",
-            version="0",
-            start_time_s=0.0,
-            messages_received=0,
-            readings_accepted=0,
-            rejections={},
-            mqtt_connected=True,
-            mqtt_reconnects=0,
-            series_refused=0,
-            meters_tracked=0,
-        )
-        return Snapshot(taken_at_s=0.0, meters=(), sites=sites, health=health)
+        return Snapshot(taken_at_s=0.0, meters=(), sites=sites, health=idle_health("it-test"))
 
 
 def _settings() -> Any:
-    site = {
-        "grid_zone": "SG",
-        "installed_it_kw": 100,
-        "pue_category": 1,
-        "meters": [
-            {"name": "incomer", "role": "facility"},
-            {"name": "ups-1", "role": "it", "point": "ups_output"},
-        ],
-    }
-    return parse_config({"sites": [{"name": "sg1", **site}, {"name": "jhr1", **site}]}, env={})
+    return parse_config({"sites": [site_config("sg1"), site_config("jhr1")]}, env={})
 
 
 def _one_value(result: list[dict[str, Any]]) -> float | None:

@@ -26,6 +26,7 @@ from greendc.snapshot import (
     SiteLive,
     Snapshot,
 )
+from tests.helpers import PUE_TARGETS, site_config
 
 _HIST = Histogram(buckets=((0.01, 2), (0.1, 5), (1.0, 6)), count=7, sum=3.25)
 
@@ -33,32 +34,25 @@ _HIST = Histogram(buckets=((0.01, 2), (0.1, 5), (1.0, 6)), count=7, sum=3.25)
 def _sites() -> list[Site]:
     data = {
         "sites": [
-            {
-                "name": "sg1",
-                "grid_zone": "SG",
-                "installed_it_kw": 1200,
-                "pue_category": 1,
-                "targets": {
-                    "pue": 1.45,
-                    "pue_warning": 1.6,
-                    "pue_critical": 1.75,
-                    "renewable_share": 0.1,
-                },
-                "meters": [
+            site_config(
+                "sg1",
+                installed_it_kw=1200,
+                targets=PUE_TARGETS,
+                meters=[
                     {"name": "incomer-a", "role": "facility"},
                     {"name": "ups-1", "role": "it", "point": "ups_output"},
                 ],
-            },
-            {
-                "name": "jhr1",
-                "grid_zone": "MY-PEN",
-                "installed_it_kw": 2000,
-                "pue_category": 2,
-                "meters": [
+            ),
+            site_config(
+                "jhr1",
+                grid_zone="MY-PEN",
+                installed_it_kw=2000,
+                pue_category=2,
+                meters=[
                     {"name": "incomer", "role": "facility"},
                     {"name": "pdu-a", "role": "it", "point": "pdu_output"},
                 ],
-            },
+            ),
         ]
     }
     return list(parse_config(data, env={}).sites)

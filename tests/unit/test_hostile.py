@@ -26,7 +26,8 @@ from greendc.config import IDENT_RE, parse_config
 from greendc.decode import Decoder
 from greendc.lineproto import LineEncoder, escape_tag, parse_line
 from greendc.model import Reading
-from greendc.snapshot import Health, MeterState, Snapshot
+from greendc.snapshot import MeterState, Snapshot
+from tests.helpers import idle_health, site_config
 
 NOW = 1_764_374_400.0
 IDENT = re.compile(IDENT_RE)
@@ -39,20 +40,10 @@ def _settings(**validation: Any) -> Any:
     return parse_config(
         {
             "sites": [
-                {
-                    "name": "sg1",
-                    "grid_zone": "SG",
-                    "installed_it_kw": 100,
-                    "pue_category": 1,
-                    "meters": [{"name": "ups-1", "role": "it", "point": "ups_output"}],
-                },
-                {
-                    "name": "x.y:z-1",
-                    "grid_zone": "SG",
-                    "installed_it_kw": 1,
-                    "pue_category": 1,
-                    "meters": [{"name": "m", "role": "facility"}],
-                },
+                site_config("sg1", meters=[{"name": "ups-1", "role": "it", "point": "ups_output"}]),
+                site_config(
+                    "x.y:z-1", installed_it_kw=1, meters=[{"name": "m", "role": "facility"}]
+                ),
             ],
             "mappings": [{"topic": "greendc/{site}/{meter}"}, {"topic": "greendc/{site}"}],
             "validation": {
@@ -71,24 +62,9 @@ def _decoder() -> Decoder:
     return Decoder(_settings())
 
 
-def _health() -> Health:
-    return Health(
-        agent="a",
-        version="0",
-        start_time_s=0.0,
-        messages_received=0,
-        readings_accepted=0,
-        rejections={},
-        mqtt_connected=True,
-        mqtt_reconnects=0,
-        series_refused=0,
-        meters_tracked=0,
-    )
-
-
 def _exposed_meters(meters: list[MeterState]) -> dict[tuple[str, str, str], float]:
     """Render meters through the exporter and parse the text back: labels -> power."""
-    snap = Snapshot(taken_at_s=NOW, meters=tuple(meters), sites=(), health=_health())
+    snap = Snapshot(taken_at_s=NOW, meters=tuple(meters), sites=(), health=idle_health())
     text = SnapshotCollector(lambda: snap).exposition().decode("utf-8")
     out: dict[tuple[str, str, str], float] = {}
     for fam in text_string_to_metric_families(text):

@@ -31,6 +31,7 @@ from exporters import build_rules, window_label, write_rules
 from exporters.rules import ALERTS_FILE, PUE_MARGIN, RECORDING_FILE
 from greendc.catalogue import all_series_names
 from greendc.config import Settings, load_config, parse_config
+from tests.helpers import PUE_TARGETS, site_config
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "greendc"
@@ -56,35 +57,28 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 
 def _settings() -> Settings:
     sites: list[dict[str, Any]] = [
-        {
-            "name": "sg1",
-            "grid_zone": "SG",
-            "installed_it_kw": 1000,
-            "pue_category": 1,
-            "targets": {
-                "pue": 1.45,
-                "pue_warning": 1.6,
-                "pue_critical": 1.75,
-                "renewable_share": 0.1,
-            },
-            "meters": [
+        site_config(
+            "sg1",
+            installed_it_kw=1000,
+            targets=PUE_TARGETS,
+            meters=[
                 {"name": "incomer-a", "role": "facility"},
                 {"name": "ups-1", "role": "it", "point": "ups_output"},
                 # A '.' in the name exercises the regex escaping of the stale rule.
                 {"name": "crah.1", "role": "cooling", "expiry_seconds": 120},
             ],
-        },
-        {
-            "name": "jhr1",
-            "grid_zone": "MY-PEN",
-            "installed_it_kw": 2000,
-            "pue_category": 2,
-            "targets": {"pue": 1.5, "pue_warning": 1.65, "pue_critical": 1.8},
-            "meters": [
+        ),
+        site_config(
+            "jhr1",
+            grid_zone="MY-PEN",
+            installed_it_kw=2000,
+            pue_category=2,
+            targets={"pue": 1.5, "pue_warning": 1.65, "pue_critical": 1.8},
+            meters=[
                 {"name": "incomer", "role": "facility"},
                 {"name": "pdu-a", "role": "it", "point": "pdu_output"},
             ],
-        },
+        ),
     ]
     return parse_config({"sites": sites}, env={})
 

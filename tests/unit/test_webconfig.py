@@ -15,25 +15,14 @@ import pytest
 from exporters import WebConfig, load_web_config, parse_web_config, serve
 from greendc._errors import ConfigError
 from greendc.config import MetricsSettings
-from greendc.snapshot import Health, Snapshot
+from greendc.snapshot import Snapshot
+from tests.helpers import idle_health
 
 PASSWORD = "s3cret-pass"
 
 
 def _snapshot() -> Snapshot:
-    health = Health(
-        agent="a",
-        version="0",
-        start_time_s=1.0,
-        messages_received=0,
-        readings_accepted=0,
-        rejections={},
-        mqtt_connected=True,
-        mqtt_reconnects=0,
-        series_refused=0,
-        meters_tracked=0,
-    )
-    return Snapshot(taken_at_s=1.0, meters=(), sites=(), health=health)
+    return Snapshot(taken_at_s=1.0, meters=(), sites=(), health=idle_health(start_time_s=1.0))
 
 
 def _hash(password: str) -> str:
