@@ -94,6 +94,19 @@ if ((with_servers)); then
     fi
 fi
 
+# Debian's python3 lacks ensurepip (so `python3 -m venv` fails) until python3-venv is in;
+# the demo needs no server but does need a virtual environment.
+if [[ ! -x "$VENV/bin/python" ]] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    if ((EUID == 0)); then
+        log "installing python3-venv (needed to create $VENV)"
+        DEBIAN_FRONTEND=noninteractive apt-get update &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+    else
+        log "python3 cannot create virtual environments: run 'sudo apt-get install python3-venv'"
+        exit 1
+    fi
+fi
+
 if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating virtual environment $VENV"
     python3 -m venv "$VENV"
