@@ -342,6 +342,9 @@ class Site(_Frozen):
     targets: Targets = Field(default_factory=Targets)
     meters: list[Meter]
     contracts: list[Contract] = Field(default_factory=list)
+    # An hourly grid emission factor series (CSV: ts, kg_per_kwh) for location-based
+    # Scope 2; hours it does not cover use the zone's annual factor.
+    hourly_factors_file: Path | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -28,7 +28,13 @@ from exporters.report.source import Source
 from greendc._errors import KPIError
 from greendc.config import Settings, Site
 from greendc.energy import IntervalSeries, energy_by_meter, water_series
-from greendc.factors import Factor, FactorTable, ZoneFactors
+from greendc.factors import (
+    Factor,
+    FactorTable,
+    HourlyFactors,
+    ZoneFactors,
+    load_hourly_factors,
+)
 from greendc.kpi import KPI, Measured, SiteKPIs, Window, contract_wh_in_window, fleet_pue, site_kpis
 from greendc.model import Role
 
@@ -233,10 +239,30 @@ def kpis_for(
             k = kpis[name]
             kpis[name] = KPI(name, None, k.unit, k.label, k.coverage, reason)
         return replace(out, kpis=kpis), reason
+    hourly = _hourly_factors(site)
     out = site_kpis(
-        site, energies, window, factors, min_coverage, interval_seconds=REPORT_INTERVAL_SECONDS
+        site,
+        energies,
+        window,
+        factors,
+        min_coverage,
+        interval_seconds=REPORT_INTERVAL_SECONDS,
+        hourly_factors=hourly,
     )
     return out, None
+
+
+_HOURLY_CACHE: dict[str, HourlyFactors] = {}
+
+
+def _hourly_factors(site: Site) -> HourlyFactors | None:
+    """The site's hourly grid factor series, read once per file (None when not configured)."""
+    if site.hourly_factors_file is None:
+        return None
+    key = str(site.hourly_factors_file)
+    if key not in _HOURLY_CACHE:
+        _HOURLY_CACHE[key] = load_hourly_factors(site.hourly_factors_file)
+    return _HOURLY_CACHE[key]
 
 
 # ---------------------------------------------------------------------------------------

@@ -509,3 +509,48 @@ def test_eu_eed_with_a_full_year(tmp_path: Path) -> None:
     assert f["total_water_input"]["value"] == pytest.approx(100 * 8760 / 1000, rel=1e-9)
     assert f["wue"]["value"] == pytest.approx(0.5, rel=1e-9)
     assert f["backup_generator_energy"]["status"] == "not metered"
+
+
+def test_hourly_grid_factors_from_config_replace_the_annual_factor(tmp_path: Path) -> None:
+    """A site's hourly factor CSV drives location-based Scope 2 (hand-computed)."""
+    import numpy as np
+
+    from exporters.report.compute import kpis_for
+    from greendc.config import Site
+    from greendc.energy import IntervalSeries
+    from greendc.factors import load_factors
+    from greendc.kpi import Window
+
+    start = 1_767_225_600  # 2026-01-01T00:00:00Z
+    csv = tmp_path / "sg-hourly.csv"
+    # 0.3 kg/kWh for the first 12 hours, 0.6 for the next 12
+    csv.write_text(
+        "ts,kg_per_kwh\n"
+        + "".join(f"{start + h * 3600},{0.3 if h < 12 else 0.6}\n" for h in range(24))
+    )
+    site = Site.model_validate(
+        {
+            "name": "sg9",
+            "grid_zone": "SG",
+            "installed_it_kw": 10,
+            "pue_category": 1,
+            "hourly_factors_file": str(csv),
+            "meters": [
+                {"name": "in", "role": "facility"},
+                {"name": "it", "role": "it", "point": "ups_output"},
+            ],
+        }
+    )
+    n = 24 * 60
+    per_min_wh = np.full(n, 1000.0 / 60)  # 1 kWh per hour of facility (all grid) energy
+    energies = {
+        "in": IntervalSeries(start, 60, per_min_wh, np.full(n, 60.0)),
+        "it": IntervalSeries(start, 60, per_min_wh / 1.5, np.full(n, 60.0)),
+    }
+    out, reason = kpis_for(site, energies, Window(start, start + 86400), load_factors(), 0.9)
+    assert reason is None
+    loc = out.kpis["scope2_location"]
+    assert loc.value is not None
+    expected_kg = 12 * 1.0 * 0.3 + 12 * 1.0 * 0.6  # 10.8 kg, not 24 x 0.4057 = 9.74 kg
+    unit_scale = {"kgCO2e": 1.0, "tCO2e": 1000.0, "gCO2e": 0.001}[loc.unit]
+    assert loc.value * unit_scale == pytest.approx(expected_kg)
