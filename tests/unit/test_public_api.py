@@ -1,0 +1,34 @@
+"""The packages' public faces are pinned: changing them is a deliberate act."""
+
+from __future__ import annotations
+
+import collector
+import greendc
+
+
+def test_greendc_public_names() -> None:
+    assert sorted(greendc.__all__) == [
+        "ConfigError",
+        "DecodeError",
+        "GreendcError",
+        "KPIError",
+        "NotAvailableError",
+        "SinkError",
+        "SinkUnavailable",
+        "SpoolError",
+        "__version__",
+    ]
+    assert all(hasattr(greendc, n) for n in greendc.__all__)
+
+
+def test_collector_public_names() -> None:
+    assert sorted(collector.__all__) == ["Agent", "Pipeline", "Spool"]
+    assert all(hasattr(collector, n) for n in collector.__all__)
+
+
+def test_error_tree() -> None:
+    for name in greendc.__all__:
+        obj = getattr(greendc, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, greendc.GreendcError)
+    assert issubclass(greendc.SinkUnavailable, greendc.SinkError)
