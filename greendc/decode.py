@@ -75,6 +75,8 @@ class _Compiled:
     meter_path: tuple[str | int, ...]
     ts_path: tuple[str | int, ...]
     values: tuple[tuple[str, tuple[str | int, ...], float], ...]  # field, path, factor
+    # (field, key or path, factor, is a counter): a key (str) when the path is one segment
+    fast_values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
 
 
 def _compile(m: TopicMapping) -> _Compiled:
@@ -91,6 +93,15 @@ def _compile(m: TopicMapping) -> _Compiled:
         ts_path=_compile_path(m.timestamp_path),
         values=tuple(
             (v.quantity.value, _compile_path(v.path), UNITS[v.quantity][v.unit]) for v in m.values
+        ),
+        fast_values=tuple(
+            (
+                v.quantity.value,
+                v.path if "." not in v.path and not v.path.isdigit() else _compile_path(v.path),
+                UNITS[v.quantity][v.unit],
+                v.quantity.value in _COUNTERS,
+            )
+            for v in m.values
         ),
     )
 
@@ -315,7 +326,7 @@ class Decoder:
         roles = self._site_roles.get(site, {})
         meter_path = c.meter_path
         meter_key = meter_path[0] if len(meter_path) == 1 else None
-        values = c.values
+        values = c.fast_values
         for item in items:
             if type(item) is not dict:
                 rejections.append(
@@ -347,8 +358,8 @@ class Decoder:
                 role = looked_up
             fields: dict[str, float] = {}
             bad: Rejection | None = None
-            for field, path, factor in values:
-                value = item.get(path[0]) if len(path) == 1 else _get(item, path)
+            for field, key, factor, counter in values:
+                value = item.get(key) if isinstance(key, str) else _get(item, key)
                 if value is None:
                     continue
                 vt = type(value)
@@ -359,7 +370,7 @@ class Decoder:
                 elif vt is not int:
                     bad = ("non_numeric", f"{site}/{meter}: {field}={_short(value)}")
                     break
-                if value < 0 and field in _COUNTERS:
+                if counter and value < 0:
                     bad = ("negative_counter", f"{site}/{meter}: {field}={value}")
                     break
                 fields[field] = value * factor if factor != 1.0 else float(value)
