@@ -40,10 +40,13 @@ import math
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+if TYPE_CHECKING:  # the collector's hot path never needs pandas: keep it out of its memory
+    import pandas as pd
 
 from greendc._errors import KPIError
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -165,6 +164,8 @@ class HourlyFactors:
 
 def load_hourly_factors(path: str | Path) -> HourlyFactors:
     """Read an hourly factor CSV (``ts``, ``kg_per_kwh``); raises :class:`KPIError` if bad."""
+    import pandas as pd  # only the report reads these; the collector stays free of pandas
+
     p = Path(path)
     try:
         frame = pd.read_csv(p)

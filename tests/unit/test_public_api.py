@@ -32,3 +32,16 @@ def test_error_tree() -> None:
         if isinstance(obj, type):
             assert issubclass(obj, greendc.GreendcError)
     assert issubclass(greendc.SinkUnavailable, greendc.SinkError)
+
+
+def test_the_collector_does_not_load_pandas() -> None:
+    """pandas costs ~30 MiB of resident memory; only the report needs it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, collector.agent, collector.live, exporters.prometheus, greendc.cli;"
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
