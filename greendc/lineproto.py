@@ -87,9 +87,24 @@ class LineEncoder:
             key = keys.get((site, meter, role))
             if key is None:
                 key = self.series_key(site, meter, role)
+            n = len(fields)
+            # One or two fields (power, or power + counter) is nearly every reading: format
+            # them without building a list per reading, which halves the cost.
+            if n == 2:
+                (f1, x1), (f2, x2) = fields.items()
+                if type(x1) is float and type(x2) is float:
+                    append(f"{key} {f1}={x1!r},{f2}={x2!r} {ts_ms}")
+                    continue
+            elif n == 1:
+                ((f1, x1),) = fields.items()
+                if type(x1) is float:
+                    append(f"{key} {f1}={x1!r} {ts_ms}")
+                    continue
             body = ",".join(
-                [f"{f}={v!r}" if type(v) is float else f"{f}={format_float(v)}"
-                 for f, v in fields.items()]
+                [
+                    f"{f}={v!r}" if type(v) is float else f"{f}={format_float(v)}"
+                    for f, v in fields.items()
+                ]
             )
             append(f"{key} {body} {ts_ms}")
         return "\n".join(out)

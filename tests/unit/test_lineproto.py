@@ -54,3 +54,26 @@ def test_round_trip_for_any_tag_text(
         {"power_w": value},
         ts,
     )
+
+
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.integers(-(2**53), 2**53),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_fast_encode_paths_equal_the_reference_and_always_write_floats(
+    values: list[float],
+) -> None:
+    names = ["power_w", "energy_wh", "water_l", "temp_c"]
+    r = Reading("sg1", "m", "it", 7, dict(zip(names, values, strict=False)))
+    enc = LineEncoder()
+    text = enc.encode([r])
+    assert text == enc.line(r)  # the 1- and 2-field fast paths agree with the general one
+    _m, _t, fields, _ts = parse_line(text)
+    assert fields == {k: float(v) for k, v in r.fields.items()}
+    assert all("." in part or "e" in part for part in text.split(" ")[1].split(","))
