@@ -74,9 +74,8 @@ class _Compiled:
     items_path: tuple[str | int, ...]
     meter_path: tuple[str | int, ...]
     ts_path: tuple[str | int, ...]
-    values: tuple[tuple[str, tuple[str | int, ...], float], ...]  # field, path, factor
     # (field, key or path, factor, is a counter): a key (str) when the path is one segment
-    fast_values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
+    values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
 
 
 def _compile(m: TopicMapping) -> _Compiled:
@@ -92,9 +91,6 @@ def _compile(m: TopicMapping) -> _Compiled:
         meter_path=_compile_path(m.meter_path),
         ts_path=_compile_path(m.timestamp_path),
         values=tuple(
-            (v.quantity.value, _compile_path(v.path), UNITS[v.quantity][v.unit]) for v in m.values
-        ),
-        fast_values=tuple(
             (
                 v.quantity.value,
                 v.path if "." not in v.path and not v.path.isdigit() else _compile_path(v.path),
@@ -290,25 +286,13 @@ class Decoder:
             raw = float(payload.decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
             return [], [("non_numeric", f"{site}/{meter}: payload {_short(payload[:40])}")]
-        field, _path, factor = c.values[0]
-        rej = self._check_value(site, meter, field, raw)
-        if rej is not None:
-            return [], [rej]
-        return [Reading(site, meter, role, round(now_s * 1000), {field: raw * factor})], []
-
-    @staticmethod
-    def _check_value(site: str, meter: str, field: str, value: Any) -> Rejection | None:
-        if type(value) is not float and (isinstance(value, bool) or not isinstance(value, int)):
-            return ("non_numeric", f"{site}/{meter}: {field}={_short(value)}")
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # a JSON integer beyond the float range
-            finite = False
-        if not finite:
-            return ("non_finite", f"{site}/{meter}: {field}={_short(value)}")
-        if value < 0 and field in _COUNTERS:
-            return ("negative_counter", f"{site}/{meter}: {field}={value}")
-        return None
+        field, _key, factor, counter = c.values[0]
+        value = raw * factor
+        if not math.isfinite(value):  # nan/inf text, or finite but beyond range once converted
+            return [], [("non_finite", f"{site}/{meter}: {field}={raw}")]
+        if counter and value < 0:
+            return [], [("negative_counter", f"{site}/{meter}: {field}={raw}")]
+        return [Reading(site, meter, role, round(now_s * 1000), {field: value})], []
 
     def _items(
         self,
@@ -326,7 +310,7 @@ class Decoder:
         roles = self._site_roles.get(site, {})
         meter_path = c.meter_path
         meter_key = meter_path[0] if len(meter_path) == 1 else None
-        values = c.fast_values
+        values = c.values
         for item in items:
             if type(item) is not dict:
                 rejections.append(
@@ -373,7 +357,14 @@ class Decoder:
                 if counter and value < 0:
                     bad = ("negative_counter", f"{site}/{meter}: {field}={value}")
                     break
-                fields[field] = value * factor if factor != 1.0 else float(value)
+                if factor == 1.0:
+                    fields[field] = float(value)
+                else:
+                    converted = value * factor
+                    if converted - converted != 0.0:  # e.g. 1e305 MW is beyond float range in W
+                        bad = ("non_finite", f"{site}/{meter}: {field}={value} x {factor}")
+                        break
+                    fields[field] = converted
             if bad is not None:
                 rejections.append(bad)
                 continue

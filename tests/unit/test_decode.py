@@ -302,3 +302,18 @@ def test_site_partitioned_subscriptions() -> None:
         "plain/sg1/+/power_kw",
         "vendor/sg1/gw/+",
     ]
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("vendor/sg1/gw/7", b'{"gw_ts": 1764374400, "points": [{"id": "ups-1", "kWh": 1e306}]}'),
+        ("plain/sg1/ups-1/power_kw", b"1e306"),
+    ],
+)
+def test_values_beyond_float_range_after_unit_conversion_are_non_finite(
+    decoder: Decoder, topic: str, payload: bytes
+) -> None:
+    readings, rej = dec(decoder, topic, payload)
+    assert readings == []
+    assert rej == ["non_finite"]
