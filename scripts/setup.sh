@@ -17,12 +17,12 @@ VENV="$REPO/.venv"
 
 DEBIAN_PACKAGES=(
     mosquitto mosquitto-clients influxdb influxdb-client prometheus victoria-metrics
-    prometheus-alertmanager docker-compose chromium poppler-utils openssl
+    prometheus-alertmanager docker-compose openssl
 )
 # One binary per package above; a missing one means the package set must be installed.
 REQUIRED_BINARIES=(
     mosquitto mosquitto_pub influxd influx prometheus promtool victoria-metrics
-    amtool docker-compose chromium pdftoppm openssl
+    amtool docker-compose openssl
 )
 
 with_servers=1
