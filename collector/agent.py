@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collector import mqttio
 from collector.health import AgentStats
 from collector.pipeline import Pipeline, build_pipeline
 from collector.sinks import Sink, build_sinks
@@ -136,13 +137,24 @@ class Agent:
     # -- MQTT ---------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         m = self.settings.mqtt
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=m.client_id,
-            protocol=self._protocol,
-            clean_session=None if self._protocol == mqtt.MQTTv5 else m.clean_start,
-            manual_ack=self._manual_ack,
-        )
+        kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": m.client_id,
+            "protocol": self._protocol,
+            "clean_session": None if self._protocol == mqtt.MQTTv5 else m.clean_start,
+            "manual_ack": self._manual_ack,
+        }
+        client: mqtt.Client
+        if m.receive == "buffered" and mqttio.supported():
+            client = mqttio.BufferedClient(deliver=self._on_publish, **kwargs)
+        else:
+            if m.receive == "buffered":
+                log.warning(
+                    "this paho-mqtt (%s) lacks the internals of the buffered receive path; "
+                    "using paho's own (slower) reader",
+                    getattr(mqtt, "__version__", "?"),
+                )
+            client = mqtt.Client(**kwargs)
         client.max_inflight_messages_set(m.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(
@@ -291,18 +303,19 @@ class Agent:
             log.warning("disconnected from MQTT (%s); reconnecting with backoff", reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        token = (
-            (self._generation, client, msg.mid, msg.qos)
-            if (self._manual_ack and msg.qos > 0)
-            else None
-        )
-        topic = msg.topic
+        # paho's own reader (mqtt.receive: paho), and QoS 2 packets on the buffered one.
+        self._on_publish(client, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _on_publish(
+        self, client: mqtt.Client, topic: str, payload: bytes, mid: int, qos: int
+    ) -> None:
+        token = (self._generation, client, mid, qos) if (self._manual_ack and qos > 0) else None
         if self._dead_letter is not None and topic.startswith(self._dead_letter):
             # Our own dead letters, when the operator put them under a subscribed filter.
             if token is not None:
                 self.pipeline.add([], token)
             return
-        self.handle(topic, bytes(msg.payload), token)
+        self.handle(topic, payload, token)
 
     def _acknowledge(self, tokens: list[object]) -> None:
         """PUBACK messages whose readings every sink now holds durably (or that were rejected).
@@ -312,10 +325,17 @@ class Agent:
         store the same points again, which lands once).
         """
         generation = self._generation
+        grouped: dict[mqttio.BufferedClient, list[int]] = {}
         for token in tokens:
             gen, client, mid, qos = cast(tuple[int, mqtt.Client, int, int], token)
-            if gen == generation:
+            if gen != generation:
+                continue
+            if qos == 1 and isinstance(client, mqttio.BufferedClient):
+                grouped.setdefault(client, []).append(mid)
+            else:
                 client.ack(mid, qos)
+        for buffered, mids in grouped.items():
+            buffered.ack_many(mids)
 
     # -- the hot path -----------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, token: object | None = None) -> list[Reading]:

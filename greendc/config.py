@@ -85,6 +85,10 @@ class MqttSettings(_Frozen):
     # disk (paho manual acks), so a crash before that makes the broker redeliver it.
     # "receipt": acknowledge on arrival (faster, but a crash loses the in-memory batch).
     ack: Literal["durable", "receipt"] = "durable"
+    # "buffered": read the socket 64 KiB at a time and parse PUBLISH packets in place
+    # (collector/mqttio.py; about half the CPU per single-reading message). "paho": paho's
+    # own packet reader, one MQTTMessage per message.
+    receive: Literal["buffered", "paho"] = "buffered"
 
     @field_validator("url")
     @classmethod

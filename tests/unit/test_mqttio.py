@@ -1,0 +1,240 @@
+"""The buffered MQTT read path: framing, MQTT 5 properties, hand-off to paho, batched PUBACKs.
+
+Packets are written by hand (as a broker would) into one end of a socket pair; the client
+reads the other end exactly as it reads a broker connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from collector.mqttio import BufferedClient, supported
+
+Delivered = tuple[str, bytes, int, int]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(
+    topic: str, payload: bytes, qos: int = 0, mid: int = 0, props: bytes | None = None
+) -> bytes:
+    """A PUBLISH packet; ``props`` (MQTT 5 only) is the encoded property block."""
+    t = topic.encode()
+    body = len(t).to_bytes(2, "big") + t
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if props is not None:
+        body += _varint(len(props)) + props
+    body += payload
+    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
+
+
+class Harness:
+    """A BufferedClient whose socket is one end of a socket pair."""
+
+    def __init__(self, protocol: int = mqtt.MQTTv311, deliver_error_on: str | None = None) -> None:
+        self.got: list[Delivered] = []
+        self._error_on = deliver_error_on
+        self.client = BufferedClient(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            protocol=protocol,
+            deliver=self._deliver,
+        )
+        self.broker, ours = socket.socketpair()
+        ours.setblocking(False)
+        self.client._sock = ours  # what paho's connect would have set
+
+    def _deliver(self, client: object, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        assert client is self.client
+        if topic == self._error_on:
+            raise RuntimeError("boom")
+        self.got.append((topic, payload, mid, qos))
+
+    def feed(self, data: bytes) -> MQTTErrorCode:
+        self.broker.sendall(data)
+        return self.client._packet_read()
+
+    def close(self) -> None:
+        self.broker.close()
+        if self.client._sock is not None:
+            self.client._sock.close()
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+def test_this_paho_has_the_internals_the_buffered_path_needs() -> None:
+    assert supported()
+
+
+def test_several_packets_in_one_read_are_all_delivered_in_order(h: Harness) -> None:
+    data = (
+        publish("greendc/sg1/ups-1", b'{"power_w": 1}')
+        + publish("greendc/sg1/ups-2", b'{"power_w": 2}', qos=1, mid=7)
+        + publish("greendc/sg1", b"[]", qos=1, mid=65535)
+    )
+    assert h.feed(data) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert h.got == [
+        ("greendc/sg1/ups-1", b'{"power_w": 1}', 0, 0),
+        ("greendc/sg1/ups-2", b'{"power_w": 2}', 7, 1),
+        ("greendc/sg1", b"[]", 65535, 1),
+    ]
+    assert h.client.published_fast == 3
+
+
+def test_a_packet_split_across_reads_is_delivered_once_complete(h: Harness) -> None:
+    big = b"x" * 20_000  # a three-byte remaining length
+    data = publish("a/b", big, qos=1, mid=3) + publish("a/c", b"1")
+    for k in range(0, len(data) - 1, 4096):
+        h.feed(data[k : min(k + 4096, len(data) - 1)])
+    # The first packet is complete; the last byte of the second is still missing.
+    assert h.got == [("a/b", big, 3, 1)]
+    assert len(h.client._rx) == len(publish("a/c", b"1")) - 1
+    h.feed(data[-1:])
+    assert h.got == [("a/b", big, 3, 1), ("a/c", b"1", 0, 0)]
+    assert len(h.client._rx) == 0
+
+
+def test_a_remaining_length_split_between_reads_waits_for_its_last_byte(h: Harness) -> None:
+    data = publish("t", b"y" * 300)  # remaining length takes two bytes
+    h.feed(data[:2])  # command byte and the first length byte (continuation bit set)
+    assert h.got == []
+    h.feed(data[2:])
+    assert h.got == [("t", b"y" * 300, 0, 0)]
+
+
+def test_mqtt5_properties_are_skipped_and_the_payload_is_exact() -> None:
+    h = Harness(protocol=mqtt.MQTTv5)
+    try:
+        user_prop = bytes([0x26]) + b"\x00\x01k" + b"\x00\x02vv"  # user property k=vv
+        content_type = bytes([0x03]) + b"\x00\x10application/json"
+        long_props = user_prop * 30  # a property block longer than 127 bytes
+        h.feed(
+            publish("s/m", b'{"a":1}', qos=1, mid=9, props=user_prop + content_type)
+            + publish("s/n", b"{}", props=b"")
+            + publish("s/o", b"[1]", props=long_props)
+        )
+        assert h.got == [("s/m", b'{"a":1}', 9, 1), ("s/n", b"{}", 0, 0), ("s/o", b"[1]", 0, 0)]
+    finally:
+        h.close()
+
+
+def test_fields_overrunning_their_packet_are_a_protocol_error(h: Harness) -> None:
+    bad = bytes([0x30, 4, 0, 50]) + b"ab"  # topic length 50 in a 4-byte packet
+    assert h.feed(bad) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert h.got == []
+    assert len(h.client._rx) == 0
+
+
+def test_a_remaining_length_of_five_bytes_is_a_protocol_error(h: Harness) -> None:
+    assert h.feed(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+
+
+def test_other_packets_go_to_paho_and_publishes_around_them_still_arrive(h: Harness) -> None:
+    h.client._ping_t = 123.0  # paho clears this when a PINGRESP arrives
+    data = publish("a", b"1") + bytes([0xD0, 0x00]) + publish("b", b"2")
+    assert h.feed(data) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert h.client._ping_t == 0
+    assert [g[0] for g in h.got] == ["a", "b"]
+
+
+def test_a_malformed_non_publish_packet_is_reported_by_paho(h: Harness) -> None:
+    assert h.feed(bytes([0xD0, 0x01, 0x00])) == MQTTErrorCode.MQTT_ERR_PROTOCOL  # PINGRESP, 1 byte
+
+
+def test_a_failing_handler_does_not_stop_the_next_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(deliver_error_on="bad")
+    try:
+        h.feed(publish("bad", b"1") + publish("good", b"2"))
+        assert h.got == [("good", b"2", 0, 0)]
+        assert "handling a message on 'bad' failed" in caplog.text
+    finally:
+        h.close()
+
+
+def test_the_closed_connection_is_reported_as_lost(h: Harness) -> None:
+    h.broker.close()
+    assert h.client._packet_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+def test_nothing_to_read_is_not_an_error(h: Harness) -> None:
+    assert h.client._packet_read() == MQTTErrorCode.MQTT_ERR_AGAIN
+
+
+def test_a_new_connection_never_parses_bytes_left_from_the_old_one(h: Harness) -> None:
+    h.feed(publish("a", b"1")[:3])
+    assert len(h.client._rx) == 3
+    fresh, ours = socket.socketpair()
+    ours.setblocking(False)
+    h.client._sock.close()
+    h.client._sock = ours
+    fresh.sendall(publish("b", b"2"))
+    h.client._packet_read()
+    assert h.got == [("b", b"2", 0, 0)]
+    fresh.close()
+
+
+def test_ack_many_writes_one_puback_per_message_id(h: Harness) -> None:
+    h.client.ack_many([1, 258, 65535])
+    assert h.client._packet_write() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    h.broker.settimeout(2)
+    got = h.broker.recv(100)
+    assert got == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2, 0x40, 2, 0xFF, 0xFF])
+
+
+def test_ack_many_of_nothing_writes_nothing(h: Harness) -> None:
+    h.client.ack_many([])
+    assert len(h.client._out_packet) == 0
+
+
+_topics = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x2FFF, exclude_characters="+#\x00"),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    messages=st.lists(
+        st.tuples(_topics, st.binary(max_size=300), st.integers(0, 1), st.integers(1, 65535)),
+        min_size=1,
+        max_size=12,
+    ),
+    chunk=st.integers(1, 700),
+    v5=st.booleans(),
+)
+def test_any_stream_in_any_chunking_delivers_exactly_what_was_published(
+    messages: list[tuple[str, bytes, int, int]], chunk: int, v5: bool
+) -> None:
+    h = Harness(protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    try:
+        expected = [(t, p, mid if qos else 0, qos) for t, p, qos, mid in messages]
+        data = b"".join(
+            publish(t, p, qos, mid, props=b"" if v5 else None) for t, p, qos, mid in messages
+        )
+        for k in range(0, len(data), chunk):
+            assert h.feed(data[k : k + chunk]) == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert h.got == expected
+    finally:
+        h.close()
