@@ -30,8 +30,8 @@ series of different meters line up. Coverage of an interval is
 Samples are sorted by time first; a sample repeating the previous timestamp is ignored
 (the first one wins), so an out-of-order duplicate cannot create a zero-length step.
 
-:func:`step_energy` is the scalar form of rules 1-4 and :class:`IntervalAccumulator` the
-incremental form used by the live path; both are tested to give the batch result.
+:func:`step_energy` is the scalar form of rules 1-4, used step by step by the live path
+(:mod:`greendc.live`) with :class:`EnergyRing`; live KPIs are tested equal to the batch result.
 """
 
 from __future__ import annotations
@@ -326,83 +326,41 @@ def water_series(
     )
 
 
-class IntervalAccumulator:
-    """The incremental form of :func:`interval_series` for one meter, in bounded memory.
+class EnergyRing:
+    """Energy per interval for the most recent ``capacity`` intervals, summed over its meters.
 
-    Feed samples in time order with :meth:`add`; it keeps the last sample and a ring of the
-    most recent ``capacity`` intervals. A sample not newer than the last one is ignored (and
-    counted in ``ignored``). Gives the batch result for the intervals it still holds.
+    The live path's store: energy is additive, so every meter of one site, role, zone and
+    sign feeds one ring, and memory grows with the number of such groups, not meters
+    (100,000 meters with per-meter rings of a day of minutes took 3.5 GB). Each step's energy
+    is spread over the intervals it spans in proportion to time, as in
+    :func:`interval_series`; an interval older than ``capacity`` is overwritten.
     """
 
-    __slots__ = (
-        "_amount",
-        "_covered",
-        "_slot_index",
-        "amount_total",
-        "capacity",
-        "ignored",
-        "interval_seconds",
-        "last_c",
-        "last_p",
-        "last_t",
-        "max_gap_seconds",
-        "rollover_wh",
-    )
+    __slots__ = ("_amount", "_index", "capacity", "interval_seconds")
 
-    def __init__(
-        self,
-        interval_seconds: int,
-        max_gap_seconds: float,
-        capacity: int,
-        rollover_wh: float | None = None,
-    ) -> None:
+    def __init__(self, interval_seconds: int, capacity: int) -> None:
         if capacity < 1:
             raise KPIError(f"capacity must be >= 1, got {capacity}")
         self.interval_seconds = interval_seconds
-        self.max_gap_seconds = max_gap_seconds
         self.capacity = capacity
-        self.rollover_wh = rollover_wh
         self._amount = array("d", bytes(8 * capacity))
-        self._covered = array("d", bytes(8 * capacity))
-        self._slot_index = array("q", [-1]) * capacity
-        self.last_t: float | None = None
-        self.last_c: float | None = None
-        self.last_p: float | None = None
-        self.amount_total = 0.0  # every counted step, including intervals already dropped
-        self.ignored = 0
+        self._index = array("q", [-1]) * capacity
 
-    def add(self, t_s: float, counter: float | None, power_w: float | None) -> float:
-        """Take one sample; returns the energy counted for the step it closes (0 if none)."""
-        last_t = self.last_t
-        if last_t is not None and t_s <= last_t:
-            self.ignored += 1
-            return 0.0
-        e = None
-        if last_t is not None:
-            e = step_energy(
-                last_t,
-                self.last_c,
-                self.last_p,
-                t_s,
-                counter,
-                power_w,
-                max_gap_seconds=self.max_gap_seconds,
-                rollover_wh=self.rollover_wh,
-            )
-        self.last_t, self.last_c, self.last_p = t_s, counter, power_w
-        if e is None or last_t is None:
-            return 0.0
-        self.amount_total += e
-        self._spread(last_t, t_s, e)
-        return e
-
-    def _spread(self, t0: float, t1: float, e: float) -> None:
+    def spread(self, t0: float, t1: float, e: float) -> None:
+        """Add the energy ``e`` of the step ``t0 -> t1`` to the intervals it spans."""
         step = self.interval_seconds
-        dt = t1 - t0
+        cap = self.capacity
+        amount, index = self._amount, self._index
         k = int(t0 // step)
         k_last = math.ceil(t1 / step) - 1
-        cap = self.capacity
-        amount, covered, index = self._amount, self._covered, self._slot_index
+        if k == k_last:  # nearly every step: inside one interval
+            slot = k % cap
+            if index[slot] != k:
+                index[slot] = k
+                amount[slot] = 0.0
+            amount[slot] += e
+            return
+        dt = t1 - t0
         if k_last - k >= cap:
             k = k_last - cap + 1  # older intervals would be evicted at once anyway
         while k <= k_last:
@@ -413,28 +371,34 @@ class IntervalAccumulator:
                 if index[slot] != k:
                     index[slot] = k
                     amount[slot] = 0.0
-                    covered[slot] = 0.0
                 amount[slot] += e * (hi - lo) / dt
-                covered[slot] += hi - lo
             k += 1
 
-    def series(self, start_s: int, end_s: int) -> IntervalSeries:
-        """The intervals of ``[start_s, end_s)`` still held (others read as uncovered)."""
+    def amounts(self, start_s: int, end_s: int) -> FloatArray:
+        """Energy per interval of ``[start_s, end_s)`` (intervals no longer held read 0)."""
         step = self.interval_seconds
         if start_s % step or end_s % step or end_s < start_s:
             raise KPIError(f"[{start_s}, {end_s}) is not a window on the {step} s grid")
         ks = np.arange(start_s // step, end_s // step, dtype=np.int64)
         slots = ks % self.capacity
-        index = np.frombuffer(self._slot_index, dtype=np.int64)
-        held = index[slots] == ks
-        amount = np.where(held, np.frombuffer(self._amount, dtype=np.float64)[slots], 0.0)
-        covered = np.where(held, np.frombuffer(self._covered, dtype=np.float64)[slots], 0.0)
-        return IntervalSeries(start_s, step, amount, covered)
+        held = np.frombuffer(self._index, dtype=np.int64)[slots] == ks
+        return np.where(held, np.frombuffer(self._amount, dtype=np.float64)[slots], 0.0)
+
+
+def covered_seconds(runs: Sequence[Sequence[float]], start_s: float, end_s: float) -> float:
+    """Seconds of ``[start_s, end_s)`` inside the covered runs ``[(run_start, run_end), ...]``."""
+    total = 0.0
+    for lo, hi in runs:
+        overlap = min(hi, end_s) - max(lo, start_s)
+        if overlap > 0:
+            total += overlap
+    return total
 
 
 __all__ = [
-    "IntervalAccumulator",
+    "EnergyRing",
     "IntervalSeries",
+    "covered_seconds",
     "energy_by_meter",
     "interval_series",
     "merge_intervals",

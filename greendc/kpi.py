@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -333,15 +334,30 @@ class SiteKPIs:
     kpis: Mapping[str, KPI]
 
 
+class RoleSums(Protocol):
+    """Energy already summed per role over one window (the live path; see greendc.live).
+
+    ``sum_role`` answers what :func:`_sum_role` computes from per-meter series: the signed
+    total over the meters of ``roles`` (in ``zone`` if given), its per-interval form, the
+    lowest coverage among those meters and how many there are.
+    """
+
+    def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, np.ndarray]:
+        """Signed sum over the meters of ``roles`` (in ``zone``): total and per interval."""
+        ...
+
+
 def _sum_role(
     site: Site,
-    energies: Mapping[str, IntervalSeries],
+    energies: Mapping[str, IntervalSeries] | RoleSums,
     window: Window,
     roles: Sequence[Role],
     interval_seconds: int,
     zone: str | None = None,
 ) -> tuple[Measured, np.ndarray]:
     """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval."""
+    if not isinstance(energies, Mapping):
+        return energies.sum_role(roles, zone)
     n = window.seconds // interval_seconds
     per_interval = np.zeros(n)
     coverages = []
@@ -386,7 +402,7 @@ def _hourly(per_interval: np.ndarray, window: Window, interval_seconds: int) -> 
 
 def site_kpis(
     site: Site,
-    energies: Mapping[str, IntervalSeries],
+    energies: Mapping[str, IntervalSeries] | RoleSums,
     window: Window,
     factors: FactorTable,
     min_coverage: float,
@@ -395,12 +411,15 @@ def site_kpis(
     hourly_factors: HourlyFactors | None = None,
     ppa_hourly_wh: IntervalSeries | None = None,
 ) -> SiteKPIs:
-    """Every KPI of a site over ``window`` from per-meter interval series (keyed by meter name).
+    """Every KPI of a site over ``window`` from per-meter interval series (keyed by meter name)
+    or, in the live path, from energy already summed per role (:class:`RoleSums`).
 
     Water meters' series are in litres. ``ppa_hourly_wh`` is the hourly delivery profile of
     the site's hourly PPAs (for CFE); ``hourly_factors`` replaces the static grid factor.
     """
     if interval_seconds is None:
+        if not isinstance(energies, Mapping):
+            raise KPIError("interval_seconds is required with summed energies")
         first = next(iter(energies.values()), None)
         interval_seconds = first.interval_seconds if first is not None else 60
     step = interval_seconds

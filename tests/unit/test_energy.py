@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from greendc._errors import KPIError
 from greendc.energy import (
-    IntervalAccumulator,
+    EnergyRing,
     IntervalSeries,
+    covered_seconds,
     energy_by_meter,
     interval_series,
     merge_intervals,
@@ -189,26 +190,44 @@ def test_splitting_or_merging_intervals_never_changes_totals(
 
 @settings(max_examples=40, deadline=None)
 @given(samples(), st.sampled_from([10, 60]))
-def test_incremental_accumulator_equals_batch(
+def test_steps_into_a_ring_equal_the_batch_series(
     data: tuple[list[float], list[float | None], list[float | None]], step: int
 ) -> None:
+    """The live path (step_energy per step, spread into an EnergyRing) gives the batch result."""
     ts, counters, powers = data
     batch = interval_series(ts, counters, powers, interval_seconds=step, max_gap_seconds=GAP)
-    acc = IntervalAccumulator(step, GAP, capacity=len(batch) + 1)
+    ring = EnergyRing(step, capacity=len(batch) + 1)
+    runs: list[list[float]] = []
+    last: tuple[float, float | None, float | None] | None = None
     for t, c, p in zip(ts, counters, powers, strict=True):
-        acc.add(t, c, p)
-    inc = acc.series(batch.start_s, batch.end_s)
-    assert inc.amount == pytest.approx(batch.amount, rel=1e-9, abs=1e-6)
-    assert inc.covered_seconds == pytest.approx(batch.covered_seconds, rel=1e-9, abs=1e-6)
-    assert acc.amount_total == pytest.approx(batch.total(), rel=1e-9, abs=1e-6)
+        if last is not None and t <= last[0]:
+            continue
+        if last is not None:
+            e = step_energy(*last, t, c, p, max_gap_seconds=GAP)
+            if e is not None:
+                ring.spread(last[0], t, e)
+                runs.append([last[0], t])
+        last = (t, c, p)
+    assert ring.amounts(batch.start_s, batch.end_s) == pytest.approx(
+        batch.amount, rel=1e-9, abs=1e-6
+    )
+    covered = covered_seconds(runs, batch.start_s, batch.end_s)
+    assert covered == pytest.approx(float(batch.covered_seconds.sum()), rel=1e-9, abs=1e-6)
 
 
-def test_accumulator_keeps_only_its_capacity() -> None:
-    acc = IntervalAccumulator(60, GAP, capacity=3)
-    for i in range(11):
-        acc.add(i * 60.0, i * 10.0, None)
-    held = acc.series(0, 600)
-    assert held.amount == pytest.approx([0, 0, 0, 0, 0, 0, 0, 10, 10, 10])
-    assert acc.amount_total == pytest.approx(100)
-    acc.add(300.0, 0.0, None)  # older than the last sample
-    assert acc.ignored == 1
+def test_a_ring_keeps_only_its_capacity() -> None:
+    ring = EnergyRing(60, capacity=3)
+    for i in range(10):
+        ring.spread(i * 60.0, (i + 1) * 60.0, 10.0)
+    assert ring.amounts(0, 600) == pytest.approx([0, 0, 0, 0, 0, 0, 0, 10, 10, 10])
+    ring.spread(570.0, 630.0, 6.0)  # a step across a boundary is split by time
+    assert ring.amounts(540, 660) == pytest.approx([13.0, 3.0])
+    with pytest.raises(KPIError, match="grid"):
+        ring.amounts(30, 600)
+
+
+def test_covered_seconds_counts_only_the_window() -> None:
+    runs = [[0.0, 100.0], [150.0, 400.0]]
+    assert covered_seconds(runs, 60, 300) == pytest.approx(40 + 150)
+    assert covered_seconds(runs, 100, 150) == 0.0
+    assert covered_seconds([], 0, 60) == 0.0

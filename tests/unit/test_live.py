@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,12 +119,6 @@ def test_incremental_live_equals_batch_energy_and_kpis(
             end_s=T0 + 3600 * 4,
         )
     snap = live.snapshot(T0 + 3600 * 4)
-    for meter in ("inc", "ups"):
-        inc = live.series("s1", meter, T0, T0 + 3600 * 4)
-        np.testing.assert_allclose(inc.amount, batch[meter].amount, rtol=1e-9, atol=1e-6)
-        np.testing.assert_allclose(
-            inc.covered_seconds, batch[meter].covered_seconds, rtol=1e-9, atol=1e-6
-        )
     site = s.sites[0]
     expected = site_kpis(site, batch, Window(T0, T0 + 3600 * 4), load_factors(), s.kpi.min_coverage)
     got = snap.kpis["s1"][3600 * 4]
@@ -134,20 +127,84 @@ def test_incremental_live_equals_batch_energy_and_kpis(
             assert got.kpis[name].value is None
         else:
             assert got.kpis[name].value == pytest.approx(expected.kpis[name].value, rel=1e-9)
-    assert got.inputs["E_DC"].value == pytest.approx(expected.inputs["E_DC"].value, abs=1e-6)
+    for name in ("E_DC", "E_IT", "E_grid"):
+        want, have = expected.inputs[name], got.inputs[name]
+        assert have.value == pytest.approx(want.value, rel=1e-9, abs=1e-6), name
+        assert have.coverage == pytest.approx(want.coverage, rel=1e-9, abs=1e-9), name
+        assert have.meters == want.meters, name
 
 
 def test_memory_is_bounded_to_the_longest_window() -> None:
     live = LiveKPIs(make_settings(windows=[300, 3600]))
     feed_constant(live, "ups", 600.0, T0, T0 + 7200)
-    both_hours = live.series("s1", "ups", T0, T0 + 7200)
-    # Only the longest window (60 intervals) plus the current one are held; older ones are
-    # dropped, not kept forever.
-    assert int(np.count_nonzero(both_hours.covered_seconds)) == 61
-    assert both_hours.amount[:59] == pytest.approx(np.zeros(59))
-    last_hour = live.series("s1", "ups", T0 + 3600, T0 + 7200)
-    assert last_hour.total() == pytest.approx(600.0)
-    assert live.snapshot(T0 + 7200).energy_totals_wh[("s1", "it")] == pytest.approx(1200.0)
+    snap = live.snapshot(T0 + 7200)
+    hour = snap.kpis["s1"][3600].inputs["E_IT"]
+    # The last hour holds exactly one hour of energy, fully covered; the hour before it is
+    # gone from the ring (61 intervals: the longest window plus the current one).
+    assert hour.value == pytest.approx(600.0)
+    assert hour.coverage == pytest.approx(1.0)
+    assert {r.capacity for rings in live._rings.values() for r in rings.values()} == {61}
+    assert snap.energy_totals_wh[("s1", "it")] == pytest.approx(1200.0)
+    # One covered run, however long the meter has been reporting.
+    assert live._meters[("s1", "ups")].runs == [[T0, T0 + 7200]]
+
+
+def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
+    meters = [
+        {"name": "inc", "role": "facility"},
+        {"name": "crah1", "role": "cooling", "zone": "hall1"},
+    ] + [
+        {
+            "name": f"rack{i}",
+            "role": "it",
+            "point": "pdu_output",
+            "zone": "hall1" if i % 2 else "hall2",
+        }
+        for i in range(200)
+    ]
+    s = parse_config(
+        {
+            "kpi": {"windows_seconds": [300, 3600]},
+            "sites": [
+                {
+                    "name": "s1",
+                    "grid_zone": "SG",
+                    "installed_it_kw": 100,
+                    "pue_category": 2,
+                    "meters": meters,
+                }
+            ],
+        },
+        env={},
+    )
+    live = LiveKPIs(s)
+    # facility, cooling hall1, IT hall1, IT hall2: not a ring for each of 202 meters
+    assert len(live._rings["s1"]) == 4
+    for t in range(T0, T0 + 601, 30):
+        live.add(reading("inc", t, power_w=30_000.0))
+        live.add(reading("crah1", t, power_w=1_000.0))
+        for i in range(200):
+            live.add(reading(f"rack{i}", t, power_w=100.0 + i))
+    k = live.snapshot(T0 + 600).kpis["s1"][300]
+    it_w = sum(100.0 + i for i in range(200))
+    assert k.inputs["E_IT"].value == pytest.approx(it_w * 300 / 3600)
+    assert k.inputs["E_IT"].meters == 200
+    assert k.kpis["pue"].value == pytest.approx(30_000.0 / it_w)
+    hall1 = sum(100.0 + i for i in range(200) if i % 2)
+    assert k.kpis["ppue:hall1"].value == pytest.approx((hall1 + 1_000.0) / hall1)
+
+
+def test_one_silent_meter_lowers_its_role_coverage_even_when_the_others_report() -> None:
+    live = LiveKPIs(make_settings())
+    for meter, watts in (("inc", 1600.0), ("office", 100.0), ("ups", 1000.0)):
+        feed_constant(live, meter, watts, T0, T0 + 600)
+    feed_constant(live, "office", 100.0, T0 + 600, T0 + 600)  # nothing new
+    live.add(reading("inc", T0 + 900, power_w=1600.0))  # facility goes on...
+    live.add(reading("ups", T0 + 900, power_w=1000.0))
+    k = live.snapshot(T0 + 900).kpis["s1"][300]
+    # ...but the office sub-meter stopped at T0 + 600: E_DC covers 0 of its last 5 minutes.
+    assert k.inputs["E_DC"].coverage == pytest.approx(0.0)
+    assert k.kpis["pue"].value is None
 
 
 def test_totals_are_monotonic_and_stale_samples_are_ignored() -> None:
