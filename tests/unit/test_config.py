@@ -175,3 +175,22 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "sites[0].meters[2].role: 'it_lod' is not one of" in res.stderr
     assert "hunter2" not in res.stderr + res.stdout
+
+
+def test_thousands_of_errors_show_the_first_twenty_and_a_count() -> None:
+    data = example_data()
+    data["sites"][0]["meters"] = [{"name": f"rack{i}", "role": "it"} for i in range(3000)]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env={})
+    text = str(err.value)
+    assert len(err.value.problems) == 3000
+    assert text.count("an 'it' meter needs point") == 20
+    assert text.rstrip().endswith("... and 2,980 more problems like these")
+
+
+def test_a_campus_of_many_meters_and_a_repeated_name_is_reported_once() -> None:
+    data = example_data()
+    meters = [{"name": f"rack{i}", "role": "cooling"} for i in range(20_000)]
+    data["sites"][0]["meters"] = [*meters, {"name": "rack7", "role": "cooling"}]
+    (msg,) = problems(data)
+    assert "meter names must be unique; repeated: rack7" in msg
