@@ -508,6 +508,20 @@ class BarePaho(Contender):
         return 0.005
 
 
+def bench_meters(n: int) -> list[dict[str, Any]]:
+    """The site's meters for a stream over ``n``: one incomer, a few coolers, the rest IT."""
+    out: list[dict[str, Any]] = []
+    for m in range(n):
+        name = f"m{m:06d}"
+        if m == 0:
+            out.append({"name": name, "role": "facility"})
+        elif m < 10:
+            out.append({"name": name, "role": "cooling"})
+        else:
+            out.append({"name": name, "role": "it", "point": "ups_output"})
+    return out
+
+
 class Greendc(Contender):
     """greendc collect into influxd 1.x, with /metrics on."""
 
@@ -562,7 +576,9 @@ class Greendc(Contender):
                     "grid_zone": "SG",
                     "installed_it_kw": 1000,
                     "pue_category": 1,
-                    "meters": [],
+                    # Every meter configured, as in production: each reading also feeds the
+                    # live KPIs (PUE, energy counters) exported on /metrics.
+                    "meters": bench_meters(ctx.stream.meters),
                 }
             ],
             "log_level": "WARNING",
@@ -1041,7 +1057,7 @@ def cprofile_handle(stream: Stream) -> dict[str, Any]:
                     "grid_zone": "SG",
                     "installed_it_kw": 1000,
                     "pue_category": 1,
-                    "meters": [],
+                    "meters": bench_meters(stream.meters),
                 }
             ],
             "sinks": {"spool": {"dir": str(WORK / "spool-profile")}},

@@ -350,18 +350,18 @@ class Agent:
             if readings:
                 self.stats.readings_accepted += len(readings)
                 meters = self._meters
-                for r in readings:
-                    key = (r.site, r.meter)
+                for site, meter, role, ts_ms, f in readings:
+                    key = (site, meter)
                     live = meters.get(key)
                     if live is None:
-                        live = meters[key] = _MeterLive(r.role)
+                        live = meters[key] = _MeterLive(role)
                     live.received_s = now
-                    ts = r.ts_ms / 1000.0
+                    ts = ts_ms / 1000.0
                     if ts >= live.last_seen_s:
                         live.last_seen_s = ts
-                        f = r.fields
-                        if "power_w" in f:
-                            live.power_w = f["power_w"]
+                        power = f.get("power_w")
+                        if power is not None:
+                            live.power_w = power
                         if "temp_c" in f:
                             live.temp_c = f["temp_c"]
                 for obs in self._observers:

@@ -33,6 +33,7 @@ Rejection = tuple[str, str]
 _IDENT = re.compile(IDENT_RE)
 _COUNTERS = frozenset({Quantity.ENERGY_WH.value, Quantity.WATER_L.value})
 _MS_THRESHOLD = 1e11  # a Unix-seconds value this large would be in the year 5138
+_MS_THRESHOLD_X1000 = 1e14  # integers beyond take parse_timestamp's path (and its errors)
 _TOPIC_CACHE_MAX = 200_000
 _DETAIL_MAX = 120
 
@@ -120,6 +121,11 @@ def parse_timestamp(value: Any) -> float:
             raise ValueError("RFC 3339 timestamps need an offset such as Z or +08:00")
         return dt.timestamp()
     raise ValueError(f"{type(value).__name__} is not a timestamp")
+
+
+# Reading(...) goes through NamedTuple's generated __new__; this is the same tuple, 0.15 µs
+# cheaper per reading on the batch path.
+_new_reading = tuple.__new__
 
 
 class Decoder:
@@ -387,8 +393,16 @@ class Decoder:
                 ts = now_s
             else:
                 try:
-                    if type(raw_ts) is float and raw_ts < _MS_THRESHOLD and raw_ts - raw_ts == 0.0:
-                        ts = raw_ts  # the common case, without a function call
+                    tt = type(raw_ts)
+                    if tt is float and raw_ts < _MS_THRESHOLD and raw_ts - raw_ts == 0.0:
+                        ts = raw_ts  # the common cases, without a function call
+                    elif tt is int and -_MS_THRESHOLD_X1000 < raw_ts < _MS_THRESHOLD_X1000:
+                        # seconds, or milliseconds above 1e11 (as parse_timestamp)
+                        ts = (
+                            float(raw_ts)
+                            if -_MS_THRESHOLD < raw_ts < _MS_THRESHOLD
+                            else raw_ts / 1e3
+                        )
                     else:
                         ts = parse_timestamp(raw_ts)
                 except (ValueError, OverflowError, OSError):
@@ -407,5 +421,5 @@ class Decoder:
                         ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
                     )
                     continue
-            readings.append(Reading(site, meter, role, round(ts * 1000), fields))
+            readings.append(_new_reading(Reading, (site, meter, role, round(ts * 1000), fields)))
         return readings, rejections
