@@ -77,11 +77,21 @@ class _Compiled:
     ts_path: tuple[str | int, ...]
     # (field, key or path, factor, is a counter): a key (str) when the path is one segment
     values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
+    plain_values: bool  # every value's path is one key deep (the common case)
 
 
 def _compile(m: TopicMapping) -> _Compiled:
     segs = tuple(m.topic.split("/"))
     multi = segs[-1] == "#"
+    values = tuple(
+        (
+            v.quantity.value,
+            v.path if "." not in v.path and not v.path.isdigit() else _compile_path(v.path),
+            UNITS[v.quantity][v.unit],
+            v.quantity.value in _COUNTERS,
+        )
+        for v in m.values
+    )
     return _Compiled(
         mapping=m,
         segments=segs[:-1] if multi else segs,
@@ -91,15 +101,8 @@ def _compile(m: TopicMapping) -> _Compiled:
         items_path=_compile_path(m.items_path),
         meter_path=_compile_path(m.meter_path),
         ts_path=_compile_path(m.timestamp_path),
-        values=tuple(
-            (
-                v.quantity.value,
-                v.path if "." not in v.path and not v.path.isdigit() else _compile_path(v.path),
-                UNITS[v.quantity][v.unit],
-                v.quantity.value in _COUNTERS,
-            )
-            for v in m.values
-        ),
+        values=values,
+        plain_values=all(type(v[1]) is str for v in values),
     )
 
 
@@ -317,6 +320,7 @@ class Decoder:
         meter_path = c.meter_path
         meter_key = meter_path[0] if len(meter_path) == 1 else None
         values = c.values
+        plain = c.plain_values
         for item in items:
             if type(item) is not dict:
                 rejections.append(
@@ -348,8 +352,9 @@ class Decoder:
                 role = looked_up
             fields: dict[str, float] = {}
             bad: Rejection | None = None
+            get = item.get
             for field, key, factor, counter in values:
-                value = item.get(key) if isinstance(key, str) else _get(item, key)
+                value = get(key) if plain or isinstance(key, str) else _get(item, key)
                 if value is None:
                     continue
                 vt = type(value)

@@ -93,12 +93,12 @@ class LineEncoder:
             if n == 2:
                 (f1, x1), (f2, x2) = fields.items()
                 if type(x1) is float and type(x2) is float:
-                    append(f"{key} {f1}={x1!r},{f2}={x2!r} {ts_ms}")
+                    append("%s %s=%r,%s=%r %d" % (key, f1, x1, f2, x2, ts_ms))  # noqa: UP031
                     continue
             elif n == 1:
                 ((f1, x1),) = fields.items()
                 if type(x1) is float:
-                    append(f"{key} {f1}={x1!r} {ts_ms}")
+                    append("%s %s=%r %d" % (key, f1, x1, ts_ms))  # noqa: UP031
                     continue
             body = ",".join(
                 [
