@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from collector.mqttio import encode_publish, encode_varint  # noqa: E402
 from tests.servers import InfluxDB1, Mosquitto, free_port, http_request  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -178,24 +179,6 @@ def make_stream(kind: str, readings: int, meters: int, batch: int, base_ts: int)
     return Stream(kind, meters, per_meter * meters, len(items), f"greendc/{SITE}", items)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def encode_publish(topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
-    """One MQTT 3.1.1 PUBLISH packet."""
-    head = len(topic).to_bytes(2, "big") + topic
-    if qos:
-        head += packet_id.to_bytes(2, "big")
-    body = head + payload
-    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
-
-
 def encode_connect(client_id: str, keepalive_seconds: int = 600) -> bytes:
     """An MQTT 3.1.1 CONNECT with a clean session."""
     cid = client_id.encode()
@@ -205,7 +188,7 @@ def encode_connect(client_id: str, keepalive_seconds: int = 600) -> bytes:
         + len(cid).to_bytes(2, "big")
         + cid
     )
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + encode_varint(len(body)) + body
 
 
 class Publisher:
@@ -528,13 +511,26 @@ class Greendc(Contender):
     name = "greendc"
 
     def __init__(
-        self, *, batch_size: int = 5000, flush_interval_seconds: float = 0.25, protocol: str = "5"
+        self,
+        *,
+        batch_size: int = 5000,
+        flush_interval_seconds: float = 0.25,
+        protocol: str = "5",
+        configure_meters: bool = True,
     ) -> None:
-        """Sink batching as in a production config; MQTT 5 or 3.1.1."""
+        """Sink batching as in a production config; MQTT 5 or 3.1.1; meters configured or not.
+
+        With ``configure_meters=False`` every meter is an accepted unknown one: stored and on
+        /metrics, but not in any live KPI, which is the job the peers do (and shows what the
+        KPIs cost).
+        """
         super().__init__()
         self.protocol = protocol
+        self.configure_meters = configure_meters
         if protocol != "5":
             self.name = f"greendc (MQTT {protocol})"
+        if not configure_meters:
+            self.name = "greendc (meters not configured: no live KPIs)"
         self.batch_size = batch_size
         self.flush_interval_seconds = flush_interval_seconds
         self.mode = ""
@@ -578,7 +574,7 @@ class Greendc(Contender):
                     "pue_category": 1,
                     # Every meter configured, as in production: each reading also feeds the
                     # live KPIs (PUE, energy counters) exported on /metrics.
-                    "meters": bench_meters(ctx.stream.meters),
+                    "meters": bench_meters(ctx.stream.meters) if self.configure_meters else [],
                 }
             ],
             "log_level": "WARNING",
@@ -1386,19 +1382,20 @@ def targets(
 
 
 # -- main ----------------------------------------------------------------------------------
-def contenders(names: set[str]) -> Iterator[Contender]:
-    """The contenders selected with --only (all by default)."""
+def contenders(names: set[str]) -> Iterator[Callable[[], Contender]]:
+    """Factories of the contenders selected with --only (all by default)."""
     table: dict[str, Callable[[], Contender]] = {
         "limit": Limit,
         "paho": BarePaho,
         "greendc": Greendc,
         "greendc-311": lambda: Greendc(protocol="3.1.1"),
+        "greendc-nokpi": lambda: Greendc(configure_meters=False),
         "mqtt-exporter": MqttExporter,
         "node-red": NodeRed,
     }
     for key, make in table.items():
         if not names or key in names:
-            yield make()
+            yield make
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1412,7 +1409,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="contenders: limit,paho,greendc,mqtt-exporter,node-red (default all)",
+        help="contenders: limit,paho,greendc,greendc-311,greendc-nokpi,mqtt-exporter,node-red "
+        "(default all)",
     )
     ap.add_argument(
         "--growth",
@@ -1468,7 +1466,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         for kind in kinds:
             for qos in qos_levels:
-                for c in contenders(only):
+                for make in contenders(only):
+                    c = make()
                     if kind not in c.streams:
                         continue
                     print(
@@ -1480,7 +1479,7 @@ def main(argv: list[str] | None = None) -> int:
                         # Seen once under heavy machine load: a consumer that received
                         # nothing. One retry, recorded, keeps the table complete.
                         print(f"    {r.status} with nothing verified; retrying once", flush=True)
-                        r = measure(type(c)(), streams[kind], qos, influx, args)
+                        r = measure(make(), streams[kind], qos, influx, args)
                         r.extra["retried"] = True
                     runs.append(r)
                     print(

@@ -57,6 +57,33 @@ def _in_packet(header: int = 0, length: int = 0, body: bytearray | None = None) 
     }
 
 
+def encode_varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining length, property length): what the reader parses."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_publish(
+    topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, properties: bytes | None = None
+) -> bytes:
+    """One PUBLISH packet as a broker frames it; ``properties`` is MQTT 5's encoded block.
+
+    The agent publishes through paho; this is for the tests of the reader and for the
+    benchmark's raw-socket publisher.
+    """
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if properties is not None:
+        body += encode_varint(len(properties)) + properties
+    body += payload
+    return bytes([_PUBLISH | (qos << 1)]) + encode_varint(len(body)) + body
+
+
 @functools.cache
 def supported() -> bool:
     """Whether this paho-mqtt has the internals the buffered path replaces."""

@@ -15,32 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from collector.mqttio import BufferedClient, supported
+from collector.mqttio import BufferedClient, encode_publish, encode_varint, supported
 
 Delivered = tuple[str, bytes, int, int]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publish(
     topic: str, payload: bytes, qos: int = 0, mid: int = 0, props: bytes | None = None
 ) -> bytes:
     """A PUBLISH packet; ``props`` (MQTT 5 only) is the encoded property block."""
-    t = topic.encode()
-    body = len(t).to_bytes(2, "big") + t
-    if qos:
-        body += mid.to_bytes(2, "big")
-    if props is not None:
-        body += _varint(len(props)) + props
-    body += payload
-    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
+    return encode_publish(topic.encode(), payload, qos, mid, props)
 
 
 class Harness:
@@ -144,6 +128,18 @@ def test_fields_overrunning_their_packet_are_a_protocol_error(h: Harness) -> Non
     assert len(h.client._rx) == 0
 
 
+def test_variable_byte_integers_use_one_to_four_bytes() -> None:
+    assert [len(encode_varint(n)) for n in (0, 127, 128, 16_383, 16_384, 268_435_455)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        4,
+    ]
+    assert encode_varint(321) == bytes([0xC1, 0x02])  # the example in the MQTT 5 spec, 1.5.5
+
+
 def test_a_remaining_length_of_five_bytes_is_a_protocol_error(h: Harness) -> None:
     assert h.feed(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])) == MQTTErrorCode.MQTT_ERR_PROTOCOL
 
@@ -186,7 +182,9 @@ def test_a_new_connection_never_parses_bytes_left_from_the_old_one(h: Harness) -
     assert len(h.client._rx) == 3
     fresh, ours = socket.socketpair()
     ours.setblocking(False)
-    h.client._sock.close()
+    old = h.client._sock
+    assert old is not None
+    old.close()
     h.client._sock = ours
     fresh.sendall(publish("b", b"2"))
     h.client._packet_read()
