@@ -36,8 +36,8 @@ class LiveSites:
 
     def observe(self, readings: list[Reading]) -> None:
         """Account accepted readings (called under the agent's lock)."""
-        # Unconfigured meters have no role in any KPI; the agent tracks their power.
-        self.kpis.add_many(r for r in readings if r[2] != "unknown")
+        # Unconfigured meters are in no KPI (LiveKPIs skips them); the agent has their power.
+        self.kpis.add_many(readings)
 
     def _monotonic(self, key: tuple[str, str], value: float) -> float:
         prev = self._high_water.get(key, 0.0)

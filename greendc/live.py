@@ -34,8 +34,6 @@ class _MeterState:
         "counter_field",
         "last_c",
         "last_p",
-        "last_power_ts_s",
-        "last_power_w",
         "last_t",
         "ring",
         "runs",
@@ -50,8 +48,6 @@ class _MeterState:
         self.last_c: float | None = None
         self.last_p: float | None = None
         self.runs: list[list[float]] = []  # covered [start, end] runs, oldest first
-        self.last_power_w: float | None = None
-        self.last_power_ts_s = -math.inf
 
 
 _GroupKey = tuple[Role, str | None, int]  # role, zone, sign
@@ -107,7 +103,8 @@ class LiveSnapshot:
     ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that role
     with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1 (net =
     the difference); both only grow, for Prometheus counters. ``water_totals_l[site]`` likewise
-    for water meters. ``last_power_w[(site, meter)]`` is ``(ts_s, watts)`` of the newest power.
+    for water meters. (A meter's last power is the agent's: it has every meter, configured
+    or not.)
     """
 
     end_s: int
@@ -115,7 +112,6 @@ class LiveSnapshot:
     energy_totals_wh: Mapping[tuple[str, str], float]
     subtracted_energy_wh: Mapping[tuple[str, str], float]
     water_totals_l: Mapping[str, float]
-    last_power_w: Mapping[tuple[str, str], tuple[float, float]]
     ignored_samples: int
 
 
@@ -125,8 +121,7 @@ class LiveKPIs:
     Not thread-safe: the collector holds one lock around :meth:`add` and :meth:`snapshot`.
     Memory is bounded: one ring of ``longest window / interval + 1`` intervals per site, role,
     zone and sign, and per configured meter its last sample and covered runs (older than the
-    longest window dropped); readings of meters not in the configuration only update their
-    last power (up to ``settings.validation.max_meters`` of them).
+    longest window dropped); readings of meters not in the configuration are ignored.
     """
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
@@ -177,8 +172,6 @@ class LiveKPIs:
                 state = _MeterState(ring, field, cell)
                 self._meters[(site.name, m.name)] = state
                 members.setdefault((m.role, m.zone), []).append(state)
-        self._unknown_power: dict[tuple[str, str], tuple[float, float]] = {}
-        self._max_unknown = settings.validation.max_meters
 
     def add(self, reading: Reading) -> None:
         """Account one accepted reading."""
@@ -189,19 +182,11 @@ class LiveKPIs:
         meters = self._meters
         max_gap = self._max_gap_s
         for site, meter, _role, ts_ms, fields in readings:
-            key = (site, meter)
+            state = meters.get((site, meter))
+            if state is None:  # not configured: in no KPI
+                continue
             t_s = ts_ms / 1000.0
             power = fields.get("power_w")
-            state = meters.get(key)
-            if state is None:
-                if power is not None and (
-                    key in self._unknown_power or len(self._unknown_power) < self._max_unknown
-                ):
-                    self._unknown_power[key] = (t_s, power)
-                continue
-            if power is not None and t_s > state.last_power_ts_s:
-                state.last_power_w = power
-                state.last_power_ts_s = t_s
             if state.counter_field == "water_l":
                 counter, power = fields.get("water_l"), None
             else:
@@ -255,17 +240,12 @@ class LiveKPIs:
                 )
                 for w in self._windows
             }
-        last_power = dict(self._unknown_power)
-        for key, state in self._meters.items():
-            if state.last_power_w is not None:
-                last_power[key] = (state.last_power_ts_s, state.last_power_w)
         return LiveSnapshot(
             end_s=end_s,
             kpis=out,
             energy_totals_wh={k: v[0] for k, v in self._totals.items()},
             subtracted_energy_wh={k: v[0] for k, v in self._subtracted.items()},
             water_totals_l={k: v[0] for k, v in self._water.items()},
-            last_power_w=last_power,
             ignored_samples=self._ignored,
         )
 

@@ -76,7 +76,6 @@ def test_live_pue_and_renewable_share_match_hand_computation() -> None:
     assert snap.energy_totals_wh[("s1", "facility")] == pytest.approx(1600 * 600 / 3600)
     assert snap.subtracted_energy_wh[("s1", "facility")] == pytest.approx(100 * 600 / 3600)
     assert snap.water_totals_l["s1"] == pytest.approx(20.0)
-    assert snap.last_power_w[("s1", "ups")] == (T0 + 600, 1000.0)
 
 
 @st.composite
@@ -216,16 +215,19 @@ def test_totals_are_monotonic_and_stale_samples_are_ignored() -> None:
     snap = live.snapshot(T0 + 180)
     assert snap.energy_totals_wh[("s1", "renewable_onsite")] == pytest.approx(0.0)
     assert snap.ignored_samples == 1
-    assert snap.last_power_w[("s1", "pv")] == (T0 + 120, -1000.0)
 
 
-def test_unknown_meter_only_updates_last_power() -> None:
+def test_unknown_meters_are_in_no_kpi() -> None:
     live = LiveKPIs(make_settings())
+    live.add(reading("ups", T0, power_w=1000.0))
+    live.add(reading("ups", T0 + 60, power_w=1000.0))
+    before = live.snapshot(T0 + 60)
     live.add(Reading("s1", "mystery", "unknown", T0 * 1000, {"power_w": 42.0}))
+    live.add(Reading("s1", "mystery", "unknown", (T0 + 60) * 1000, {"power_w": 42.0}))
     live.add(Reading("other", "m", "unknown", T0 * 1000, {"energy_wh": 1.0}))
     snap = live.snapshot(T0 + 60)
-    assert snap.last_power_w[("s1", "mystery")] == (float(T0), 42.0)
-    assert ("other", "m") not in snap.last_power_w
+    assert snap.energy_totals_wh == before.energy_totals_wh
+    assert snap.energy_totals_wh[("s1", "it")] == pytest.approx(1000 / 60)
     assert set(snap.kpis) == {"s1"}
 
 
