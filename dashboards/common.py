@@ -23,7 +23,7 @@ import attr
 from grafanalib import core as g
 from grafanalib.influxdb import InfluxDBTarget
 
-from greendc.catalogue import METRICS, READING, metric
+from greendc.catalogue import DASHBOARD_WINDOW_SECONDS, METRICS, READING, metric, window_label
 
 PROMETHEUS_UID = "greendc-prometheus"
 INFLUXDB_UID = "greendc-influxdb"
@@ -35,7 +35,7 @@ SITE_VAR = "site"
 SCHEMA_VERSION = 37
 
 # The rolling KPI window the dashboards read from the live gauges (label window="1h").
-LIVE_WINDOW = "1h"
+LIVE_WINDOW = window_label(DASHBOARD_WINDOW_SECONDS)
 
 PROM_DS: dict[str, str] = {"type": "prometheus", "uid": "${" + PROM_VAR + "}"}
 INFLUX_DS: dict[str, str] = {"type": "influxdb", "uid": "${" + INFLUX_VAR + "}"}

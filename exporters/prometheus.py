@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from greendc.catalogue import METRICS, REJECTION_REASONS
+from greendc.catalogue import METRICS, REJECTION_REASONS, window_label
 from greendc.config import MetricsSettings, Site
 from greendc.snapshot import Histogram, MeterState, Snapshot
 
@@ -42,21 +42,6 @@ log = logging.getLogger(__name__)
 
 WH_TO_JOULES = 3600.0
 THREAD_NAME = "greendc-metrics-http"
-
-
-def window_label(seconds: int) -> str:
-    """A rolling window's label as a Prometheus duration: 300 -> "5m", 86400 -> "24h".
-
-    Hours are the largest unit so a day reads "24h" like the dashboards show it; a window
-    that is not a whole number of minutes keeps its seconds ("90s").
-    """
-    if seconds <= 0:
-        raise ValueError(f"a window must be a positive number of seconds, got {seconds}")
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
 
 
 _Simple = GaugeMetricFamily | CounterMetricFamily

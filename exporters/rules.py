@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from exporters.prometheus import window_label
+from greendc.catalogue import window_label
 from greendc.config import Settings, Site
 
 RECORDING_FILE = "greendc-recording.rules.yml"

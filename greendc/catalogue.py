@@ -331,3 +331,23 @@ def metric(name: str) -> Metric:
 def all_series_names() -> frozenset[str]:
     """Every Prometheus sample name the collector can expose."""
     return frozenset(s for m in METRICS.values() for s in m.series_names)
+
+
+# The rolling window the dashboards read from the live KPI gauges (window="1h"); one of the
+# default kpi.windows_seconds (a test keeps the two together).
+DASHBOARD_WINDOW_SECONDS = 3600
+
+
+def window_label(seconds: int) -> str:
+    """A rolling window's ``window`` label, as a Prometheus duration: 300 -> "5m", 86400 -> "24h".
+
+    Hours are the largest unit so a day reads "24h" like the dashboards show it; a window
+    that is not a whole number of minutes keeps its seconds ("90s").
+    """
+    if seconds <= 0:
+        raise ValueError(f"a window must be a positive number of seconds, got {seconds}")
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

@@ -373,3 +373,13 @@ def test_provisioning_matches_the_dashboards() -> None:
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards/greendc"
+
+
+def test_the_dashboards_window_is_one_the_collector_exports_by_default() -> None:
+    from greendc.catalogue import DASHBOARD_WINDOW_SECONDS, window_label
+    from greendc.config import KPISettings
+
+    assert DASHBOARD_WINDOW_SECONDS in KPISettings().windows_seconds
+    generated = (Path(__file__).resolve().parents[2] / "dashboards" / "generated").glob("*.json")
+    text = "".join(p.read_text() for p in generated)
+    assert f'window=\\"{window_label(DASHBOARD_WINDOW_SECONDS)}\\"' in text
