@@ -80,25 +80,14 @@ class BenchError(RuntimeError):
 class BenchBroker(Mosquitto):
     """Mosquitto as the issue asks: persistence off, no queue cap, $SYS every second."""
 
-    def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
-            "persistence false",
-            # 0 = unlimited: the Debian default of 1000 drops QoS 1 to a slow subscriber.
-            "max_queued_messages 0",
-            # $SYS/broker/subscriptions/count tells when a contender has subscribed.
-            "sys_interval 1",
-            # MQTT 3.1.1 clients get this in-flight window (MQTT 5 clients set their own
-            # Receive Maximum); 20, the default, starves a subscriber that acks durably.
-            "max_inflight_messages 1000",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        (self.workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    persistent = False
+    extra_config = (
+        # $SYS/broker/subscriptions/count tells when a contender has subscribed.
+        "sys_interval 1",
+        # MQTT 3.1.1 clients get this in-flight window (MQTT 5 clients set their own
+        # Receive Maximum); 20, the default, starves a subscriber that acks durably.
+        "max_inflight_messages 1000",
+    )
 
 
 class SubscriptionWatch:

@@ -275,16 +275,22 @@ class Mosquitto(Server):
         """Where the broker keeps sessions and queued messages across restarts."""
         return self.workdir / "persistence"
 
+    # Subclasses (the benchmarks' brokers) turn persistence off and add settings.
+    persistent = True
+    extra_config: tuple[str, ...] = ()
+
     def _write_config(self) -> None:
-        self.persistence_dir.mkdir(exist_ok=True)
-        lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
-            "persistence true",
+        lines = [f"listener {self.port} {self.host}", "allow_anonymous true"]
+        if self.persistent:
+            self.persistence_dir.mkdir(exist_ok=True)
             # mosquitto requires the trailing slash on a directory location.
-            f"persistence_location {self.persistence_dir}/",
+            lines += ["persistence true", f"persistence_location {self.persistence_dir}/"]
+        else:
+            lines.append("persistence false")
+        lines += [
             # 0 = unlimited; the Debian default of 1000 silently drops QoS 1 to slow subscribers.
             "max_queued_messages 0",
+            *self.extra_config,
             "log_dest stderr",
             "log_type error",
             "log_type warning",

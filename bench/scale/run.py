@@ -62,20 +62,7 @@ class BenchError(RuntimeError):
 class ScaleBroker(Mosquitto):
     """Mosquitto with persistence off and no queue cap."""
 
-    def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
-            "persistence false",
-            # 0 = unlimited: the Debian default of 1000 drops QoS 1 to a slow subscriber.
-            "max_queued_messages 0",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        (self.workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    persistent = False
 
 
 def cpu_seconds(pid: int) -> float:
