@@ -17,43 +17,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from greendc.config import Settings, parse_config
 from greendc.snapshot import Health
 
-SITES: list[dict[str, Any]] = [
-    {
-        "name": "sg1",
-        "timezone": "Asia/Singapore",
-        "grid_zone": "SG",
-        "installed_it_kw": 100,
-        "pue_category": 1,
-        "meters": [
-            {"name": "incomer", "role": "facility"},
-            {"name": "ups-1", "role": "it", "point": "ups_output"},
-            {"name": "ups-2", "role": "it", "point": "ups_output"},
-            {"name": "chiller", "role": "cooling"},
-            {"name": "solar", "role": "renewable_onsite"},
-        ],
-    },
-    {
-        "name": "jhr1",
-        "timezone": "Asia/Kuala_Lumpur",
-        "grid_zone": "MY-PEN",
-        "installed_it_kw": 200,
-        "pue_category": 2,
-        "meters": [
-            {"name": "incomer", "role": "facility"},
-            {"name": "pdu-a", "role": "it", "point": "pdu_output"},
-        ],
-    },
-]
-
-
-# The targets and thresholds of a site with all four set (the config's ``targets`` mapping).
-PUE_TARGETS: dict[str, float] = {
-    "pue": 1.45,
-    "pue_warning": 1.6,
-    "pue_critical": 1.75,
-    "renewable_share": 0.1,
-}
-
 
 def site_config(
     name: str,
@@ -82,6 +45,41 @@ def site_config(
         "meters": meters,
         **extra,
     }
+
+
+SITES: list[dict[str, Any]] = [
+    site_config(
+        "sg1",
+        timezone="Asia/Singapore",
+        meters=[
+            {"name": "incomer", "role": "facility"},
+            {"name": "ups-1", "role": "it", "point": "ups_output"},
+            {"name": "ups-2", "role": "it", "point": "ups_output"},
+            {"name": "chiller", "role": "cooling"},
+            {"name": "solar", "role": "renewable_onsite"},
+        ],
+    ),
+    site_config(
+        "jhr1",
+        timezone="Asia/Kuala_Lumpur",
+        grid_zone="MY-PEN",
+        installed_it_kw=200,
+        pue_category=2,
+        meters=[
+            {"name": "incomer", "role": "facility"},
+            {"name": "pdu-a", "role": "it", "point": "pdu_output"},
+        ],
+    ),
+]
+
+
+# The targets and thresholds of a site with all four set (the config's ``targets`` mapping).
+PUE_TARGETS: dict[str, float] = {
+    "pue": 1.45,
+    "pue_warning": 1.6,
+    "pue_critical": 1.75,
+    "renewable_share": 0.1,
+}
 
 
 def idle_health(agent: str = "a", *, start_time_s: float = 0.0) -> Health:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from exporters.rules import fleet_pue_record, pue_record, write_rules
-from tests.helpers import make_settings, wait_until
+from tests.helpers import make_settings, site_config, wait_until
 from tests.integration.e2e_support import Ticker, batch, publisher, running_collector, scrape
 from tests.servers import Mosquitto, Prometheus, PrometheusFactory
 
@@ -35,13 +35,11 @@ POWER_W: dict[str, dict[str, float]] = {
 FACILITY = {"sg1": ("incomer",), "jhr1": ("incomer",)}
 IT = {"sg1": ("ups-1", "ups-2"), "jhr1": ("pdu-a",)}
 SITES: list[dict[str, Any]] = [
-    {
-        "name": "sg1",
-        "timezone": "Asia/Singapore",
-        "grid_zone": "SG",
-        "installed_it_kw": 200,
-        "pue_category": 1,
-        "meters": [
+    site_config(
+        "sg1",
+        timezone="Asia/Singapore",
+        installed_it_kw=200,
+        meters=[
             {"name": "incomer", "role": "facility"},
             {"name": "ups-1", "role": "it", "point": "ups_output"},
             {"name": "ups-2", "role": "it", "point": "ups_output"},
@@ -49,18 +47,18 @@ SITES: list[dict[str, Any]] = [
             # Only the stale-meter test publishes it; its short expiry is what it tests.
             {"name": "probe", "role": "other_overhead", "expiry_seconds": 2},
         ],
-    },
-    {
-        "name": "jhr1",
-        "timezone": "Asia/Kuala_Lumpur",
-        "grid_zone": "MY-PEN",
-        "installed_it_kw": 200,
-        "pue_category": 2,
-        "meters": [
+    ),
+    site_config(
+        "jhr1",
+        timezone="Asia/Kuala_Lumpur",
+        grid_zone="MY-PEN",
+        installed_it_kw=200,
+        pue_category=2,
+        meters=[
             {"name": "incomer", "role": "facility"},
             {"name": "pdu-a", "role": "it", "point": "pdu_output"},
         ],
-    },
+    ),
 ]
 CONFIGURED_METERS = sum(len(s["meters"]) for s in SITES)
 HISTORY_SECONDS = 1200  # > the 15 min KPI window, so the collector's PUE is not withheld

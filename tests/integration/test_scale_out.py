@@ -37,7 +37,7 @@ from greendc.factors import load_factors
 from greendc.kpi import SiteKPIs, Window, fleet_pue, site_kpis
 from greendc.model import Reading
 from greendc.store import EmbeddedStore
-from tests.helpers import SITES, Publisher, make_settings, wait_until
+from tests.helpers import SITES, Publisher, make_settings, site_config, wait_until
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -49,30 +49,29 @@ WINDOW_SECONDS = 300
 # Four sites so that three partition agents own 1, 1 and 2 sites.
 PARTITION_SITES: list[dict[str, Any]] = [
     *SITES,
-    {
-        "name": "bkk1",
-        "timezone": "Asia/Bangkok",
-        "grid_zone": "TH",
-        "installed_it_kw": 150,
-        "pue_category": 3,
-        "meters": [
+    site_config(
+        "bkk1",
+        timezone="Asia/Bangkok",
+        grid_zone="TH",
+        installed_it_kw=150,
+        pue_category=3,
+        meters=[
             {"name": "main", "role": "facility"},
             {"name": "rack-a", "role": "it", "point": "it_input"},
             {"name": "rack-b", "role": "it", "point": "it_input"},
             {"name": "crah", "role": "cooling"},
         ],
-    },
-    {
-        "name": "cgk1",
-        "timezone": "Asia/Jakarta",
-        "grid_zone": "ID",
-        "installed_it_kw": 80,
-        "pue_category": 1,
-        "meters": [
+    ),
+    site_config(
+        "cgk1",
+        timezone="Asia/Jakarta",
+        grid_zone="ID",
+        installed_it_kw=80,
+        meters=[
             {"name": "incomer", "role": "facility"},
             {"name": "ups", "role": "it", "point": "ups_output"},
         ],
-    },
+    ),
 ]
 PARTITIONS = [["sg1"], ["jhr1"], ["bkk1", "cgk1"]]
 
