@@ -902,9 +902,10 @@ def measure(
             if publisher.error is not None:
                 res.status = f"publisher failed: {publisher.error!r}"
             res.extra.update(contender.finish(ctx))
+            # Before keep(): what it does (timing /metrics scrapes) is not the burst's cost.
+            usage = proc.usage()
             if keep is not None:
                 res.extra.update(keep(contender, ctx))
-            usage = proc.usage()
             res.seconds = end - t0
             res.publish_seconds = publisher.seconds
             res.cpu_seconds = usage.cpu_seconds - cpu0
