@@ -117,6 +117,13 @@ class Agent:
         self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
         self._dead_letter = settings.mqtt.dead_letter_topic
         self._generation = 0  # bumped per connection: a message id is only valid on its own
+        # Messages taken but not yet acknowledged. Mosquitto 2.0.11 stops honouring our Receive
+        # Maximum once acknowledgements flow (eclipse-mosquitto/mosquitto#2301), so a slow sink
+        # would make memory grow; past twice the window the buffered reader holds off instead.
+        self._taken = 0  # network thread only
+        self._settled = 0
+        self._settled_lock = threading.Lock()
+        self._hold_at = 2 * settings.mqtt.max_inflight
         self.pipeline.on_settled = self._acknowledge
         self._protocol = mqtt.MQTTv311 if settings.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
         self._client: mqtt.Client | None = None
@@ -146,7 +153,11 @@ class Agent:
         }
         client: mqtt.Client
         if m.receive == "buffered" and mqttio.supported():
-            client = mqttio.BufferedClient(deliver=self._on_publish, **kwargs)
+            client = mqttio.BufferedClient(
+                deliver=self._on_publish,
+                hold=self._too_many_unacknowledged if self._manual_ack else None,
+                **kwargs,
+            )
         else:
             if m.receive == "buffered":
                 log.warning(
@@ -306,10 +317,16 @@ class Agent:
         # paho's own reader (mqtt.receive: paho), and QoS 2 packets on the buffered one.
         self._on_publish(client, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
+    def _too_many_unacknowledged(self) -> bool:
+        return self._taken - self._settled >= self._hold_at
+
     def _on_publish(
         self, client: mqtt.Client, topic: str, payload: bytes, mid: int, qos: int
     ) -> None:
-        token = (self._generation, client, mid, qos) if (self._manual_ack and qos > 0) else None
+        token = None
+        if self._manual_ack and qos > 0:
+            token = (self._generation, client, mid, qos)
+            self._taken += 1
         if self._dead_letter is not None and topic.startswith(self._dead_letter):
             # Our own dead letters, when the operator put them under a subscribed filter.
             if token is not None:
@@ -324,6 +341,8 @@ class Agent:
         and the broker redelivers the message on the new session anyway (the sinks then
         store the same points again, which lands once).
         """
+        with self._settled_lock:
+            self._settled += len(tokens)
         generation = self._generation
         grouped: dict[mqttio.BufferedClient, list[int]] = {}
         for token in tokens:

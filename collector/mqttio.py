@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Any, str, bytes, int, int], None]  # (client, topic, payload, mid, qos)
 
 _RECV_BYTES = 1 << 16
+_HOLD_SECONDS = 0.002
 _PUBLISH = 0x30
 _PUBACK = 0x40
 _REQUIRED = ("_packet_read", "_packet_handle", "_packet_queue", "_sock_recv", "_in_packet")
@@ -98,10 +100,23 @@ class ProtocolError(Exception):
 class BufferedClient(mqtt.Client):
     """paho's Client with a buffered read side and PUBLISH delivered without objects."""
 
-    def __init__(self, *args: Any, deliver: Deliver, **kwargs: Any) -> None:
-        """Same arguments as ``paho.mqtt.client.Client``, plus the PUBLISH callback."""
+    def __init__(
+        self,
+        *args: Any,
+        deliver: Deliver,
+        hold: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Same arguments as ``paho.mqtt.client.Client``, plus the PUBLISH callback.
+
+        ``hold()``, when given and true, stops reading from the socket for a moment (the
+        network loop keeps running: pings, acknowledgements): back-pressure for a broker
+        that sends more than the Receive Maximum it was given.
+        """
         super().__init__(*args, **kwargs)
         self._deliver = deliver
+        self._hold = hold
+        self.held = 0  # times reading was held back
         self._rx = bytearray()
         self._rx_sock: object | None = None
         self.published_fast = 0  # PUBLISH packets that took the buffered path
@@ -113,6 +128,10 @@ class BufferedClient(mqtt.Client):
             # A new connection: nothing buffered from the old one may be parsed on it.
             self._rx.clear()
             self._rx_sock = sock
+        if self._hold is not None and self._hold():
+            self.held += 1
+            time.sleep(_HOLD_SECONDS)  # the socket stays readable: do not spin on select
+            return MQTTErrorCode.MQTT_ERR_AGAIN
         try:
             data = self._sock_recv(_RECV_BYTES)
         except BlockingIOError:

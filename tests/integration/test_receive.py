@@ -9,6 +9,7 @@ which is only true when the broker got a PUBACK for every message.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector.agent import Agent
-from collector.mqttio import BufferedClient
+from collector.mqttio import BufferedClient, encode_publish
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import Mosquitto
 
@@ -112,3 +113,62 @@ def test_every_message_is_stored_once_and_acknowledged(
     assert dict(agent.stats.rejections) == {}
     assert agent.stats.messages_received == len(msgs)
     assert _redelivered(mosquitto, client_id, protocol, mqtt_topic_prefix) == 0
+
+
+class _SlowSink:
+    """Stores nothing, slowly: a sink far behind the broker."""
+
+    name = "slow"
+
+    def write(self, _readings: object) -> None:
+        time.sleep(0.01)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_broker_ignoring_receive_maximum_cannot_flood_the_agent(
+    mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
+) -> None:
+    """Mosquitto 2.0.11 sends past the Receive Maximum once PUBACKs flow (#2301).
+
+    A backlog waits in the agent's persistent session; behind a slow sink the agent holds
+    off reading at twice its window, so what it has taken but not stored stays bounded
+    (plus at most one 64 KiB read) instead of growing with the backlog.
+    """
+    window = 50
+    settings = make_settings(
+        mosquitto.url,
+        mqtt_topic_prefix,
+        tmp_path,
+        client_id=f"flood-{mqtt_topic_prefix.replace('/', '-')}",
+        mqtt={"max_inflight": window, "session_expiry_seconds": 300},
+    )
+    first = Agent(settings, sinks=[])
+    first.start()
+    assert first.wait_connected(10)
+    first.stop()  # the session (and its subscription) stays on the broker
+    n = 5_000
+    topic = f"{mqtt_topic_prefix}/greendc/sg1/incomer"
+    t0 = time.time() - 3600
+    msgs = [(topic, {"ts": round(t0 + i * 0.1, 1), "power_w": 1.0}) for i in range(n)]
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    pub.publish(msgs)
+    pub.close()
+    packet = encode_publish(topic.encode(), json.dumps(msgs[-1][1]).encode(), 1, 1, b"")
+    agent = Agent(settings, sinks=[_SlowSink()])  # type: ignore[list-item]
+    agent.start()
+    try:
+        most = 0
+        deadline = time.monotonic() + 90
+        while agent.stats.messages_received < n and time.monotonic() < deadline:
+            most = max(most, agent._taken - agent._settled)
+            time.sleep(0.005)
+        assert agent.stats.messages_received == n
+        # twice the window, plus what one 64 KiB read can hold of these packets
+        assert most <= 2 * window + 65536 // len(packet) + 1, most
+        client = agent._client
+        assert isinstance(client, BufferedClient)
+        assert client.held > 0  # the broker did over-send, and the agent held off
+    finally:
+        agent.stop()

@@ -236,3 +236,17 @@ def test_any_stream_in_any_chunking_delivers_exactly_what_was_published(
         assert h.got == expected
     finally:
         h.close()
+
+
+def test_a_hold_leaves_the_bytes_in_the_socket_until_it_lifts() -> None:
+    holding = [True]
+    h = Harness()
+    h.client._hold = lambda: holding[0]
+    try:
+        assert h.feed(publish("a", b"1")) == MQTTErrorCode.MQTT_ERR_AGAIN
+        assert h.got == [] and h.client.held == 1
+        holding[0] = False
+        assert h.client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert h.got == [("a", b"1", 0, 0)]
+    finally:
+        h.close()
