@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,19 @@ def test_a_campus_of_many_meters_and_a_repeated_name_is_reported_once() -> None:
     data["sites"][0]["meters"] = [*meters, {"name": "rack7", "role": "cooling"}]
     (msg,) = problems(data)
     assert "meter names must be unique; repeated: rack7" in msg
+
+
+def test_a_json_config_loads_the_same_settings_as_its_yaml(tmp_path: Path) -> None:
+    data = example_data()
+    as_yaml, as_json = tmp_path / "c.yaml", tmp_path / "c.json"
+    as_yaml.write_text(yaml.safe_dump(data))
+    as_json.write_text(json.dumps(data))
+    assert load_config(as_json, env={}) == load_config(as_yaml, env={})
+    # Flow-style YAML also starts with "{" but is not JSON: it still loads as YAML.
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{" + yaml.safe_dump(data, default_flow_style=True).strip()[1:])
+    assert load_config(flow, env={}) == load_config(as_yaml, env={})
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"sites": [}')
+    with pytest.raises(ConfigError, match="not valid YAML at line 1"):
+        load_config(broken, env={})
