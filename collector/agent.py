@@ -120,7 +120,7 @@ class Agent:
         # Messages taken but not yet acknowledged. Mosquitto 2.0.11 stops honouring our Receive
         # Maximum once acknowledgements flow (eclipse-mosquitto/mosquitto#2301), so a slow sink
         # would make memory grow; past twice the window the buffered reader holds off instead.
-        self._taken = 0  # network thread only
+        self._taken = 0  # tokens handed to the pipeline (network thread only)
         self._settled = 0
         self._settled_lock = threading.Lock()
         self._hold_at = 2 * settings.mqtt.max_inflight
@@ -318,7 +318,8 @@ class Agent:
         self._on_publish(client, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
     def _too_many_unacknowledged(self) -> bool:
-        return self._taken - self._settled >= self._hold_at
+        # Only once subscribed: CONNACK and SUBACK must always be read.
+        return self._connected.is_set() and self._taken - self._settled >= self._hold_at
 
     def _on_publish(
         self, client: mqtt.Client, topic: str, payload: bytes, mid: int, qos: int
@@ -326,13 +327,18 @@ class Agent:
         token = None
         if self._manual_ack and qos > 0:
             token = (self._generation, client, mid, qos)
-            self._taken += 1
         if self._dead_letter is not None and topic.startswith(self._dead_letter):
             # Our own dead letters, when the operator put them under a subscribed filter.
             if token is not None:
-                self.pipeline.add([], token)
+                self._hand_over([], token)
             return
         self.handle(topic, payload, token)
+
+    def _hand_over(self, readings: list[Reading], token: object | None) -> None:
+        """Give readings (and the message to acknowledge once they are stored) to the sinks."""
+        self.pipeline.add(readings, token)
+        if token is not None:
+            self._taken += 1  # counted once handed over, so a failure before cannot leak it
 
     def _acknowledge(self, tokens: list[object]) -> None:
         """PUBACK messages whose readings every sink now holds durably (or that were rejected).
@@ -392,7 +398,7 @@ class Agent:
         if readings or token is not None:
             # A fully rejected message is acknowledged with the next batch: its rejection is
             # final (counted, dead-lettered) and must not be redelivered forever.
-            self.pipeline.add(readings, token)
+            self._hand_over(readings, token)
         if rejections:
             self._rejected(topic, payload, rejections, now)
         return readings

@@ -159,6 +159,9 @@ class BufferedClient(mqtt.Client):
         v5 = self._protocol == mqtt.MQTTv5
         deliver = self._deliver
         fast = 0
+        # Without manual acks, paho acknowledges a QoS 1 message once it is handed over;
+        # so do we, for all of this read at once.
+        receipts: list[int] | None = None if self._manual_ack else []
         try:
             while n - pos >= 2:
                 header = rx[pos]
@@ -209,6 +212,9 @@ class BufferedClient(mqtt.Client):
                         # Never let one message stop the receive loop. Unacknowledged, a
                         # QoS 1 message is redelivered on the next session.
                         log.exception("handling a message on %r failed", topic)
+                    else:
+                        if qos and receipts is not None:
+                            receipts.append(mid)
                     continue
                 rc = self._paho_handle(header, length, rx[i:end])
                 pos = end
@@ -223,6 +229,8 @@ class BufferedClient(mqtt.Client):
             self.published_fast += fast
             if self._sock is sock:
                 del rx[:pos]
+                if receipts:
+                    self.ack_many(receipts)
             else:
                 rx.clear()
 

@@ -345,8 +345,9 @@ class Pipeline:
         self._fan_out(batch)
 
     def _fan_out(self, batch: Batch) -> None:
-        if not self.workers:
-            batch.settle()
+        if not self.workers:  # nothing to store in: settled as it is
+            if batch.on_settled is not None and batch.tokens:
+                batch.on_settled(batch.tokens)
             return
         if not batch.readings:  # only tokens: nothing to store, acknowledge at once
             for _ in self.workers:

@@ -74,12 +74,23 @@ def _redelivered(broker: Mosquitto, client_id: str, protocol: str, prefix: str) 
 
 
 @pytest.mark.parametrize(
-    ("receive", "protocol"), [("buffered", "5"), ("buffered", "3.1.1"), ("paho", "5")]
+    ("receive", "protocol", "ack"),
+    [
+        ("buffered", "5", "durable"),
+        ("buffered", "3.1.1", "durable"),
+        ("buffered", "5", "receipt"),
+        ("paho", "5", "durable"),
+    ],
 )
 def test_every_message_is_stored_once_and_acknowledged(
-    receive: str, protocol: str, mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
+    receive: str,
+    protocol: str,
+    ack: str,
+    mosquitto: Mosquitto,
+    mqtt_topic_prefix: str,
+    tmp_path: Path,
 ) -> None:
-    client_id = f"recv-{receive}-{protocol}-{mqtt_topic_prefix.replace('/', '-')}"
+    client_id = f"recv-{receive}-{protocol}-{ack}-{mqtt_topic_prefix.replace('/', '-')}"
     settings = make_settings(
         mosquitto.url,
         mqtt_topic_prefix,
@@ -90,6 +101,7 @@ def test_every_message_is_stored_once_and_acknowledged(
             "protocol": protocol,
             "max_inflight": 50,  # far below the burst: missing acks would stall it
             "session_expiry_seconds": 300,
+            "ack": ack,  # receipt: acknowledged on arrival (by the reader, not the sinks)
         },
     )
     msgs, n = _messages(mqtt_topic_prefix, time.time() - 600)

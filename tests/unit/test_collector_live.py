@@ -119,3 +119,43 @@ def test_live_ppue_per_zone_reaches_the_exporter(tmp_path: Path) -> None:
         for s in fam.samples
     }
     assert values[("hall-1", "5m")] == pytest.approx(1.5)
+
+
+class _FakeClient:
+    """Records acknowledgements (stands in for paho's Client; no broker involved)."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked.append(mid)
+
+
+def test_unacknowledged_count_follows_hand_over_and_settlement(tmp_path: Path) -> None:
+    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path, mqtt={"max_inflight": 2})
+    agent = Agent(settings, sinks=[])
+    client = _FakeClient()
+    body = json.dumps({"power_w": 1.0}).encode()
+    agent._connected.set()  # as after SUBACK
+
+    def broken(_readings: object) -> None:
+        raise RuntimeError("observer bug")
+
+    agent.add_observer(broken)
+    for mid in (1, 2, 3, 4):
+        with pytest.raises(RuntimeError):
+            agent._on_publish(client, "p/greendc/sg1/incomer", body, mid, 1)  # type: ignore[arg-type]
+    # Never handed over, so never counted: a failing message cannot hold the reader forever.
+    assert agent._taken == 0
+    assert not agent._too_many_unacknowledged()
+    agent._observers.clear()
+    for mid in (5, 6, 7, 8):
+        agent._on_publish(client, "p/greendc/sg1/incomer", body, mid, 1)  # type: ignore[arg-type]
+    # No sinks: each message is settled, and acknowledged, as it is handed over.
+    assert (agent._taken, agent._settled) == (4, 4)
+    assert client.acked == [5, 6, 7, 8]
+    assert not agent._too_many_unacknowledged()
+    agent._taken += 4  # four more taken and not yet stored: 2 x max_inflight
+    assert agent._too_many_unacknowledged()
+    agent._connected.clear()
+    assert not agent._too_many_unacknowledged()  # never while (re)connecting
