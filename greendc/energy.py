@@ -333,7 +333,10 @@ class EnergyRing:
     sign feeds one ring, and memory grows with the number of such groups, not meters
     (100,000 meters with per-meter rings of a day of minutes took 3.5 GB). Each step's energy
     is spread over the intervals it spans in proportion to time, as in
-    :func:`interval_series`; an interval older than ``capacity`` is overwritten.
+    :func:`interval_series`. The ring holds the ``capacity`` intervals up to the newest one
+    any of its meters reached: a newer interval takes the slot of one ``capacity`` older, and
+    energy of an interval older than the ring holds is not kept (a lagging meter's backlog
+    cannot wipe what the others counted).
     """
 
     __slots__ = ("_amount", "_index", "capacity", "interval_seconds")
@@ -355,7 +358,10 @@ class EnergyRing:
         k_last = math.ceil(t1 / step) - 1
         if k == k_last:  # nearly every step: inside one interval
             slot = k % cap
-            if index[slot] != k:
+            held = index[slot]
+            if held != k:
+                if held > k:
+                    return  # older than the ring holds (another meter is ahead): no window
                 index[slot] = k
                 amount[slot] = 0.0
             amount[slot] += e
@@ -368,10 +374,13 @@ class EnergyRing:
             hi = min(t1, (k + 1) * step)
             if hi > lo:
                 slot = k % cap
-                if index[slot] != k:
+                held = index[slot]
+                if held != k and held < k:
                     index[slot] = k
                     amount[slot] = 0.0
-                amount[slot] += e * (hi - lo) / dt
+                    held = k
+                if held == k:
+                    amount[slot] += e * (hi - lo) / dt
             k += 1
 
     def amounts(self, start_s: int, end_s: int) -> FloatArray:

@@ -143,7 +143,11 @@ class LiveKPIs:
         for site in self._sites:
             factors.zone(site.grid_zone)  # fail at start, not at the first scrape
         self._factors = factors
-        self._capacity = max(self._windows) // self._interval + 1
+        # The longest window, the current interval, and as far ahead as a meter's clock may
+        # run (validation.max_future_seconds): a meter ahead of the others must not push the
+        # start of the longest window out of its group's ring.
+        ahead = math.ceil(settings.validation.max_future_seconds / self._interval)
+        self._capacity = max(self._windows) // self._interval + 1 + ahead
         self._horizon_s = float(self._capacity * self._interval)
         self._max_gap_s = kpi.max_gap_seconds
         self._ignored = 0

@@ -231,3 +231,11 @@ def test_covered_seconds_counts_only_the_window() -> None:
     assert covered_seconds(runs, 60, 300) == pytest.approx(40 + 150)
     assert covered_seconds(runs, 100, 150) == 0.0
     assert covered_seconds([], 0, 60) == 0.0
+
+
+def test_energy_older_than_the_ring_holds_is_not_kept() -> None:
+    ring = EnergyRing(60, capacity=3)
+    ring.spread(600.0, 660.0, 5.0)  # interval 10
+    ring.spread(420.0, 480.0, 7.0)  # interval 7 would take interval 10's slot: dropped
+    ring.spread(380.0, 500.0, 12.0)  # spans 6-8: only the part in interval 8 is kept
+    assert ring.amounts(480, 660) == pytest.approx([2.0, 0.0, 5.0])

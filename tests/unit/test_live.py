@@ -139,10 +139,11 @@ def test_memory_is_bounded_to_the_longest_window() -> None:
     snap = live.snapshot(T0 + 7200)
     hour = snap.kpis["s1"][3600].inputs["E_IT"]
     # The last hour holds exactly one hour of energy, fully covered; the hour before it is
-    # gone from the ring (61 intervals: the longest window plus the current one).
+    # gone from the ring (66 intervals: the longest window, the current one, and 5 minutes
+    # for a meter whose clock runs ahead, validation.max_future_seconds).
     assert hour.value == pytest.approx(600.0)
     assert hour.coverage == pytest.approx(1.0)
-    assert {r.capacity for rings in live._rings.values() for r in rings.values()} == {61}
+    assert {r.capacity for rings in live._rings.values() for r in rings.values()} == {66}
     assert snap.energy_totals_wh[("s1", "it")] == pytest.approx(1200.0)
     # One covered run, however long the meter has been reporting.
     assert live._meters[("s1", "ups")].runs == [[T0, T0 + 7200]]
@@ -236,3 +237,74 @@ def test_bad_settings_fail_at_construction() -> None:
         LiveKPIs(make_settings(windows=[90]))
     with pytest.raises(KPIError, match="'ZZ'"):
         LiveKPIs(make_settings(zone="ZZ"))
+
+
+def _two_it_meters(windows: list[int]) -> Settings:
+    return parse_config(
+        {
+            "kpi": {
+                "interval_seconds": 60,
+                "max_gap_seconds": 300,
+                "min_coverage": 0.0,
+                "windows_seconds": windows,
+            },
+            "sites": [
+                {
+                    "name": "s1",
+                    "grid_zone": "SG",
+                    "installed_it_kw": 100,
+                    "pue_category": 1,
+                    "meters": [
+                        {"name": "inc", "role": "facility"},
+                        {"name": "ups1", "role": "it", "point": "ups_output"},
+                        {"name": "ups2", "role": "it", "point": "ups_output"},
+                    ],
+                }
+            ],
+        },
+        env={},
+    )
+
+
+@pytest.mark.parametrize(
+    ("windows", "ups2_offset_s"),
+    [
+        ([300], -360),  # ups2's gateway replays a backlog six minutes behind
+        ([300, 86400], -86520),  # ...or a day and two minutes behind
+        ([300], 180),  # ups2's clock runs three minutes ahead (within max_future_seconds)
+    ],
+)
+def test_a_meter_behind_or_ahead_of_its_group_leaves_the_others_exact(
+    windows: list[int], ups2_offset_s: int
+) -> None:
+    """Meters of one role share a ring; one out of step must not wipe or shift the rest."""
+    s = _two_it_meters(windows)
+    live = LiveKPIs(s)
+    samples: dict[str, list[tuple[int, float]]] = {"inc": [], "ups1": [], "ups2": []}
+    for t in range(T0, T0 + 601, 10):
+        for meter, ts, watts in (
+            ("inc", t, 2000.0),
+            ("ups1", t, 1000.0),
+            ("ups2", t + ups2_offset_s, 500.0),
+        ):
+            live.add(reading(meter, ts, power_w=watts))
+            samples[meter].append((ts, watts))
+    end = T0 + 600
+    batch = {
+        m: interval_series(
+            [t for t, _ in v],
+            None,
+            [w for _, w in v],
+            interval_seconds=60,
+            max_gap_seconds=300,
+            start_s=end - 300,
+            end_s=end,
+        )
+        for m, v in samples.items()
+    }
+    want = site_kpis(s.sites[0], batch, Window(end - 300, end), load_factors(), 0.0)
+    got = live.snapshot(end).kpis["s1"][300]
+    for name in ("E_IT", "E_DC"):
+        assert got.inputs[name].value == pytest.approx(want.inputs[name].value, rel=1e-9)
+        assert got.inputs[name].coverage == pytest.approx(want.inputs[name].coverage)
+    assert got.kpis["pue"].value == pytest.approx(want.kpis["pue"].value, rel=1e-9)
