@@ -3,8 +3,9 @@
 Per configured meter :class:`LiveKPIs` keeps only its last sample and the runs of time its
 steps covered; each step's energy (:func:`greendc.energy.step_energy`, the batch rules) goes
 into one :class:`~greendc.energy.EnergyRing` per site, role, zone and sign, holding just
-enough intervals for the longest window. Memory and snapshot time therefore grow with the
-number of such groups, plus a few hundred bytes per meter: 100,000 meters with a ring each
+enough intervals for the longest window (and a meter clock running ahead). Memory and
+snapshot time therefore grow with the number of such groups, plus a few hundred bytes per
+meter: 100,000 meters with a ring each
 took 3.5 GB and a 10 s snapshot. :meth:`LiveKPIs.snapshot` runs the same
 :func:`greendc.kpi.site_kpis` as the monthly report, through :class:`greendc.kpi.RoleSums`,
 so a live PUE and a reported PUE cannot disagree on method (tested equal).
@@ -119,9 +120,10 @@ class LiveKPIs:
     """Rolling-window KPIs per site, from every accepted reading.
 
     Not thread-safe: the collector holds one lock around :meth:`add` and :meth:`snapshot`.
-    Memory is bounded: one ring of ``longest window / interval + 1`` intervals per site, role,
-    zone and sign, and per configured meter its last sample and covered runs (older than the
-    longest window dropped); readings of meters not in the configuration are ignored.
+    Memory is bounded: one ring of ``(longest window + max_future_seconds) / interval + 1``
+    intervals per site, role, zone and sign, and per configured meter its last sample and
+    covered runs (older than the longest window dropped); readings of meters not in the
+    configuration are ignored.
     """
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
