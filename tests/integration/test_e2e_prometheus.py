@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from exporters.rules import fleet_pue_record, pue_record, write_rules
+from tests import helpers
 from tests.helpers import make_settings, site_config, wait_until
 from tests.integration.e2e_support import Ticker, batch, publisher, running_collector, scrape
 from tests.servers import Mosquitto, Prometheus, PrometheusFactory
@@ -48,17 +49,7 @@ SITES: list[dict[str, Any]] = [
             {"name": "probe", "role": "other_overhead", "expiry_seconds": 2},
         ],
     ),
-    site_config(
-        "jhr1",
-        timezone="Asia/Kuala_Lumpur",
-        grid_zone="MY-PEN",
-        installed_it_kw=200,
-        pue_category=2,
-        meters=[
-            {"name": "incomer", "role": "facility"},
-            {"name": "pdu-a", "role": "it", "point": "pdu_output"},
-        ],
-    ),
+    helpers.SITES[1],  # jhr1, as in every other test
 ]
 CONFIGURED_METERS = sum(len(s["meters"]) for s in SITES)
 HISTORY_SECONDS = 1200  # > the 15 min KPI window, so the collector's PUE is not withheld
