@@ -321,6 +321,8 @@ class Decoder:
         meter_key = meter_path[0] if len(meter_path) == 1 else None
         values = c.values
         plain = c.plain_values
+        ts_path = c.ts_path
+        ts_key = ts_path[0] if len(ts_path) == 1 else None
         for item in items:
             if type(item) is not dict:
                 rejections.append(
@@ -369,7 +371,7 @@ class Decoder:
                     bad = ("negative_counter", f"{site}/{meter}: {field}={value}")
                     break
                 if factor == 1.0:
-                    fields[field] = float(value)
+                    fields[field] = value if vt is float else float(value)
                 else:
                     converted = value * factor
                     if converted - converted != 0.0:  # e.g. 1e305 MW is beyond float range in W
@@ -382,15 +384,14 @@ class Decoder:
             if not fields:
                 rejections.append(("no_values", f"{site}/{meter}: none of the mapped values"))
                 continue
-            ts_path = c.ts_path
-            if not ts_path:
-                raw_ts = None
-            elif len(ts_path) == 1:
-                raw_ts = item.get(ts_path[0])
-            else:
+            if ts_key is not None:
+                raw_ts = get(ts_key)
+            elif ts_path:
                 raw_ts = _get(item, ts_path)
-            if raw_ts is None and outer is not None and c.ts_path:
-                raw_ts = _get(outer, c.ts_path)
+            else:
+                raw_ts = None
+            if raw_ts is None and outer is not None and ts_path:
+                raw_ts = _get(outer, ts_path)
             if raw_ts is None:
                 if c.mapping.timestamp_required:
                     rejections.append(("bad_timestamp", f"{site}/{meter}: no timestamp"))
