@@ -17,7 +17,7 @@ from collector.agent import Agent
 from greendc.config import Settings
 from greendc.factors import FactorTable, load_factors
 from greendc.live import LiveKPIs, LiveSnapshot
-from greendc.model import Reading, Role
+from greendc.model import Role
 from greendc.snapshot import LiveKPI, SiteLive
 
 _CACHE_SECONDS = 5.0
@@ -33,11 +33,6 @@ class LiveSites:
         self._settings = settings
         self._high_water: dict[tuple[str, str], float] = {}
         self._cached: tuple[float, int, tuple[SiteLive, ...]] | None = None
-
-    def observe(self, readings: list[Reading]) -> None:
-        """Account accepted readings (called under the agent's lock)."""
-        # Unconfigured meters are in no KPI (LiveKPIs skips them); the agent has their power.
-        self.kpis.add_many(readings)
 
     def _monotonic(self, key: tuple[str, str], value: float) -> float:
         prev = self._high_water.get(key, 0.0)
@@ -106,6 +101,7 @@ class LiveSites:
 def attach_live(agent: Agent, settings: Settings) -> LiveSites:
     """Wire live KPIs into an agent: every accepted batch feeds them, scrapes read them."""
     live = LiveSites(settings)
-    agent.add_observer(live.observe)
+    # Unconfigured meters are in no KPI (LiveKPIs skips them); the agent has their power.
+    agent.add_observer(live.kpis.add_many)
     agent.set_site_live(live.sites)
     return live
