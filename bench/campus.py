@@ -43,14 +43,10 @@ def measure(n: int) -> dict[str, float]:
     from greendc.live import LiveKPIs
     from greendc.model import Reading
 
-    meters = [
-        {"name": f"m{i:06d}", "role": "facility"}
-        if i == 0
-        else {"name": f"m{i:06d}", "role": "cooling"}
-        if i < 10
-        else {"name": f"m{i:06d}", "role": "it", "point": "ups_output"}
-        for i in range(n)
-    ]
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import bench_meters  # the side-by-side bench's site: the same meters
+
+    meters = bench_meters(n)
     doc = {
         "sites": [
             {
