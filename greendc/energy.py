@@ -375,7 +375,7 @@ class EnergyRing:
             if hi > lo:
                 slot = k % cap
                 held = index[slot]
-                if held != k and held < k:
+                if held < k:
                     index[slot] = k
                     amount[slot] = 0.0
                     held = k
