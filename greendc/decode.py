@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -78,6 +78,7 @@ class _Compiled:
     # (field, key or path, factor, is a counter): a key (str) when the path is one segment
     values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
     plain_values: bool  # every value's path is one key deep (the common case)
+    fast: _FastItems | None  # the straight-line path for plain mappings (see _fast_items)
 
 
 def _compile(m: TopicMapping) -> _Compiled:
@@ -92,6 +93,13 @@ def _compile(m: TopicMapping) -> _Compiled:
         )
         for v in m.values
     )
+    plain_values = all(type(v[1]) is str for v in values)
+    meter_path = _compile_path(m.meter_path)
+    ts_path = _compile_path(m.timestamp_path)
+    fast = None
+    meter_in_topic = "{meter}" in segs
+    if plain_values and (meter_in_topic or len(meter_path) == 1) and len(ts_path) <= 1:
+        fast = _fast_items(meter_in_topic, meter_path, ts_path, values)
     return _Compiled(
         mapping=m,
         segments=segs[:-1] if multi else segs,
@@ -99,11 +107,107 @@ def _compile(m: TopicMapping) -> _Compiled:
         meter_index=segs.index("{meter}") if "{meter}" in segs else None,
         multi_level=multi,
         items_path=_compile_path(m.items_path),
-        meter_path=_compile_path(m.meter_path),
-        ts_path=_compile_path(m.timestamp_path),
+        meter_path=meter_path,
+        ts_path=ts_path,
         values=values,
-        plain_values=all(type(v[1]) is str for v in values),
+        plain_values=plain_values,
+        fast=fast,
     )
+
+
+# The fast path's signature: (items, site, topic meter, the site's roles, timestamp of an
+# item without one or None, lo, hi, readings, rejections, general, general's arguments).
+_FastItems = Callable[..., None]
+# Timestamps the fast path takes as Unix seconds without further checks; anything else
+# (milliseconds, text, out of range) goes to the general path.
+_FAST_TS_MAX = 1e10
+
+
+def _fast_items(
+    meter_in_topic: bool,
+    meter_path: tuple[str | int, ...],
+    ts_path: tuple[str | int, ...],
+    values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...],
+) -> _FastItems:
+    """A decoder loop written out for one mapping whose paths are each one key deep.
+
+    The general loop in :meth:`Decoder._general_items` interprets the mapping for every
+    item: a loop over its values with a tuple to unpack, a factor and a counter flag to test
+    each time. For gateway batches that interpretation was a third of the decoder's time, so
+    for the common mappings this writes the loop out once, at start-up, with the keys,
+    factors and counter checks as constants (as :mod:`dataclasses` writes ``__init__``).
+    It takes only items that are wholly valid and already known; every other item goes to
+    the general loop, which decides its reading or rejection, so both paths give the same
+    result for every input (tested with hypothesis).
+    """
+    lines = [
+        "def fast(items, site, meter, roles, default_ts, lo, hi, readings, rejections,"
+        " general, args):",
+        "    append = readings.append",
+        "    role = roles.get(meter) if meter is not None else None",
+        "    for item in items:",
+    ]
+    if meter_in_topic:
+        lines += [
+            "        if role is None or type(item) is not dict:",
+            "            general(*args, (item,), readings, rejections)",
+            "            continue",
+        ]
+    else:
+        # Not a dict, no meter, a meter that is not text or not known (yet): a TypeError
+        # or KeyError, and the general path decides. Roles are keyed by text only.
+        lines += [
+            "        try:",
+            f"            meter = item[{meter_path[0]!r}]",
+            "            role = roles[meter]",
+            "        except (KeyError, TypeError):",
+            "            general(*args, (item,), readings, rejections)",
+            "            continue",
+        ]
+    lines.append(f"        ts = item.get({ts_path[0]!r})" if ts_path else "        ts = None")
+    lines += [
+        "        if ts is None:",
+        "            ts = default_ts",
+        "        if type(ts) is int and lo <= ts <= hi:",
+        "            ts_ms = ts * 1000",
+        "        elif type(ts) is float and lo <= ts <= hi:",
+        "            ts_ms = round(ts * 1000)",
+        "        else:",
+        "            general(*args, (item,), readings, rejections)",
+        "            continue",
+        "        fields = {}",
+    ]
+    for field, key, factor, counter in values:
+        bad = "v - v != 0.0 or v < 0.0" if counter else "v - v != 0.0"
+        lines += [
+            f"        v = item.get({key!r})",
+            "        if v is not None:",
+            "            if type(v) is not float:",
+            "                if type(v) is not int:",
+            "                    general(*args, (item,), readings, rejections)",
+            "                    continue",
+            "                v = float(v)",
+            f"            if {bad}:",
+            "                general(*args, (item,), readings, rejections)",
+            "                continue",
+        ]
+        if factor != 1.0:
+            lines += [
+                f"            v = v * {factor!r}",
+                "            if v - v != 0.0:",
+                "                general(*args, (item,), readings, rejections)",
+                "                continue",
+            ]
+        lines.append(f"            fields[{field!r}] = v")
+    lines += [
+        "        if not fields:",
+        "            general(*args, (item,), readings, rejections)",
+        "            continue",
+        "        append(new(Reading, (site, meter, role, ts_ms, fields)))",
+    ]
+    namespace: dict[str, Any] = {"new": tuple.__new__, "Reading": Reading}
+    exec(compile("\n".join(lines), "<greendc.decode fast path>", "exec"), namespace)
+    return cast(_FastItems, namespace["fast"])
 
 
 def parse_timestamp(value: Any) -> float:
@@ -137,8 +241,11 @@ class Decoder:
     Keeps two bounded caches (topic matches, accepted unknown meters); otherwise pure.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fast_path: bool = True) -> None:
+        """``fast_path=False`` interprets every mapping item by item (the reference path)."""
         self._mappings = [_compile(m) for m in settings.mappings]
+        if not fast_path:
+            self._mappings = [replace(c, fast=None) for c in self._mappings]
         v = settings.validation
         self._max_payload = v.max_payload_bytes
         self._max_items = v.max_readings_per_message
@@ -308,12 +415,47 @@ class Decoder:
         c: _Compiled,
         site: str,
         topic_meter: str | None,
-        items: Iterable[Any],
+        items: list[Any],
         outer: dict[str, Any] | None,
         now_s: float,
     ) -> tuple[list[Reading], list[Rejection]]:
         readings: list[Reading] = []
         rejections: list[Rejection] = []
+        if c.fast is None:
+            self._general_items(c, site, topic_meter, outer, now_s, items, readings, rejections)
+            return readings, rejections
+        default_ts = None
+        if outer is not None and c.ts_path:
+            default_ts = _get(outer, c.ts_path)
+        if default_ts is None and not c.mapping.timestamp_required:
+            default_ts = now_s
+        c.fast(
+            items,
+            site,
+            topic_meter,
+            self._site_roles[site],
+            default_ts,
+            max(0.0, now_s - self._max_past_s),
+            min(_FAST_TS_MAX, now_s + self._max_future_s),
+            readings,
+            rejections,
+            self._general_items,
+            (c, site, topic_meter, outer, now_s),
+        )
+        return readings, rejections
+
+    def _general_items(
+        self,
+        c: _Compiled,
+        site: str,
+        topic_meter: str | None,
+        outer: dict[str, Any] | None,
+        now_s: float,
+        items: Iterable[Any],
+        readings: list[Reading],
+        rejections: list[Rejection],
+    ) -> None:
+        """Judge each item by interpreting the mapping; append its reading or rejection."""
         lo = now_s - self._max_past_s
         hi = now_s + self._max_future_s
         roles = self._site_roles.get(site, {})
@@ -428,4 +570,3 @@ class Decoder:
                     )
                     continue
             readings.append(_new_reading(Reading, (site, meter, role, round(ts * 1000), fields)))
-        return readings, rejections

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from greendc.catalogue import REJECTION_REASONS
@@ -317,3 +317,105 @@ def test_values_beyond_float_range_after_unit_conversion_are_non_finite(
     readings, rej = dec(decoder, topic, payload)
     assert readings == []
     assert rej == ["non_finite"]
+
+
+_ts_value = st.one_of(
+    st.none(),
+    st.integers(int(NOW) - 8 * 86400, int(NOW) + 400),
+    st.floats(NOW - 8 * 86400, NOW + 400),
+    st.sampled_from([int(NOW * 1000), NOW * 1000, "2025-11-29T00:00:00Z", "2025-11-29", True]),
+    st.floats(),
+    st.integers(),
+)
+_number = st.one_of(
+    st.floats(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, -1, -0.0, 1e306, -1e306, True, "5", None]),
+)
+_valid_number = st.one_of(
+    st.floats(0, 1e6), st.integers(0, 10**6), st.floats(allow_nan=False, allow_infinity=False)
+)
+_valid_ts = st.one_of(
+    st.integers(int(NOW) - 86400, int(NOW)), st.floats(NOW - 86400, NOW + 60), st.none()
+)
+_likely_valid_item = st.fixed_dictionaries(
+    {"meter": st.sampled_from(["ups-1", "incomer", "water"]), "id": st.just("ups-1")},
+    optional={
+        "ts": _valid_ts,
+        "gw_ts": _valid_ts,
+        "power_w": _valid_number,
+        "energy_wh": _valid_number,
+        "temp_c": _valid_number,
+        "kW": _valid_number,
+        "kWh": _valid_number,
+    },
+)
+_item = st.one_of(
+    _likely_valid_item,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "meter": st.one_of(
+                st.sampled_from(["ups-1", "incomer", "water", "ghost", "bad id", ""]),
+                st.integers(),
+                st.lists(st.integers(), max_size=1),
+            ),
+            "id": st.sampled_from(["ups-1", "incomer", "ghost"]),
+            "ts": _ts_value,
+            "gw_ts": _ts_value,
+            "power_w": _number,
+            "energy_wh": _number,
+            "water_l": _number,
+            "temp_c": _number,
+            "kW": _number,
+            "kWh": _number,
+        },
+    ),
+    st.integers(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    topic=st.sampled_from(
+        ["greendc/sg1", "greendc/sg1/ups-1", "greendc/sg1/ghost", "vendor/sg1/gw/1"]
+    ),
+    items=st.lists(_item, max_size=8),
+    outer_ts=_ts_value,
+    single=st.booleans(),
+    accept_unknown=st.booleans(),
+)
+def test_fast_path_decides_every_item_as_the_general_path_does(
+    topic: str, items: list[Any], outer_ts: Any, single: bool, accept_unknown: bool
+) -> None:
+    # The written-out loop of plain mappings must be an optimisation only: same readings,
+    # same rejections (reason and detail), same order, same unknown meters admitted.
+    validation = {"unknown_meters": "accept" if accept_unknown else "reject"}
+    s = make_settings(validation=validation)
+    fast, general = Decoder(s), Decoder(s, fast_path=False)
+    if topic.startswith("vendor"):
+        doc: Any = {"points": items}
+        if outer_ts is not None:
+            doc["gw_ts"] = outer_ts
+    else:
+        doc = items[0] if single and items else items
+    payload = json.dumps(doc).encode()
+    event("readings" if general.decode(topic, payload, NOW)[0] else "no readings")
+    for _ in range(2):  # twice: the second pass sees the meters the first one admitted
+        assert fast.decode(topic, payload, NOW) == general.decode(topic, payload, NOW)
+
+
+def test_fast_path_is_taken_for_plain_mappings_and_gives_exact_values(decoder: Decoder) -> None:
+    payload = (
+        b'{"gw_ts": 1764374000, "points": [{"id": "ups-1", "kW": 2, "kWh": 1.5},'
+        b' {"id": "incomer", "kW": 3.25, "gw_ts": 1764374001.0004}]}'
+    )
+    readings, rejections = decoder.decode("vendor/sg1/gw/1", payload, NOW)
+    assert rejections == []
+    assert [(r.meter, r.role, r.ts_ms, r.fields) for r in readings] == [
+        ("ups-1", "it", 1764374000000, {"power_w": 2000.0, "energy_wh": 1500.0}),
+        ("incomer", "facility", 1764374001000, {"power_w": 3250.0}),
+    ]
+    assert all(type(v) is float for r in readings for v in r.fields.values())
