@@ -89,16 +89,20 @@ class LineEncoder:
                 key = self.series_key(site, meter, role)
             n = len(fields)
             # One or two fields (power, or power + counter) is nearly every reading: format
-            # them without building a list per reading, which halves the cost.
+            # them without building a list per reading, which halves the cost, with an
+            # f-string (one BUILD_STRING, about a third cheaper than '%'), and unpacking the
+            # keys rather than items (no tuple per field).
             if n == 2:
-                (f1, x1), (f2, x2) = fields.items()
+                f1, f2 = fields
+                x1, x2 = fields[f1], fields[f2]
                 if type(x1) is float and type(x2) is float:
-                    append("%s %s=%r,%s=%r %d" % (key, f1, x1, f2, x2, ts_ms))  # noqa: UP031
+                    append(f"{key} {f1}={x1!r},{f2}={x2!r} {ts_ms}")
                     continue
             elif n == 1:
-                ((f1, x1),) = fields.items()
+                (f1,) = fields
+                x1 = fields[f1]
                 if type(x1) is float:
-                    append("%s %s=%r %d" % (key, f1, x1, ts_ms))  # noqa: UP031
+                    append(f"{key} {f1}={x1!r} {ts_ms}")
                     continue
             body = ",".join(
                 [
