@@ -7,6 +7,7 @@ exporters/ and dashboards/, and only lazily inside the command that needs them.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -63,6 +64,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# Young objects allowed before the collector runs a generation-0 collection (CPython: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc_for_streaming() -> None:
+    """Keep CPython's cycle collector off the per-reading path of a long-running agent.
+
+    Every message allocates containers (the parsed items, a reading per item), so with the
+    default threshold of 700 the collector ran every few hundred readings, and readings
+    waiting for their batch survived into the older generations, whose collections walk the
+    whole heap (configuration, modules, live state: tens of thousands of objects that live
+    as long as the process). Measured with py-spy holding the GIL, gateway batches of 50:
+    10.4 µs of CPU per reading with the defaults, 8.1 µs with this. Two changes: what exists
+    after start-up is moved to the permanent generation (:func:`gc.freeze`), and the young
+    generation may hold 50,000 objects; readings freed by reference counting before then
+    are never walked at all. Reference cycles are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_collector(settings: Settings, stop: threading.Event) -> int:
     """Run the agent until ``stop`` is set; flush and disconnect on the way out."""
     from collector.agent import Agent
@@ -75,6 +99,7 @@ def run_collector(settings: Settings, stop: threading.Event) -> int:
         from exporters.prometheus import serve
 
         server = serve(settings.metrics, agent.snapshot, settings.sites)
+    tune_gc_for_streaming()
     log.info("collector %s starting: sinks %s", agent.name, ", ".join(settings.effective_sinks))
     agent.start()
     try:
