@@ -239,3 +239,37 @@ def test_energy_older_than_the_ring_holds_is_not_kept() -> None:
     ring.spread(420.0, 480.0, 7.0)  # interval 7 would take interval 10's slot: dropped
     ring.spread(380.0, 500.0, 12.0)  # spans 6-8: only the part in interval 8 is kept
     assert ring.amounts(480, 660) == pytest.approx([2.0, 0.0, 5.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.floats(0.0, 590.0),  # start
+            st.floats(0.001, 130.0),  # duration: inside one interval or across up to three
+            st.floats(-50.0, 50.0),  # energy (export is negative)
+        ),
+        max_size=40,
+    ),
+    reads=st.lists(st.integers(0, 39), max_size=3),
+)
+def test_a_ring_sums_steps_in_any_order_as_a_plain_sum_does(
+    steps: list[tuple[float, float, float]], reads: list[int]
+) -> None:
+    # Meters sharing a ring step in any interleaving (one lagging, one ahead), and the ring
+    # may be read between steps; with room for every interval, nothing is evicted, so each
+    # interval must hold exactly the time-weighted sum of the steps over it.
+    step = 60
+    ring = EnergyRing(step, capacity=13)  # intervals 0..12 cover every step
+    expected = np.zeros(13)
+    for i, (t0, duration, e) in enumerate(steps):
+        t1 = t0 + duration
+        dt = t1 - t0  # as the ring sees it
+        ring.spread(t0, t1, e)
+        for k in range(13):
+            overlap = min(t1, (k + 1) * step) - max(t0, k * step)
+            if overlap > 0:
+                expected[k] += e * overlap / dt
+        if i in reads:
+            assert ring.amounts(0, 780) == pytest.approx(expected, abs=1e-9)
+    assert ring.amounts(0, 780) == pytest.approx(expected, abs=1e-9)
