@@ -217,6 +217,8 @@ class InfluxV2Settings(_Frozen):
     token: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
     verify_ssl: bool = True
+    # A large batch is written as up to this many requests at once (see collector/sinks.py).
+    parallel_requests: int = Field(default=2, ge=1, le=16)
 
     @model_validator(mode="after")
     def _token(self) -> InfluxV2Settings:
@@ -237,6 +239,8 @@ class InfluxV1Settings(_Frozen):
     username: str | None = None
     password: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
+    # A large batch is written as up to this many requests at once (see collector/sinks.py).
+    parallel_requests: int = Field(default=2, ge=1, le=16)
 
 
 class EmbeddedSettings(_Frozen):

@@ -1,0 +1,101 @@
+"""How an InfluxDB sink splits a large batch into requests in flight at once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from collector.sinks import MIN_READINGS_PER_REQUEST, ParallelWrites
+from greendc._errors import SinkError, SinkUnavailable
+from greendc.lineproto import LineEncoder, parse_line
+from greendc.model import Reading
+
+
+def readings(n: int) -> list[Reading]:
+    return [
+        Reading("sg1", f"m{i % 7}", "it", 1_764_374_400_000 + i, {"power_w": i + 0.5})
+        for i in range(n)
+    ]
+
+
+class Recorder:
+    """A post() that keeps every body, can fail chosen parts, and sees overlap."""
+
+    def __init__(self, fail: dict[int, Exception] | None = None) -> None:
+        self.bodies: list[str] = []
+        self.fail = fail or {}
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, body: str) -> None:
+        with self._lock:
+            self.bodies.append(body)
+            self.threads.add(threading.current_thread().name)
+        first_ts = parse_line(body.split("\n", 1)[0])[3]
+        part = (first_ts - 1_764_374_400_000) // 1000  # parts of 1000 in these tests
+        if part in self.fail:
+            raise self.fail[part]
+
+
+def stored(rec: Recorder) -> list[int]:
+    return sorted(parse_line(line)[3] for body in rec.bodies for line in body.split("\n"))
+
+
+def test_a_small_batch_is_one_request_from_the_worker_thread() -> None:
+    rec = Recorder()
+    writes = ParallelWrites("t", 4, LineEncoder(), rec)
+    batch = readings(MIN_READINGS_PER_REQUEST + 1)
+    writes.write(batch)
+    writes.close()
+    assert len(rec.bodies) == 1
+    assert rec.threads == {threading.current_thread().name}
+    assert stored(rec) == [r.ts_ms for r in batch]
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "parts"), [(2, 4000, 2), (3, 4000, 3), (4, 2500, 2), (1, 9000, 1)]
+)
+def test_a_large_batch_is_split_and_every_reading_is_posted_once(
+    n: int, size: int, parts: int
+) -> None:
+    rec = Recorder()
+    writes = ParallelWrites("t", n, LineEncoder(), rec)
+    batch = readings(size)
+    writes.write(batch)
+    writes.close()
+    assert len(rec.bodies) == parts
+    assert stored(rec) == [r.ts_ms for r in batch]
+    if parts > 1:  # the first parts went to helper threads
+        assert len(rec.threads) >= 2
+
+
+def test_any_failed_part_fails_the_batch_after_every_part_has_ended() -> None:
+    rec = Recorder(fail={0: SinkError("t", "HTTP 400 refused")})
+    writes = ParallelWrites("t", 2, LineEncoder(), rec)
+    with pytest.raises(SinkError, match="400"):
+        writes.write(readings(2000))
+    writes.close()
+    assert len(rec.bodies) == 2  # the other part was still written (rewriting it is harmless)
+
+
+@pytest.mark.parametrize("outage_part", [0, 2])  # in a helper thread, or the worker's own
+def test_an_outage_wins_over_a_refusal_so_the_batch_is_retried(outage_part: int) -> None:
+    fail: dict[int, Exception] = {
+        0: SinkError("t", "HTTP 400 refused"),
+        2: SinkError("t", "HTTP 400 refused"),
+    }
+    fail[outage_part] = SinkUnavailable("t", "connection refused")
+    rec = Recorder(fail=fail)
+    writes = ParallelWrites("t", 3, LineEncoder(), rec)
+    with pytest.raises(SinkUnavailable, match="connection refused"):
+        writes.write(readings(3000))
+    writes.close()
+
+
+def test_an_unexpected_error_in_a_helper_thread_reaches_the_worker() -> None:
+    rec = Recorder(fail={0: RuntimeError("client bug")})
+    writes = ParallelWrites("t", 2, LineEncoder(), rec)
+    with pytest.raises(RuntimeError, match="client bug"):
+        writes.write(readings(2000))
+    writes.close()
