@@ -98,7 +98,10 @@ def _compile(m: TopicMapping) -> _Compiled:
     ts_path = _compile_path(m.timestamp_path)
     fast = None
     meter_in_topic = "{meter}" in segs
-    if plain_values and (meter_in_topic or len(meter_path) == 1) and len(ts_path) <= 1:
+    # A meter key that is text: item[key] then raises for anything but an object (a list
+    # indexed by a number would not), which is how the fast path hands such items over.
+    meter_key_ok = meter_in_topic or (len(meter_path) == 1 and type(meter_path[0]) is str)
+    if plain_values and meter_key_ok and len(ts_path) <= 1:
         fast = _fast_items(meter_in_topic, meter_path, ts_path, values)
     return _Compiled(
         mapping=m,

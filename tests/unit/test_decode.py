@@ -419,3 +419,17 @@ def test_fast_path_is_taken_for_plain_mappings_and_gives_exact_values(decoder: D
         ("incomer", "facility", 1764374001000, {"power_w": 3250.0}),
     ]
     assert all(type(v) is float for r in readings for v in r.fields.values())
+
+
+def test_a_numbered_meter_path_keeps_non_objects_on_the_general_path() -> None:
+    # meter_path "0" reads item[0]: a list item would index, not fail, so such mappings
+    # are not written out and non-objects get their own rejection, not the whole message's.
+    s = make_settings(mappings=[{"topic": "idx/{site}", "meter_path": "0"}])
+    payload = json.dumps([["incomer"], [], {"power_w": 1.0}]).encode()
+    fast, general = Decoder(s), Decoder(s, fast_path=False)
+    assert fast.decode("idx/sg1", payload, NOW) == general.decode("idx/sg1", payload, NOW)
+    assert [reason for reason, _ in fast.decode("idx/sg1", payload, NOW)[1]] == [
+        "bad_structure",
+        "bad_structure",
+        "missing_meter",
+    ]
