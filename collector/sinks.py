@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, cast
 from urllib.parse import urlencode
 
@@ -42,7 +42,7 @@ class Sink(Protocol):
 MIN_READINGS_PER_REQUEST = 1000
 
 
-def _worst(errors: list[Exception]) -> Exception:
+def _worst(errors: list[BaseException]) -> BaseException:
     """The error the pipeline must act on: an outage (retry all) before a refusal."""
     for kind in (SinkUnavailable, SinkError):
         for exc in errors:
@@ -85,15 +85,18 @@ class ParallelWrites:
         size = -(-len(readings) // parts)
         cuts = range(0, len(readings), size)
         encode = self._encoder.encode
-        futures = [self._pool.submit(self._post, encode(readings[i : i + size])) for i in cuts[:-1]]
-        errors: list[Exception] = []
+        futures: list[Future[None]] = []
+        errors: list[BaseException] = []
+        # Every part ends before one error is chosen: nothing is in flight once we return.
         try:
+            for i in cuts[:-1]:
+                futures.append(self._pool.submit(self._post, encode(readings[i : i + size])))
             self._post(encode(readings[cuts[-1] :]))
-        except Exception as exc:  # every part ends before one error is chosen
+        except Exception as exc:
             errors.append(exc)
         for future in futures:
             failed = future.exception()
-            if isinstance(failed, Exception):
+            if failed is not None:
                 errors.append(failed)
         if errors:
             raise _worst(errors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -98,4 +99,20 @@ def test_an_unexpected_error_in_a_helper_thread_reaches_the_worker() -> None:
     writes = ParallelWrites("t", 2, LineEncoder(), rec)
     with pytest.raises(RuntimeError, match="client bug"):
         writes.write(readings(2000))
+    writes.close()
+
+
+def test_a_part_that_cannot_be_encoded_fails_only_after_the_parts_in_flight_end() -> None:
+    posted: list[int] = []
+
+    def slow_post(body: str) -> None:
+        time.sleep(0.3)
+        posted.append(body.count("\n") + 1)
+
+    batch = readings(3000)
+    batch[1500] = batch[1500]._replace(meter="bad\nmeter")  # a newline cannot be a tag
+    writes = ParallelWrites("t", 3, LineEncoder(), slow_post)
+    with pytest.raises(ValueError, match="newline"):
+        writes.write(batch)
+    assert posted == [1000]  # the first part, sent before the second failed, has ended
     writes.close()
