@@ -367,7 +367,7 @@ class EnergyRing:
 
     def spread(self, t0: float, t1: float, e: float) -> None:
         """Add the energy ``e`` of the step ``t0 -> t1`` to the intervals it spans."""
-        if self._open_start_s <= t0 and t1 <= self._open_end_s:
+        if self._open_start_s <= t0 < t1 <= self._open_end_s:
             self._open_energy += e
             return
         self._flush()

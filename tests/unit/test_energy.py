@@ -273,3 +273,10 @@ def test_a_ring_sums_steps_in_any_order_as_a_plain_sum_does(
         if i in reads:
             assert ring.amounts(0, 780) == pytest.approx(expected, abs=1e-9)
     assert ring.amounts(0, 780) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_zero_length_step_is_treated_as_the_general_path_treats_it() -> None:
+    ring = EnergyRing(60, capacity=5)
+    ring.spread(0.0, 30.0, 1.0)  # interval 0 is now the open one
+    ring.spread(60.0, 60.0, 5.0)  # no time: spans no interval
+    assert ring.amounts(0, 120) == pytest.approx([1.0, 0.0])
