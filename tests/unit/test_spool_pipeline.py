@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
 
-from collector.pipeline import Pipeline, SinkWorker
+from collector.pipeline import Batch, Pipeline, SinkWorker
 from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable
 from greendc.model import Reading
@@ -180,3 +181,49 @@ def test_acknowledgements_wait_until_every_sink_holds_the_batch(tmp_path: Path) 
     ok.gate.set()
     assert wait_until(lambda: acked == ["m1", "m2", "m3"])
     p.stop(2)
+
+
+class CyclicFailureSink:
+    """Fails as an HTTP client does: the exception keeps its frame, and the batch, in a cycle."""
+
+    name = "cyclic"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def write(self, batch: list[Reading]) -> None:
+        self.attempts += 1
+        try:
+            raise OSError("connection refused")
+        except OSError as exc:
+            kept = exc  # frame -> kept -> traceback -> frame: reachable only by a cycle
+            raise SinkUnavailable(self.name, "connection refused") from kept
+
+    def close(self) -> None:
+        pass
+
+
+def test_failed_batches_are_not_kept_alive_by_their_errors_during_an_outage(
+    tmp_path: Path,
+) -> None:
+    # `greendc collect` makes automatic cycle collection rare; with it off altogether, the
+    # batches of failed attempts must still be freed (memory flat through an outage).
+    enabled = gc.isenabled()
+    gc.disable()
+    sink = CyclicFailureSink()
+    worker = SinkWorker(sink, Spool(tmp_path / "s", max_bytes=10_000_000), max_queue_batches=4)
+    try:
+        worker.start()
+        worker.submit(
+            Batch(
+                [Reading("probe", "m", "it", i, {"power_w": 1.0}) for i in range(500)], [], 1, None
+            )
+        )
+        assert wait_until(lambda: sink.attempts >= 3, timeout_s=15)
+        time.sleep(0.1)  # the worker is waiting to retry: no attempt is in progress
+        alive = sum(1 for o in gc.get_objects() if type(o) is Reading and o.site == "probe")
+        assert alive == 0, f"{alive} readings of failed attempts still in memory"
+    finally:
+        worker.stop(time.monotonic() + 5)
+        if enabled:
+            gc.enable()
