@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "var" / "soak"))
     p.add_argument("--out", default=None, help="append the Markdown results to this file")
     args = p.parse_args(argv)
+    # SIGTERM unwinds through the finally blocks: the collector, Mosquitto and InfluxDB
+    # started here are stopped too (killed by default, they outlived the run).
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(143))
     summary = run(args)
     text = markdown(summary)
     print(text)
