@@ -15,33 +15,35 @@ from greendc.factors import load_factors
 from greendc.kpi import Window, site_kpis
 from greendc.live import LiveKPIs
 from greendc.model import Reading
+from tests.helpers import site_config
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, on every interval grid used here
 
 
-def make_settings(windows: list[int] | None = None, zone: str = "SG") -> Settings:
+_METERS = [
+    {"name": "inc", "role": "facility"},
+    {"name": "office", "role": "facility", "sign": -1},
+    {"name": "ups", "role": "it", "point": "ups_output"},
+    {"name": "pv", "role": "renewable_onsite"},
+    {"name": "water", "role": "water"},
+]
+
+
+def make_settings(
+    windows: list[int] | None = None,
+    zone: str = "SG",
+    *,
+    meters: list[dict[str, Any]] | None = None,
+    min_coverage: float = 0.9,
+) -> Settings:
     data: dict[str, Any] = {
         "kpi": {
             "interval_seconds": 60,
             "max_gap_seconds": 300,
-            "min_coverage": 0.9,
+            "min_coverage": min_coverage,
             "windows_seconds": windows or [300, 3600],
         },
-        "sites": [
-            {
-                "name": "s1",
-                "grid_zone": zone,
-                "installed_it_kw": 100,
-                "pue_category": 1,
-                "meters": [
-                    {"name": "inc", "role": "facility"},
-                    {"name": "office", "role": "facility", "sign": -1},
-                    {"name": "ups", "role": "it", "point": "ups_output"},
-                    {"name": "pv", "role": "renewable_onsite"},
-                    {"name": "water", "role": "water"},
-                ],
-            }
-        ],
+        "sites": [site_config("s1", grid_zone=zone, meters=meters or _METERS)],
     }
     return parse_config(data, env={})
 
@@ -240,30 +242,12 @@ def test_bad_settings_fail_at_construction() -> None:
 
 
 def _two_it_meters(windows: list[int]) -> Settings:
-    return parse_config(
-        {
-            "kpi": {
-                "interval_seconds": 60,
-                "max_gap_seconds": 300,
-                "min_coverage": 0.0,
-                "windows_seconds": windows,
-            },
-            "sites": [
-                {
-                    "name": "s1",
-                    "grid_zone": "SG",
-                    "installed_it_kw": 100,
-                    "pue_category": 1,
-                    "meters": [
-                        {"name": "inc", "role": "facility"},
-                        {"name": "ups1", "role": "it", "point": "ups_output"},
-                        {"name": "ups2", "role": "it", "point": "ups_output"},
-                    ],
-                }
-            ],
-        },
-        env={},
-    )
+    meters = [
+        {"name": "inc", "role": "facility"},
+        {"name": "ups1", "role": "it", "point": "ups_output"},
+        {"name": "ups2", "role": "it", "point": "ups_output"},
+    ]
+    return make_settings(windows, meters=meters, min_coverage=0.0)
 
 
 @pytest.mark.parametrize(
