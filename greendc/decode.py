@@ -96,8 +96,9 @@ def _compile(m: TopicMapping) -> _Compiled:
     plain_values = all(type(v[1]) is str for v in values)
     meter_path = _compile_path(m.meter_path)
     ts_path = _compile_path(m.timestamp_path)
+    meter_index = segs.index("{meter}") if "{meter}" in segs else None
+    meter_in_topic = meter_index is not None
     fast = None
-    meter_in_topic = "{meter}" in segs
     # A meter key that is text: item[key] then raises for anything but an object (a list
     # indexed by a number would not), which is how the fast path hands such items over.
     meter_key_ok = meter_in_topic or (len(meter_path) == 1 and type(meter_path[0]) is str)
@@ -107,7 +108,7 @@ def _compile(m: TopicMapping) -> _Compiled:
         mapping=m,
         segments=segs[:-1] if multi else segs,
         site_index=segs.index("{site}") if "{site}" in segs else None,
-        meter_index=segs.index("{meter}") if "{meter}" in segs else None,
+        meter_index=meter_index,
         multi_level=multi,
         items_path=_compile_path(m.items_path),
         meter_path=meter_path,

@@ -5,10 +5,10 @@ steps covered; each step's energy (:func:`greendc.energy.step_energy`, the batch
 into one :class:`~greendc.energy.EnergyRing` per site, role, zone and sign, holding just
 enough intervals for the longest window (and a meter clock running ahead). Memory and
 snapshot time therefore grow with the number of such groups, plus a few hundred bytes per
-meter: 100,000 meters with a ring each
-took 3.5 GB and a 10 s snapshot. :meth:`LiveKPIs.snapshot` runs the same
-:func:`greendc.kpi.site_kpis` as the monthly report, through :class:`greendc.kpi.RoleSums`,
-so a live PUE and a reported PUE cannot disagree on method (tested equal).
+meter: 100,000 meters with a ring each took 3.5 GB and a 10 s snapshot.
+:meth:`LiveKPIs.snapshot` runs the same :func:`greendc.kpi.site_kpis` as the monthly report,
+through :class:`greendc.kpi.RoleSums`, so a live PUE and a reported PUE cannot disagree on
+method (tested equal).
 
 Windows end at the start of the current (incomplete) interval: a 5-minute window at 12:03:30
 with 60 s intervals covers 11:58:00-12:03:00.
