@@ -414,6 +414,7 @@ class Contender:
     def __init__(self) -> None:
         """Nothing runs until start()."""
         self.proc: Proc | None = None
+        self.stored: StoredProgress | None = None  # set by consumers that write into influxd
 
     def available(self) -> str | None:
         """None when it can run here, else why not."""
@@ -563,7 +564,6 @@ class Greendc(Contender):
         self.mode = ""
         self.metrics_url = ""
         self.db = ""
-        self.stored = StoredProgress()
 
     def config(self, ctx: Ctx, metrics_port: int) -> dict[str, Any]:
         """The agent's config for this run (JSON, which is YAML)."""
@@ -611,6 +611,7 @@ class Greendc(Contender):
     def start(self, ctx: Ctx) -> None:
         """``greendc collect``; if the CLI cannot start, the same agent via the driver."""
         self.db = f"greendc_{ctx.run_id}"
+        self.stored = StoredProgress()
         ctx.influx.create_database(self.db)
         port = free_port()
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -644,6 +645,7 @@ class Greendc(Contender):
 
     def progress(self, ctx: Ctx, final: bool) -> tuple[bool, int]:
         """Stored in influxd; /metrics is read only when the store is complete (it costs)."""
+        assert self.stored is not None  # start() ran
         _all, stored = self.stored.check(ctx.influx, self.db, ctx.stream.readings, final)
         if stored >= ctx.stream.readings or final:
             accepted = scrape_sum(self.metrics_url, "greendc_agent_readings_accepted_total")
@@ -841,6 +843,7 @@ class NodeRed(Contender):
 
     def progress(self, ctx: Ctx, final: bool) -> tuple[bool, int]:
         """Stored in influxd."""
+        assert self.stored is not None  # start() ran
         return self.stored.check(ctx.influx, self.db, ctx.stream.readings, final)
 
 
@@ -919,10 +922,10 @@ def measure(
                 done, count = contender.progress(ctx, final=False)
                 now = time.monotonic()
                 if done:
-                    stored = getattr(contender, "stored", None)
+                    stored = contender.stored
                     if proc.exit_usage is not None:
                         end = proc.ended_at
-                    elif isinstance(stored, StoredProgress) and stored.done_at is not None:
+                    elif stored is not None and stored.done_at is not None:
                         end = stored.done_at
                     else:
                         end = now
