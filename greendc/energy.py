@@ -30,14 +30,14 @@ series of different meters line up. Coverage of an interval is
 Samples are sorted by time first; a sample repeating the previous timestamp is ignored
 (the first one wins), so an out-of-order duplicate cannot create a zero-length step.
 
-:func:`step_energy` is the scalar form of rules 1-4, used step by step by the live path
-(:mod:`greendc.live`) with :class:`EnergyRing`; live KPIs are tested equal to the batch result.
+:func:`greendc.steps.step_energy` is the scalar form of rules 1-4, used step by step by the
+live path (:mod:`greendc.live`) with :class:`greendc.steps.EnergyRing`, in plain Python so
+the collector never loads numpy; live KPIs are tested equal to the batch result.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -142,36 +142,6 @@ def merge_intervals(series: IntervalSeries, factor: int) -> IntervalSeries:
         padded.covered_seconds.reshape(n, factor).sum(axis=1),
         series.unit,
     )
-
-
-def step_energy(
-    t0_s: float,
-    c0: float | None,
-    p0: float | None,
-    t1_s: float,
-    c1: float | None,
-    p1: float | None,
-    *,
-    max_gap_seconds: float,
-    rollover_wh: float | None = None,
-) -> float | None:
-    """Energy (Wh, or L for a water counter) of one step between two samples, or None if missing.
-
-    Rules 1-4 of the module docstring. ``c*`` are counter values, ``p*`` power in W; None or
-    NaN means absent.
-    """
-    dt = t1_s - t0_s
-    if dt <= 0 or dt > max_gap_seconds:
-        return None
-    if c0 is not None and c1 is not None and not (math.isnan(c0) or math.isnan(c1)):
-        delta = c1 - c0
-        if delta >= 0:
-            return delta
-        if rollover_wh is not None and delta + rollover_wh <= rollover_wh / 2:
-            return delta + rollover_wh
-    if p0 is not None and p1 is not None and not (math.isnan(p0) or math.isnan(p1)):
-        return (p0 + p1) / 2.0 * dt / 3600.0
-    return None
 
 
 def _as_float_array(values: ArrayLike | None, n: int, what: str) -> FloatArray:
@@ -326,128 +296,10 @@ def water_series(
     )
 
 
-class EnergyRing:
-    """Energy per interval for the most recent ``capacity`` intervals, summed over its meters.
-
-    The live path's store: energy is additive, so every meter of one site, role, zone and
-    sign feeds one ring, and memory grows with the number of such groups, not meters
-    (100,000 meters with per-meter rings of a day of minutes took 3.5 GB). Each step's energy
-    is spread over the intervals it spans in proportion to time, as in
-    :func:`interval_series`. The ring holds the ``capacity`` intervals up to the newest one
-    any of its meters reached: a newer interval takes the slot of one ``capacity`` older, and
-    energy of an interval older than the ring holds is not kept (a lagging meter's backlog
-    cannot wipe what the others counted).
-    """
-
-    __slots__ = (
-        "_amount",
-        "_index",
-        "_open_end_s",
-        "_open_energy",
-        "_open_k",
-        "_open_start_s",
-        "capacity",
-        "interval_seconds",
-    )
-
-    def __init__(self, interval_seconds: int, capacity: int) -> None:
-        if capacity < 1:
-            raise KPIError(f"capacity must be >= 1, got {capacity}")
-        self.interval_seconds = interval_seconds
-        self.capacity = capacity
-        self._amount = array("d", bytes(8 * capacity))
-        self._index = array("q", [-1]) * capacity
-        # The open interval: the newest one held, where nearly every step lands. Its energy
-        # is summed in a plain float and added to the array when another interval is
-        # touched or the ring is read (array items are boxed on every access: 0.5 us a step).
-        self._open_k = -1
-        self._open_start_s = math.inf  # nothing open yet: no step is inside
-        self._open_end_s = -math.inf
-        self._open_energy = 0.0
-
-    def spread(self, t0: float, t1: float, e: float) -> None:
-        """Add the energy ``e`` of the step ``t0 -> t1`` to the intervals it spans."""
-        if self._open_start_s <= t0 < t1 <= self._open_end_s:
-            self._open_energy += e
-            return
-        self._flush()
-        self._spread(t0, t1, e)
-        step = self.interval_seconds
-        k1 = math.ceil(t1 / step) - 1
-        if k1 >= self._open_k and self._index[k1 % self.capacity] == k1:
-            self._open_k = k1
-            self._open_start_s = float(k1 * step)
-            self._open_end_s = float((k1 + 1) * step)
-
-    def _flush(self) -> None:
-        if self._open_energy:
-            slot = self._open_k % self.capacity
-            if self._index[slot] == self._open_k:  # always: only _spread evicts, after a flush
-                self._amount[slot] += self._open_energy
-            self._open_energy = 0.0
-
-    def _spread(self, t0: float, t1: float, e: float) -> None:
-        step = self.interval_seconds
-        cap = self.capacity
-        amount, index = self._amount, self._index
-        k = int(t0 // step)
-        k_last = math.ceil(t1 / step) - 1
-        if k == k_last:  # nearly every step: inside one interval
-            slot = k % cap
-            held = index[slot]
-            if held != k:
-                if held > k:
-                    return  # older than the ring holds (another meter is ahead): no window
-                index[slot] = k
-                amount[slot] = 0.0
-            amount[slot] += e
-            return
-        dt = t1 - t0
-        if k_last - k >= cap:
-            k = k_last - cap + 1  # older intervals would be evicted at once anyway
-        while k <= k_last:
-            lo = max(t0, k * step)
-            hi = min(t1, (k + 1) * step)
-            if hi > lo:
-                slot = k % cap
-                held = index[slot]
-                if held < k:
-                    index[slot] = k
-                    amount[slot] = 0.0
-                    held = k
-                if held == k:
-                    amount[slot] += e * (hi - lo) / dt
-            k += 1
-
-    def amounts(self, start_s: int, end_s: int) -> FloatArray:
-        """Energy per interval of ``[start_s, end_s)`` (intervals no longer held read 0)."""
-        step = self.interval_seconds
-        if start_s % step or end_s % step or end_s < start_s:
-            raise KPIError(f"[{start_s}, {end_s}) is not a window on the {step} s grid")
-        self._flush()
-        ks = np.arange(start_s // step, end_s // step, dtype=np.int64)
-        slots = ks % self.capacity
-        held = np.frombuffer(self._index, dtype=np.int64)[slots] == ks
-        return np.where(held, np.frombuffer(self._amount, dtype=np.float64)[slots], 0.0)
-
-
-def covered_seconds(runs: Sequence[Sequence[float]], start_s: float, end_s: float) -> float:
-    """Seconds of ``[start_s, end_s)`` inside the covered runs ``[(run_start, run_end), ...]``."""
-    total = 0.0
-    for lo, hi in runs:
-        overlap = min(hi, end_s) - max(lo, start_s)
-        if overlap > 0:
-            total += overlap
-    return total
-
-
 __all__ = [
-    "EnergyRing",
     "IntervalSeries",
-    "covered_seconds",
     "energy_by_meter",
     "interval_series",
     "merge_intervals",
-    "step_energy",
     "water_series",
 ]

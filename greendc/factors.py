@@ -14,12 +14,12 @@ the static annual factor.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -120,19 +120,23 @@ def load_factors(path: str | Path | None = None) -> FactorTable:
 
 @dataclass(frozen=True)
 class HourlyFactors:
-    """An hourly factor series (kg/kWh), hour-aligned; NaN where an hour has no factor."""
+    """An hourly factor series (kg/kWh), hour-aligned; NaN where an hour has no factor.
+
+    A year is 8,760 values: plain Python, so the collector (which loads this module for the
+    static factors) never loads numpy.
+    """
 
     start_s: int
-    kg_per_kwh: np.ndarray
+    kg_per_kwh: tuple[float, ...]
     source: str = ""
 
     def __post_init__(self) -> None:
         if self.start_s % HOUR_SECONDS:
             raise KPIError(f"hourly factors must start on the hour, got {self.start_s}")
 
-    def values_for(self, start_s: int, hours: int) -> np.ndarray:
+    def values_for(self, start_s: int, hours: int) -> list[float]:
         """Factors for ``hours`` hours from ``start_s`` (hour-aligned), NaN where unknown."""
-        out = np.full(hours, np.nan)
+        out = [math.nan] * hours
         offset = (start_s - self.start_s) // HOUR_SECONDS
         lo = max(0, -offset)
         hi = min(hours, len(self.kg_per_kwh) - offset)
@@ -142,24 +146,25 @@ class HourlyFactors:
 
     @classmethod
     def from_pairs(
-        cls, ts_s: list[float] | np.ndarray, kg_per_kwh: list[float] | np.ndarray, source: str = ""
+        cls, ts_s: Sequence[float], kg_per_kwh: Sequence[float], source: str = ""
     ) -> HourlyFactors:
         """Build from (hour start, factor) pairs; timestamps must be on the hour."""
-        ts = np.asarray(ts_s, dtype=np.float64)
-        vals = np.asarray(kg_per_kwh, dtype=np.float64)
-        if ts.shape != vals.shape or ts.ndim != 1 or not len(ts):
+        ts = [float(t) for t in ts_s]
+        vals = [float(v) for v in kg_per_kwh]
+        if len(ts) != len(vals) or not ts:
             raise KPIError("hourly factors need equal, non-empty ts and kg_per_kwh columns")
-        if np.any(ts % HOUR_SECONDS):
+        if any(t % HOUR_SECONDS for t in ts):
             raise KPIError("hourly factor timestamps must be on the hour")
-        if np.any(~np.isfinite(vals)) or np.any(vals < 0) or np.any(vals > 2.0):
+        if not all(math.isfinite(v) and 0 <= v <= 2.0 for v in vals):
             raise KPIError("hourly factors must be finite, in kg/kWh between 0 and 2")
-        hours = (ts // HOUR_SECONDS).astype(np.int64)
-        if len(np.unique(hours)) != len(hours):
+        hours = [int(t // HOUR_SECONDS) for t in ts]
+        if len(set(hours)) != len(hours):
             raise KPIError("hourly factor series repeats an hour")
-        first = int(hours.min())
-        series = np.full(int(hours.max()) - first + 1, np.nan)
-        series[hours - first] = vals
-        return cls(first * HOUR_SECONDS, series, source)
+        first = min(hours)
+        series = [math.nan] * (max(hours) - first + 1)
+        for hour, value in zip(hours, vals, strict=True):
+            series[hour - first] = value
+        return cls(first * HOUR_SECONDS, tuple(series), source)
 
 
 def load_hourly_factors(path: str | Path) -> HourlyFactors:
@@ -176,16 +181,16 @@ def load_hourly_factors(path: str | Path) -> HourlyFactors:
         raise KPIError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
     ts_col = frame["ts"]
     if pd.api.types.is_numeric_dtype(ts_col):
-        ts = ts_col.to_numpy(dtype=np.float64)
+        ts = ts_col.astype("float64").tolist()
     else:
         try:
             parsed = pd.to_datetime(ts_col, utc=True)
         except (ValueError, TypeError) as exc:
             raise KPIError(f"{p}: ts is neither Unix seconds nor RFC 3339: {exc}") from exc
-        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().tolist()
     if not all(math.isfinite(x) for x in ts):
         raise KPIError(f"{p}: ts has empty or invalid values")
-    return HourlyFactors.from_pairs(ts, frame["kg_per_kwh"].to_numpy(dtype=np.float64), str(p))
+    return HourlyFactors.from_pairs(ts, frame["kg_per_kwh"].astype("float64").tolist(), str(p))
 
 
 __all__ = [

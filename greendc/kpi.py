@@ -36,19 +36,21 @@ Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from operator import sub
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
-
-import numpy as np
 
 from greendc._errors import KPIError
 from greendc.config import Contract, Site
-from greendc.energy import IntervalSeries, merge_intervals
 from greendc.factors import HOUR_SECONDS, Factor, FactorTable, HourlyFactors
 from greendc.model import Role
+
+if TYPE_CHECKING:  # the report's series; the collector's live path never loads numpy
+    from greendc.energy import IntervalSeries
 
 SECONDS_PER_YEAR = 365 * 86400
 OVERHEAD_ROLES = (Role.COOLING, Role.LIGHTING, Role.OTHER_OVERHEAD)
@@ -191,8 +193,8 @@ def location_emissions(
     factor: Factor,
     *,
     min_coverage: float,
-    hourly_grid_wh: np.ndarray | None = None,
-    hourly_factors: np.ndarray | None = None,
+    hourly_grid_wh: Sequence[float] | None = None,
+    hourly_factors: Sequence[float] | None = None,
 ) -> KPI:
     """Scope 2 location-based kgCO2e: grid kWh × grid-average factor.
 
@@ -205,15 +207,15 @@ def location_emissions(
     inputs = {"E_grid": e_grid}
     detail = f"grid average {factor.value} {factor.unit}: {factor.citation}"
     if hourly_grid_wh is not None and hourly_factors is not None:
-        known = ~np.isnan(hourly_factors)
-        total = float(hourly_grid_wh.sum())
-        share = float(hourly_grid_wh[known].sum()) / total if total > 0 else 1.0
+        pairs = list(zip(hourly_grid_wh, hourly_factors, strict=True))
+        total = sum(wh for wh, _ in pairs)
+        known_wh = sum(wh for wh, f in pairs if not math.isnan(f))
+        share = float(known_wh / total) if total > 0 else 1.0
         inputs["factor"] = Measured(0.0, share)
         cov, held = _gate("scope2_location", "kgCO2e", label + " (hourly)", inputs, min_coverage)
         if held:
             return held
-        per_hour = np.where(known, hourly_factors, factor.value)
-        kg = float((hourly_grid_wh / 1000.0 * per_hour).sum())
+        kg = float(sum(wh / 1000.0 * (factor.value if math.isnan(f) else f) for wh, f in pairs))
         return KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
     cov, held = _gate("scope2_location", "kgCO2e", label, inputs, min_coverage)
     if held:
@@ -279,8 +281,8 @@ def cue(emissions: KPI, e_it: Measured, *, min_coverage: float) -> KPI:
 
 
 def hourly_cfe(
-    consumption_wh: np.ndarray,
-    clean_wh: np.ndarray,
+    consumption_wh: Sequence[float],
+    clean_wh: Sequence[float],
     grid_cfe_share: float | None,
     *,
     inputs: Mapping[str, Measured],
@@ -293,13 +295,15 @@ def hourly_cfe(
         return held
     if grid_cfe_share is None:
         return KPI("cfe", None, "ratio", label, cov, "no published carbon-free share for the zone")
-    load = np.maximum(consumption_wh, 0.0)
-    total = float(load.sum())
+    load = [max(wh, 0.0) for wh in consumption_wh]
+    total = sum(load)
     if total <= 0:
         return KPI("cfe", None, "ratio", label, cov, "E_DC is zero")
-    matched = np.minimum(np.maximum(clean_wh, 0.0), load)
-    cfe_wh = matched + (load - matched) * grid_cfe_share
-    return KPI("cfe", float(cfe_wh.sum()) / total, "ratio", label, cov)
+    cfe_wh = 0.0
+    for hour_load, clean in zip(load, clean_wh, strict=True):
+        matched = min(max(clean, 0.0), hour_load)
+        cfe_wh += matched + (hour_load - matched) * grid_cfe_share
+    return KPI("cfe", float(cfe_wh / total), "ratio", label, cov)
 
 
 def erf(e_reuse: Measured, e_dc: Measured, *, min_coverage: float) -> KPI:
@@ -342,7 +346,7 @@ class RoleSums(Protocol):
     lowest coverage among those meters and how many there are.
     """
 
-    def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, np.ndarray]:
+    def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, list[float]]:
         """Signed sum over the meters of ``roles`` (in ``zone``): total and per interval."""
         ...
 
@@ -354,12 +358,16 @@ def _sum_role(
     roles: Sequence[Role],
     interval_seconds: int,
     zone: str | None = None,
-) -> tuple[Measured, np.ndarray]:
-    """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval."""
+) -> tuple[Measured, list[float]]:
+    """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval.
+
+    The per-meter series hold numpy arrays and are summed as such (a month of minutes per
+    meter); the result is a plain list, the form the live path gives, and everything below
+    is plain Python over it.
+    """
     if not isinstance(energies, Mapping):
         return energies.sum_role(roles, zone)
-    n = window.seconds // interval_seconds
-    per_interval = np.zeros(n)
+    summed: Any = None  # an array of the series' amounts once a meter has one
     coverages = []
     count = 0
     for m in site.meters:
@@ -371,10 +379,14 @@ def _sum_role(
             coverages.append(0.0)
             continue
         part = series.slice(window.start_s, window.end_s)
-        per_interval += m.sign * part.amount
+        signed = m.sign * part.amount
+        summed = signed if summed is None else summed + signed
         coverages.append(part.coverage())
     coverage = min(coverages) if coverages else 1.0
-    return Measured(float(per_interval.sum()), coverage, count), per_interval
+    per_interval: list[float] = (
+        summed.tolist() if summed is not None else [0.0] * (window.seconds // interval_seconds)
+    )
+    return Measured(sum(per_interval), coverage, count), per_interval
 
 
 def _month_bounds(month: str, tz: ZoneInfo) -> tuple[float, float]:
@@ -391,13 +403,26 @@ def contract_wh_in_window(contract: Contract, window: Window, timezone: str) -> 
     return contract.energy_kwh * 1000.0 * overlap / (hi - lo)
 
 
-def _hourly(per_interval: np.ndarray, window: Window, interval_seconds: int) -> IntervalSeries:
-    series = IntervalSeries(
-        window.start_s, interval_seconds, per_interval, np.zeros_like(per_interval)
-    )
+def _clipped(values: Iterable[float]) -> list[float]:
+    """Each value, or 0 where it is negative (per interval: exports do not count)."""
+    return [v if v > 0.0 else 0.0 for v in values]
+
+
+def _hourly(
+    per_interval: Sequence[float], window: Window, interval_seconds: int
+) -> tuple[int, list[float]]:
+    """Sums per clock hour (epoch-aligned) of the window's intervals, and the first hour's start.
+
+    Hours clipped by the window hold only the part inside it.
+    """
     if HOUR_SECONDS % interval_seconds:
         raise KPIError(f"interval {interval_seconds} s does not divide an hour")
-    return merge_intervals(series, HOUR_SECONDS // interval_seconds)
+    first = window.start_s // HOUR_SECONDS * HOUR_SECONDS
+    n_hours = -(-window.end_s // HOUR_SECONDS) - first // HOUR_SECONDS
+    per_hour = HOUR_SECONDS // interval_seconds
+    skip = (window.start_s - first) // interval_seconds  # of the first hour, before the window
+    ends = [h * per_hour - skip for h in range(1, n_hours + 1)]
+    return first, [sum(per_interval[max(0, end - per_hour) : end]) for end in ends]
 
 
 def site_kpis(
@@ -424,7 +449,7 @@ def site_kpis(
         interval_seconds = first.interval_seconds if first is not None else 60
     step = interval_seconds
 
-    def total(roles: Sequence[Role], zone: str | None = None) -> tuple[Measured, np.ndarray]:
+    def total(roles: Sequence[Role], zone: str | None = None) -> tuple[Measured, list[float]]:
         return _sum_role(site, energies, window, roles, step, zone)
 
     e_dc, dc_i = total([Role.FACILITY])
@@ -437,9 +462,9 @@ def site_kpis(
     if e_import.meters:
         e_grid, grid_i = e_import, import_i
     else:
-        grid_i = np.maximum(dc_i - ren_i - gen_i, 0.0)
+        grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
         parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
-        e_grid = Measured(float(grid_i.sum()), min(p.coverage for p in parts), e_dc.meters)
+        e_grid = Measured(sum(grid_i), min(p.coverage for p in parts), e_dc.meters)
 
     tz = site.timezone
     contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
@@ -480,15 +505,14 @@ def site_kpis(
 
     zone = factors.zone(site.grid_zone)
     if hourly_factors is not None:
-        grid_h = _hourly(grid_i, window, step)
-        fac_h = hourly_factors.values_for(grid_h.start_s, len(grid_h))
+        grid_start, grid_h = _hourly(grid_i, window, step)
         # Hours clipped by the window only count the part inside it.
         loc = location_emissions(
             e_grid,
             zone.grid_average,
             min_coverage=min_coverage,
-            hourly_grid_wh=grid_h.amount,
-            hourly_factors=fac_h,
+            hourly_grid_wh=grid_h,
+            hourly_factors=hourly_factors.values_for(grid_start, len(grid_h)),
         )
     else:
         loc = location_emissions(e_grid, zone.grid_average, min_coverage=min_coverage)
@@ -505,19 +529,20 @@ def site_kpis(
     )
     kpis["cue"] = cue(loc, e_it, min_coverage=min_coverage)
 
-    dc_h = _hourly(dc_i, window, step)
-    clean_h = _hourly(np.maximum(ren_i, 0.0), window, step).amount
+    dc_start, dc_h = _hourly(dc_i, window, step)
+    _, clean_h = _hourly(_clipped(ren_i), window, step)
     cfe_inputs = {"E_DC": e_dc}
     if e_ren.meters:
         cfe_inputs["E_renewable_onsite"] = e_ren
     hourly_ppas = [c for c in site.contracts if c.kind == "ppa" and c.hourly]
     cfe_detail = ""
     if ppa_hourly_wh is not None:
-        clean_h = clean_h + ppa_hourly_wh.slice(dc_h.start_s, dc_h.end_s).amount
+        ppa = ppa_hourly_wh.slice(dc_start, dc_start + len(dc_h) * HOUR_SECONDS).amount.tolist()
+        clean_h = [c + p for c, p in zip(clean_h, ppa, strict=True)]
     elif hourly_ppas:
         cfe_detail = "hourly PPA not counted: no hourly delivery profile given"
     share = zone.carbon_free_share.value if zone.carbon_free_share is not None else None
-    c = hourly_cfe(dc_h.amount, clean_h, share, inputs=cfe_inputs, min_coverage=min_coverage)
+    c = hourly_cfe(dc_h, clean_h, share, inputs=cfe_inputs, min_coverage=min_coverage)
     kpis["cfe"] = replace(c, detail=cfe_detail)
 
     if e_reuse.meters:

@@ -10,15 +10,13 @@ from hypothesis import strategies as st
 
 from greendc._errors import KPIError
 from greendc.energy import (
-    EnergyRing,
     IntervalSeries,
-    covered_seconds,
     energy_by_meter,
     interval_series,
     merge_intervals,
-    step_energy,
     water_series,
 )
+from greendc.steps import EnergyRing, covered_seconds, step_energy
 
 GAP = 300.0
 
