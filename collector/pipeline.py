@@ -9,6 +9,12 @@ bounded queue and thread, and a batch that does not fit the queue goes to that s
 durable spool. While a spool holds anything, new batches join it so replay stays in order.
 A batch is dropped only when the spool itself is full or the disk refuses it; that is
 counted (``greendc_spool_dropped_readings_total``) and logged as an error.
+
+When every sink takes line protocol (the InfluxDB sinks), readings are encoded as they
+arrive and batches are queued, spooled and posted as that text
+(:class:`~greendc.lineproto.Lines`): about 100 bytes a reading where the reading objects
+take about 400, so a burst that outruns the sink for a moment costs a quarter of the memory,
+and several InfluxDB sinks share one encoding.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collector.health import SinkStats
 from collector.sinks import Sink
 from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable, SpoolError
+from greendc.lineproto import LineEncoder, Lines, Payload, readings_in
 from greendc.model import Reading
 from greendc.snapshot import SinkHealth
 
@@ -38,19 +45,19 @@ Settled = Callable[[list[object]], None]
 
 
 class Batch:
-    """Readings on their way to every sink, and the acknowledgements waiting for them.
+    """Readings (or their lines) on their way to every sink, and the acknowledgements waiting.
 
     Each sink worker calls :meth:`settle` once, when the batch is stored, spooled to disk,
     set aside or (spool full, counted) dropped. After the last sink, ``on_settled`` gets
     the tokens (the MQTT message ids to acknowledge).
     """
 
-    __slots__ = ("_left", "_lock", "on_settled", "readings", "tokens")
+    __slots__ = ("_left", "_lock", "on_settled", "payload", "tokens")
 
     def __init__(
-        self, readings: list[Reading], tokens: list[object], sinks: int, on_settled: Settled | None
+        self, payload: Payload, tokens: list[object], sinks: int, on_settled: Settled | None
     ) -> None:
-        self.readings = readings
+        self.payload = payload
         self.tokens = tokens
         self.on_settled = on_settled
         self._left = sinks
@@ -138,18 +145,18 @@ class SinkWorker:
                 except queue.Empty:
                     break
             for b in reversed(pending):
-                if self.spool.put(b.readings, front=True) is None:
-                    self._count_dropped(b.readings)
+                if self.spool.put(b.payload, front=True) is None:
+                    self._count_dropped(b.payload)
             for b in pending:
                 b.settle()
 
     def _to_spool(self, batch: Batch) -> None:
-        if self.spool.put(batch.readings) is None:
-            self._count_dropped(batch.readings)
+        if self.spool.put(batch.payload) is None:
+            self._count_dropped(batch.payload)
         batch.settle()
 
-    def _count_dropped(self, batch: list[Reading]) -> None:
-        self.stats.dropped += len(batch)
+    def _count_dropped(self, batch: Payload) -> None:
+        self.stats.dropped += readings_in(batch)
         log.error(
             "sink %s: spool %s is full (%d of %d bytes) or the disk refused the write: "
             "DROPPED %d readings. Free disk space, raise sinks.spool.max_bytes, or bring "
@@ -158,11 +165,11 @@ class SinkWorker:
             self.spool.dir,
             self.spool.bytes,
             self.spool.max_bytes,
-            len(batch),
+            readings_in(batch),
         )
 
     # -- worker side -----------------------------------------------------------------------
-    def _deliver(self, batch: list[Reading]) -> bool:
+    def _deliver(self, batch: Payload) -> bool:
         t0 = time.perf_counter()
         try:
             self.sink.write(batch)
@@ -182,8 +189,9 @@ class SinkWorker:
             return False
         elapsed = time.perf_counter() - t0
         self.stats.write_seconds.observe(elapsed)
-        self.stats.batch_readings.observe(len(batch))
-        self.stats.written += len(batch)
+        count = readings_in(batch)
+        self.stats.batch_readings.observe(count)
+        self.stats.written += count
         self.stats.last_success_s = self._clock()
         if not self._healthy:
             log.info("sink %s is back; replaying %d spooled batches", self.name, self.spool.batches)
@@ -191,13 +199,14 @@ class SinkWorker:
         self._retry_s = _RETRY_MIN_S
         return True
 
-    def _refused(self, batch: list[Reading], exc: SinkError, path: Path | None) -> None:
+    def _refused(self, batch: Payload, exc: SinkError, path: Path | None) -> None:
         if path is None:
             path = self.spool.put(batch)
         kept = self.spool.quarantine(path) if path is not None else None
         self.stats.failures += 1
-        self.stats.dropped += len(batch)
-        log.error("%s; %d readings set aside in %s for inspection", exc, len(batch), kept)
+        count = readings_in(batch)
+        self.stats.dropped += count
+        log.error("%s; %d readings set aside in %s for inspection", exc, count, kept)
 
     def _step(self) -> bool:
         """Do one unit of work; False when there was nothing to do."""
@@ -210,12 +219,12 @@ class SinkWorker:
             batch = None
         if batch is not None:
             try:
-                if self._deliver(batch.readings):
+                if self._deliver(batch.payload):
                     batch.settle()
                 else:
                     self._requeue_failed(batch)
             except SinkError as exc:
-                self._refused(batch.readings, exc, None)
+                self._refused(batch.payload, exc, None)
                 batch.settle()
             return True
         if self.spool.batches == 0:
@@ -262,12 +271,10 @@ class SinkWorker:
                 break
             try:
                 ok = (
-                    time.monotonic() < deadline_s
-                    and self._healthy
-                    and self._deliver(batch.readings)
+                    time.monotonic() < deadline_s and self._healthy and self._deliver(batch.payload)
                 )
             except SinkError as exc:
-                self._refused(batch.readings, exc, None)
+                self._refused(batch.payload, exc, None)
                 ok = True
             if ok:
                 batch.settle()
@@ -313,7 +320,14 @@ class Pipeline:
         self._batch_size = batch_size
         self._max_tokens = max_tokens
         self._interval_s = flush_interval_s
-        self._pending: list[Reading] = []
+        self._encoder = (
+            LineEncoder()
+            if self.workers and all(w.sink.accepts_lines for w in self.workers)
+            else None
+        )
+        self._pending: list[Reading] = []  # when some sink needs the readings themselves
+        self._lines: list[str] = []  # when every sink takes line protocol
+        self._count = 0  # readings pending in either
         self._tokens: list[object] = []
         self.on_settled: Settled | None = None
         self._lock = threading.Lock()
@@ -328,24 +342,59 @@ class Pipeline:
 
     def add(self, readings: list[Reading], token: object | None = None) -> None:
         """Hand readings over (never blocks on a sink)."""
+        text, encoded = self._encode(readings) if self._encoder is not None else ("", 0)
         with self._lock:
-            self._pending.extend(readings)
+            if self._encoder is None:
+                self._pending.extend(readings)
+                self._count += len(readings)
+            elif encoded:
+                self._lines.append(text)
+                self._count += encoded
             if token is not None:
                 self._tokens.append(token)
-            if len(self._pending) < self._batch_size and len(self._tokens) < self._max_tokens:
+            if self._count < self._batch_size and len(self._tokens) < self._max_tokens:
                 return
             batch = self._take()
         self._fan_out(batch)
 
+    def _encode(self, readings: list[Reading]) -> tuple[str, int]:
+        """Line protocol of the readings (caller's thread, no lock held), and how many."""
+        assert self._encoder is not None
+        try:
+            return self._encoder.encode(readings), len(readings)
+        except ValueError:
+            pass
+        # The decoder admits nothing that cannot be written (NaN, a newline in a name), so
+        # this is a bug or a new reading source: keep every reading that can be written.
+        lines = []
+        for r in readings:
+            try:
+                lines.append(self._encoder.encode((r,)))
+            except ValueError as exc:
+                log.error(
+                    "reading of %s/%s at %d ms cannot be written as line protocol (%s): "
+                    "DROPPED; please report this",
+                    r.site,
+                    r.meter,
+                    r.ts_ms,
+                    exc,
+                )
+                for w in self.workers:
+                    w.stats.dropped += 1
+        return "\n".join(lines), len(lines)
+
     def _take(self) -> Batch:
-        batch = Batch(self._pending, self._tokens, len(self.workers), self.on_settled)
-        self._pending, self._tokens = [], []
+        payload: Payload = (
+            self._pending if self._encoder is None else Lines("\n".join(self._lines), self._count)
+        )
+        batch = Batch(payload, self._tokens, len(self.workers), self.on_settled)
+        self._pending, self._lines, self._count, self._tokens = [], [], 0, []
         return batch
 
     def flush(self) -> None:
         """Send whatever is pending now."""
         with self._lock:
-            if not self._pending and not self._tokens:
+            if not self._count and not self._tokens:
                 return
             batch = self._take()
         self._fan_out(batch)
@@ -355,7 +404,7 @@ class Pipeline:
             if batch.on_settled is not None and batch.tokens:
                 batch.on_settled(batch.tokens)
             return
-        if not batch.readings:  # only tokens: nothing to store, acknowledge at once
+        if not readings_in(batch.payload):  # only tokens: nothing to store, acknowledge at once
             for _ in self.workers:
                 batch.settle()
             return

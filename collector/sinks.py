@@ -1,10 +1,11 @@
 """Sinks: where accepted readings are stored.
 
-Each sink takes a batch of readings and either stores all of it or raises:
+Each sink takes a batch and either stores all of it or raises:
 :class:`SinkUnavailable` when the server could not take it now (the batch is retried or
 spooled) or :class:`SinkError` when the server refuses this batch for good (it is moved
-aside, counted and logged, never retried forever). Both InfluxDB sinks share the
-:class:`~greendc.lineproto.LineEncoder`.
+aside, counted and logged, never retried forever). A batch is a list of readings, or, for
+sinks that say ``accepts_lines``, those readings already encoded as InfluxDB line protocol
+(:class:`~greendc.lineproto.Lines`), as the pipeline hands batches to the InfluxDB sinks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import urllib3
 
 from greendc._errors import SinkError, SinkUnavailable
 from greendc.config import EmbeddedSettings, InfluxV1Settings, InfluxV2Settings, Settings
-from greendc.lineproto import LineEncoder
+from greendc.lineproto import LineEncoder, Lines, Payload, readings_in
 from greendc.model import Reading
 from greendc.store import EmbeddedStore
 
@@ -30,8 +31,11 @@ class Sink(Protocol):
     """What the pipeline needs of a sink."""
 
     name: str
+    # True when the sink takes line protocol (Lines) as well as readings; the pipeline then
+    # encodes each batch once, when it is cut, and queues and spools the text.
+    accepts_lines: bool
 
-    def write(self, readings: list[Reading]) -> None:
+    def write(self, batch: Payload) -> None:
         """Store the whole batch or raise SinkUnavailable / SinkError."""
 
     def close(self) -> None:
@@ -76,22 +80,25 @@ class ParallelWrites:
             else None
         )
 
-    def write(self, readings: list[Reading]) -> None:
-        """Encode and post every part; raise the worst failure once all have ended."""
-        parts = min(self._n, len(readings) // MIN_READINGS_PER_REQUEST)
+    def write(self, batch: Payload) -> None:
+        """Encode (if need be) and post every part; raise the worst failure once all ended."""
+        parts = min(self._n, readings_in(batch) // MIN_READINGS_PER_REQUEST)
         if parts <= 1 or self._pool is None:
-            self._post(self._encoder.encode(readings))
+            self._post(self._body(batch))
             return
-        size = -(-len(readings) // parts)
-        cuts = range(0, len(readings), size)
-        encode = self._encoder.encode
+        pieces: list[str] | list[list[Reading]]
+        if isinstance(batch, Lines):
+            pieces = batch.split(parts)
+        else:
+            size = -(-len(batch) // parts)
+            pieces = [batch[i : i + size] for i in range(0, len(batch), size)]
         futures: list[Future[None]] = []
         errors: list[BaseException] = []
         # Every part ends before one error is chosen: nothing is in flight once we return.
         try:
-            for i in cuts[:-1]:
-                futures.append(self._pool.submit(self._post, encode(readings[i : i + size])))
-            self._post(encode(readings[cuts[-1] :]))
+            for piece in pieces[:-1]:
+                futures.append(self._pool.submit(self._post, self._body(piece)))
+            self._post(self._body(pieces[-1]))
         except Exception as exc:
             errors.append(exc)
         for future in futures:
@@ -100,6 +107,11 @@ class ParallelWrites:
                 errors.append(failed)
         if errors:
             raise _worst(errors)
+
+    def _body(self, piece: Payload | str) -> str:
+        if isinstance(piece, str):
+            return piece
+        return piece.text if isinstance(piece, Lines) else self._encoder.encode(piece)
 
     def close(self) -> None:
         """Wait for requests in flight and stop the helper threads."""
@@ -116,6 +128,8 @@ def _body_excerpt(data: bytes | str | None) -> str:
 
 class InfluxV1Sink:
     """InfluxDB 1.x (or any server with the v1 /write API) over HTTP."""
+
+    accepts_lines = True
 
     def __init__(self, settings: InfluxV1Settings, name: str = "influxdb_v1") -> None:
         self.name = name
@@ -136,9 +150,9 @@ class InfluxV1Sink:
         )
         self._writes = ParallelWrites(name, settings.parallel_requests, self._encoder, self._post)
 
-    def write(self, readings: list[Reading]) -> None:
+    def write(self, batch: Payload) -> None:
         """Store the batch (in parallel parts when it is large) or raise."""
-        self._writes.write(readings)
+        self._writes.write(batch)
 
     def _post(self, text: str) -> None:
         """POST one line-protocol body; 204 is success."""
@@ -178,6 +192,8 @@ class InfluxV2Sink:
     dropped behind our back. Line protocol is pre-built (Point objects cost ~10x).
     """
 
+    accepts_lines = True
+
     def __init__(self, settings: InfluxV2Settings, name: str = "influxdb_v2") -> None:
         from influxdb_client import InfluxDBClient, WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
@@ -199,9 +215,9 @@ class InfluxV2Sink:
         self._precision = cast(WritePrecision, WritePrecision.MS)
         self._writes = ParallelWrites(name, settings.parallel_requests, self._encoder, self._post)
 
-    def write(self, readings: list[Reading]) -> None:
+    def write(self, batch: Payload) -> None:
         """Store the batch (in parallel parts when it is large) or raise."""
-        self._writes.write(readings)
+        self._writes.write(batch)
 
     def _post(self, body: str) -> None:
         """Write one line-protocol body synchronously."""
@@ -237,16 +253,20 @@ class InfluxV2Sink:
 class EmbeddedSink:
     """The embedded SQLite store."""
 
+    accepts_lines = False  # it stores readings in columns
+
     def __init__(self, settings: EmbeddedSettings, name: str = "embedded") -> None:
         self.name = name
         self.store = EmbeddedStore(settings.path)
 
-    def write(self, readings: list[Reading]) -> None:
+    def write(self, batch: Payload) -> None:
         """Insert in one transaction; a full disk or locked file is retried later."""
         import sqlite3
 
+        if isinstance(batch, Lines):  # the pipeline never gives it these (accepts_lines)
+            raise SinkError(self.name, "the embedded store takes readings, not line protocol")
         try:
-            self.store.write(readings)
+            self.store.write(batch)
         except sqlite3.Error as exc:
             raise SinkUnavailable(self.name, f"{self.store.path}: {exc}") from exc
 

@@ -1,10 +1,13 @@
 """A bounded durable spool: batches a sink could not take yet, kept on disk in order.
 
-Each batch is one file ``<seq>.jsonl`` (zero-padded sequence number, so name order is
-arrival order) written to a temporary name, fsynced and renamed, so a crash leaves either
-the whole batch or nothing. Replay reads the oldest batch, hands it to the sink and deletes
-the file only after the sink confirmed the write. When the spool holds ``max_bytes``, a new
-batch is refused and the caller counts its readings as dropped: never silent.
+Each batch is one file ``<seq>.lp`` (InfluxDB line protocol, for the InfluxDB sinks) or
+``<seq>.jsonl`` (one JSON reading a line, for the other sinks), named by a zero-padded
+sequence number so name order is arrival order, written to a temporary name, fsynced and
+renamed, so a crash leaves either the whole batch or nothing. A spool may hold both kinds
+(one written by an older greendc, which spooled readings only); each replays as it is.
+Replay reads the oldest batch, hands it to the sink and deletes the file only after the
+sink confirmed the write. When the spool holds ``max_bytes``, a new batch is refused and
+the caller counts its readings as dropped: never silent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import time
 from pathlib import Path
 
 from greendc._errors import SpoolError
+from greendc.lineproto import Lines, Payload
 from greendc.model import Reading
+
+_SUFFIXES = (".lp", ".jsonl")
 
 _SEQ_START = 10**15
 
@@ -36,6 +42,11 @@ def _decode(data: bytes) -> list[Reading]:
             site, meter, role, ts_ms, fields = json.loads(line)
             out.append(Reading(site, meter, role, ts_ms, fields))
     return out
+
+
+def _decode_lines(data: bytes) -> Lines:
+    text = data.decode("utf-8").rstrip("\n")
+    return Lines(text, text.count("\n") + 1 if text else 0)
 
 
 class Spool:
@@ -63,7 +74,8 @@ class Spool:
         self._count = len(files)
 
     def _files(self) -> list[Path]:
-        return sorted(self.dir.glob("*.jsonl"), key=lambda f: int(f.stem))
+        files = [f for f in self.dir.iterdir() if f.suffix in _SUFFIXES and f.stem.isdigit()]
+        return sorted(files, key=lambda f: int(f.stem))
 
     @property
     def bytes(self) -> int:
@@ -87,19 +99,22 @@ class Spool:
             return 0.0
         return max(0.0, (now_s if now_s is not None else time.time()) - mtime)
 
-    def put(self, readings: list[Reading], *, front: bool = False) -> Path | None:
+    def put(self, batch: Payload, *, front: bool = False) -> Path | None:
         """Persist a batch and return its file; None (nothing written) when full or disk error.
 
         ``front=True`` puts it before everything held (a batch older than the spooled ones).
         """
-        data = _encode(readings)
+        if isinstance(batch, Lines):
+            data, suffix = batch.text.encode("utf-8") + b"\n", ".lp"
+        else:
+            data, suffix = _encode(batch), ".jsonl"
         with self._lock:
             if self._bytes + len(data) > self.max_bytes:
                 return None
             if self._count == 0:
                 self._first = self._seq
             seq = self._first - 1 if front and self._count else self._seq
-            name = f"{seq:016d}.jsonl"
+            name = f"{seq:016d}{suffix}"
             tmp = self.dir / (name + ".tmp")
             try:
                 with open(tmp, "wb") as fh:
@@ -118,7 +133,7 @@ class Spool:
             self._count += 1
             return self.dir / name
 
-    def peek(self) -> tuple[Path, list[Reading]] | None:
+    def peek(self) -> tuple[Path, Payload] | None:
         """The oldest batch and its file, or None when empty."""
         with self._lock:
             files = self._files()
@@ -126,7 +141,8 @@ class Spool:
             return None
         path = files[0]
         try:
-            return path, _decode(path.read_bytes())
+            data = path.read_bytes()
+            return path, _decode_lines(data) if path.suffix == ".lp" else _decode(data)
         except (OSError, ValueError) as exc:
             raise SpoolError(f"spool file {path} is unreadable: {exc}") from exc
 

@@ -14,6 +14,7 @@ them (the decoder already rejects such identifiers).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from greendc.catalogue import READING
 from greendc.model import Reading
@@ -112,6 +113,39 @@ class LineEncoder:
             )
             append(f"{key} {body} {ts_ms}")
         return "\n".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """Readings already encoded: ``count`` lines of line protocol, newline-separated.
+
+    The form in which the collector queues, spools and posts batches for InfluxDB: about
+    100 bytes a reading, where the readings themselves take about 400 in memory.
+    """
+
+    text: str
+    count: int
+
+    def split(self, parts: int) -> list[str]:
+        """The text as up to ``parts`` bodies of whole lines, of about equal size."""
+        text, bodies, start = self.text, [], 0
+        for i in range(1, parts):
+            cut = text.find("\n", max(start, len(text) * i // parts))
+            if cut < 0:
+                break
+            bodies.append(text[start:cut])
+            start = cut + 1
+        bodies.append(text[start:])
+        return bodies
+
+
+Payload = list[Reading] | Lines
+"""A batch of readings as the collector hands it to a sink: the readings, or their lines."""
+
+
+def readings_in(batch: Payload) -> int:
+    """How many readings a batch holds."""
+    return batch.count if isinstance(batch, Lines) else len(batch)
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, float], int]:

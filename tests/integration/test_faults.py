@@ -119,7 +119,13 @@ def agent_metrics(agent: Agent) -> str:
 
 
 class RecordingSink:
-    """A real sink, observed: records each batch it stored, in the order it stored them."""
+    """A real sink, observed: records each batch it stored, in the order it stored them.
+
+    It takes readings only (``accepts_lines`` False), so the pipeline hands it readings it
+    can record; the collector's own runs below spool line protocol.
+    """
+
+    accepts_lines = False
 
     def __init__(self, inner: InfluxV1Sink) -> None:
         self.inner = inner
@@ -462,7 +468,7 @@ def test_sigkill_during_outage_then_restart_replays_spool_and_redelivery(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    spool_files = sorted((tmp_path / "spool" / sink).glob("*.jsonl"))
+    spool_files = sorted((tmp_path / "spool" / sink).glob("*.lp"))
     assert sum(len(f.read_text().splitlines()) for f in spool_files) == 1000
 
     own_influx.start()
@@ -485,7 +491,7 @@ def test_sigkill_during_outage_then_restart_replays_spool_and_redelivery(
             proc.wait(10)
     assert_exactly(influx_rows(own_influx, own_db), expected)
     assert influx_count(own_influx, own_db) == len(expected)
-    assert list((tmp_path / "spool" / sink).glob("*.jsonl")) == []
+    assert [f.name for f in (tmp_path / "spool" / sink).glob("*.*") if f.is_file()] == []
 
 
 # -- 4. a slow sink ---------------------------------------------------------------------------

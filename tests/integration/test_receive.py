@@ -131,6 +131,7 @@ class _SlowSink:
     """Stores nothing, slowly: a sink far behind the broker."""
 
     name = "slow"
+    accepts_lines = False
 
     def write(self, _readings: object) -> None:
         time.sleep(0.01)

@@ -6,10 +6,12 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.sinks import MIN_READINGS_PER_REQUEST, ParallelWrites
 from greendc._errors import SinkError, SinkUnavailable
-from greendc.lineproto import LineEncoder, parse_line
+from greendc.lineproto import LineEncoder, Lines, parse_line
 from greendc.model import Reading
 
 
@@ -54,21 +56,33 @@ def test_a_small_batch_is_one_request_from_the_worker_thread() -> None:
     assert stored(rec) == [r.ts_ms for r in batch]
 
 
+@pytest.mark.parametrize("encoded", [False, True])  # readings, or the pipeline's Lines
 @pytest.mark.parametrize(
     ("n", "size", "parts"), [(2, 4000, 2), (3, 4000, 3), (4, 2500, 2), (1, 9000, 1)]
 )
 def test_a_large_batch_is_split_and_every_reading_is_posted_once(
-    n: int, size: int, parts: int
+    n: int, size: int, parts: int, encoded: bool
 ) -> None:
     rec = Recorder()
     writes = ParallelWrites("t", n, LineEncoder(), rec)
     batch = readings(size)
-    writes.write(batch)
+    writes.write(Lines(LineEncoder().encode(batch), size) if encoded else batch)
     writes.close()
     assert len(rec.bodies) == parts
     assert stored(rec) == [r.ts_ms for r in batch]
     if parts > 1:  # the first parts went to helper threads
         assert len(rec.threads) >= 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.text("abc=, ", min_size=1, max_size=30), min_size=1, max_size=60),
+    parts=st.integers(1, 8),
+)
+def test_lines_split_into_whole_lines_in_order(lines: list[str], parts: int) -> None:
+    bodies = Lines("\n".join(lines), len(lines)).split(parts)
+    assert 1 <= len(bodies) <= parts
+    assert [line for body in bodies for line in body.split("\n")] == lines
 
 
 def test_any_failed_part_fails_the_batch_after_every_part_has_ended() -> None:

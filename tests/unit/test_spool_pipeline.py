@@ -10,11 +10,17 @@ from pathlib import Path
 from collector.pipeline import Batch, Pipeline, SinkWorker
 from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable
+from greendc.lineproto import LineEncoder, Lines, Payload, parse_line
 from greendc.model import Reading
 
 
 def readings(start: int, n: int) -> list[Reading]:
     return [Reading("sg1", "m", "it", start + i, {"power_w": float(i)}) for i in range(n)]
+
+
+def _reading(parsed: tuple[str, dict[str, str], dict[str, float], int]) -> Reading:
+    _measurement, tags, fields, ts_ms = parsed
+    return Reading(tags["site"], tags["meter"], tags["role"], ts_ms, fields)
 
 
 def wait_until(pred, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -27,10 +33,16 @@ def wait_until(pred, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
 
 
 class MemorySink:
-    """A sink test double that can be switched off, slowed down or made to refuse."""
+    """A sink test double that can be switched off, slowed down or made to refuse.
 
-    def __init__(self, name: str = "mem") -> None:
+    With ``lines=True`` it takes line protocol, as the InfluxDB sinks do, and parses what
+    it is given back into readings; ``kinds`` records the form of each batch.
+    """
+
+    def __init__(self, name: str = "mem", *, lines: bool = False) -> None:
         self.name = name
+        self.accepts_lines = lines
+        self.kinds: list[str] = []
         self.rows: list[Reading] = []
         self.up = True
         self.refuse = False
@@ -39,7 +51,7 @@ class MemorySink:
         self.gate.set()
         self.closed = False
 
-    def write(self, batch: list[Reading]) -> None:
+    def write(self, batch: Payload) -> None:
         self.gate.wait()
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -47,6 +59,11 @@ class MemorySink:
             raise SinkError(self.name, "HTTP 400 bad batch")
         if not self.up:
             raise SinkUnavailable(self.name, "connection refused")
+        self.kinds.append(type(batch).__name__)
+        if isinstance(batch, Lines):
+            assert self.accepts_lines
+            assert batch.count == len(batch.text.split("\n"))
+            batch = [_reading(parse_line(line)) for line in batch.text.split("\n")]
         self.rows.extend(batch)
 
     def close(self) -> None:
@@ -187,6 +204,7 @@ class CyclicFailureSink:
     """Fails as an HTTP client does: the exception keeps its frame, and the batch, in a cycle."""
 
     name = "cyclic"
+    accepts_lines = False
 
     def __init__(self) -> None:
         self.attempts = 0
@@ -227,3 +245,92 @@ def test_failed_batches_are_not_kept_alive_by_their_errors_during_an_outage(
         worker.stop(time.monotonic() + 5)
         if enabled:
             gc.enable()
+
+
+# -- batches as line protocol (every sink takes it: the InfluxDB sinks) -----------------------
+
+
+def test_when_every_sink_takes_lines_batches_are_queued_spooled_and_replayed_as_lines(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink(lines=True)
+    w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=4)
+    p = Pipeline([w], batch_size=10, flush_interval_s=0.05)
+    p.start()
+    p.add(readings(0, 10))
+    assert wait_until(lambda: len(sink.rows) == 10)
+    sink.up = False
+    for k in range(1, 6):
+        p.add(readings(k * 10, 10))
+    assert wait_until(lambda: w.spool.batches >= 5 and w.stats.failures >= 1)
+    assert sorted(f.suffix for f in tmp_path.iterdir() if f.is_file()) == [".lp"] * 5
+    sink.up = True
+    assert wait_until(lambda: len(sink.rows) == 60 and w.spool.batches == 0, 20)
+    p.stop(5)
+    # every reading, in order, tags and fields intact
+    assert sink.rows == [r for k in range(6) for r in readings(k * 10, 10)]
+    assert set(sink.kinds) == {"Lines"}
+    assert w.stats.written == 60 and w.stats.dropped == 0
+
+
+def test_one_sink_that_needs_readings_keeps_the_batch_as_readings(tmp_path: Path) -> None:
+    lines, plain = MemorySink("lines", lines=True), MemorySink("plain")
+    ws = [SinkWorker(s, Spool(tmp_path / s.name, 10**7), 4) for s in (lines, plain)]
+    p = Pipeline(ws, batch_size=5, flush_interval_s=10)
+    p.start()
+    p.add(readings(0, 5))
+    assert wait_until(lambda: len(lines.rows) == len(plain.rows) == 5)
+    p.stop(5)
+    assert lines.kinds == plain.kinds == ["list"]
+    assert lines.rows == plain.rows == readings(0, 5)
+
+
+def test_queued_line_batches_hold_no_reading_objects(tmp_path: Path) -> None:
+    # The point of encoding as readings arrive: a burst waiting for a slow sink is held as
+    # text (about 100 bytes a reading), not as reading objects (about 400).
+    sink = MemorySink(lines=True)
+    sink.gate.clear()  # the sink hangs: batches wait in its queue
+    w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=8)
+    p = Pipeline([w], batch_size=500, flush_interval_s=10)
+    p.start()
+    for k in range(6):
+        p.add([Reading("probe", "m", "it", k * 500 + i, {"power_w": 1.0}) for i in range(500)])
+    assert wait_until(lambda: w.health(0).queue_batches >= 5)
+    alive = sum(1 for o in gc.get_objects() if type(o) is Reading and o.site == "probe")
+    assert alive == 0, f"{alive} readings held while queued"
+    sink.gate.set()
+    assert wait_until(lambda: len(sink.rows) == 3000)
+    p.stop(5)
+
+
+def test_a_reading_that_cannot_be_encoded_is_dropped_and_counted_the_rest_kept(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink(lines=True)
+    w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=4)
+    p = Pipeline([w], batch_size=4, flush_interval_s=10)
+    p.start()
+    batch = readings(0, 4)
+    batch[2] = batch[2]._replace(meter="bad\nmeter")  # a newline cannot be a tag
+    p.add(batch)
+    p.stop(5)
+    assert [r.ts_ms for r in sink.rows] == [0, 1, 3]
+    assert w.stats.dropped == 1
+
+
+def test_a_spool_replays_lines_and_older_reading_files_in_arrival_order(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 10**7)
+    first = sp.put(readings(0, 3))  # as an older greendc spooled: JSON readings
+    text = LineEncoder().encode(readings(3, 2))
+    second = sp.put(Lines(text, 2))
+    assert first is not None and second is not None
+    assert (first.suffix, second.suffix) == (".jsonl", ".lp")
+    again = Spool(tmp_path, 10**7)  # as after a restart
+    assert again.batches == 2 and again.bytes == sp.bytes
+    peeked = again.peek()
+    assert peeked is not None and peeked[1] == readings(0, 3)
+    again.remove(peeked[0])
+    peeked = again.peek()
+    assert peeked is not None and peeked[1] == Lines(text, 2)
+    again.remove(peeked[0])
+    assert again.peek() is None and again.bytes == 0
