@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from collector.pipeline import Batch, Pipeline, SinkWorker
 from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable
@@ -88,8 +90,11 @@ def test_spool_is_ordered_bounded_and_survives_reopen(tmp_path: Path) -> None:
     assert peeked is not None and [r.ts_ms for r in peeked[1]] == [100, 101, 102]
 
 
-def test_outage_spools_then_replays_everything_in_order(tmp_path: Path) -> None:
-    sink = MemorySink()
+@pytest.mark.parametrize("lines", [False, True])
+def test_outage_spools_then_replays_everything_in_order(tmp_path: Path, lines: bool) -> None:
+    # With ``lines`` the sink takes line protocol, as the InfluxDB sinks do: batches are
+    # queued, spooled (.lp) and replayed as that text, and come back with tags and fields.
+    sink = MemorySink(lines=lines)
     w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=4)
     p = Pipeline([w], batch_size=10, flush_interval_s=0.05)
     p.start()
@@ -100,9 +105,12 @@ def test_outage_spools_then_replays_everything_in_order(tmp_path: Path) -> None:
         p.add(readings(k * 10, 10))
     assert wait_until(lambda: w.spool.batches >= 5 and w.stats.failures >= 1)
     assert w.stats.dropped == 0
+    assert {f.suffix for f in tmp_path.iterdir() if f.is_file()} == {".lp" if lines else ".jsonl"}
     sink.up = True
     assert wait_until(lambda: len(sink.rows) == 60 and w.spool.batches == 0, 20)
-    assert [r.ts_ms for r in sink.rows] == list(range(60))
+    assert sink.rows == [r for k in range(6) for r in readings(k * 10, 10)]
+    assert set(sink.kinds) == {"Lines" if lines else "list"}
+    assert w.stats.written == 60
     p.stop(5)
     assert sink.closed
 
@@ -248,29 +256,6 @@ def test_failed_batches_are_not_kept_alive_by_their_errors_during_an_outage(
 
 
 # -- batches as line protocol (every sink takes it: the InfluxDB sinks) -----------------------
-
-
-def test_when_every_sink_takes_lines_batches_are_queued_spooled_and_replayed_as_lines(
-    tmp_path: Path,
-) -> None:
-    sink = MemorySink(lines=True)
-    w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=4)
-    p = Pipeline([w], batch_size=10, flush_interval_s=0.05)
-    p.start()
-    p.add(readings(0, 10))
-    assert wait_until(lambda: len(sink.rows) == 10)
-    sink.up = False
-    for k in range(1, 6):
-        p.add(readings(k * 10, 10))
-    assert wait_until(lambda: w.spool.batches >= 5 and w.stats.failures >= 1)
-    assert sorted(f.suffix for f in tmp_path.iterdir() if f.is_file()) == [".lp"] * 5
-    sink.up = True
-    assert wait_until(lambda: len(sink.rows) == 60 and w.spool.batches == 0, 20)
-    p.stop(5)
-    # every reading, in order, tags and fields intact
-    assert sink.rows == [r for k in range(6) for r in readings(k * 10, 10)]
-    assert set(sink.kinds) == {"Lines"}
-    assert w.stats.written == 60 and w.stats.dropped == 0
 
 
 def test_one_sink_that_needs_readings_keeps_the_batch_as_readings(tmp_path: Path) -> None:
