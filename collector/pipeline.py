@@ -362,17 +362,18 @@ class Pipeline:
         assert self._encoder is not None
         try:
             return self._encoder.encode(readings), len(readings)
-        except ValueError:
+        except Exception:  # found reading by reading below, and reported
             pass
-        # The decoder admits nothing that cannot be written (NaN, a newline in a name), so
-        # this is a bug or a new reading source: keep every reading that can be written.
+        # The decoder admits nothing that cannot be written (a newline in a name, a value
+        # that is not a number), so this is a bug or a new reading source: keep every
+        # reading that can be written.
         lines = []
         for r in readings:
             try:
                 lines.append(self._encoder.encode((r,)))
-            except ValueError as exc:
+            except Exception as exc:  # a bad reading must not lose the others
                 log.error(
-                    "reading of %s/%s at %d ms cannot be written as line protocol (%s): "
+                    "reading of %s/%s at %s ms cannot be written as line protocol (%s): "
                     "DROPPED; please report this",
                     r.site,
                     r.meter,

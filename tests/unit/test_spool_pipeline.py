@@ -288,15 +288,20 @@ def test_queued_line_batches_hold_no_reading_objects(tmp_path: Path) -> None:
     p.stop(5)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"meter": "bad\nmeter"}, {"fields": {"power_w": None}}],  # no tag / no number in LP
+    ids=["newline-in-tag", "not-a-number"],
+)
 def test_a_reading_that_cannot_be_encoded_is_dropped_and_counted_the_rest_kept(
-    tmp_path: Path,
+    tmp_path: Path, bad: dict[str, object]
 ) -> None:
     sink = MemorySink(lines=True)
     w = SinkWorker(sink, Spool(tmp_path, 10**7), max_queue_batches=4)
     p = Pipeline([w], batch_size=4, flush_interval_s=10)
     p.start()
     batch = readings(0, 4)
-    batch[2] = batch[2]._replace(meter="bad\nmeter")  # a newline cannot be a tag
+    batch[2] = batch[2]._replace(**bad)
     p.add(batch)
     p.stop(5)
     assert [r.ts_ms for r in sink.rows] == [0, 1, 3]
