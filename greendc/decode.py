@@ -319,12 +319,12 @@ class Decoder:
                 continue
             site = parts[c.site_index] if c.site_index is not None else c.mapping.site
             assert site is not None  # config validation guarantees a site source
-            if not _IDENT.match(site):
+            if not _IDENT.fullmatch(site):
                 return ("bad_identifier", f"site {_short(site)} in topic {_short(topic)}")
             if site not in self._sites:
                 return ("unknown_site", f"site {site!r} (topic {_short(topic)})")
             meter = parts[c.meter_index] if c.meter_index is not None else None
-            if meter is not None and not _IDENT.match(meter):
+            if meter is not None and not _IDENT.fullmatch(meter):
                 return ("bad_identifier", f"meter {_short(meter)} in topic {_short(topic)}")
             return (c, site, meter)
         return ("no_mapping", f"topic {_short(topic)}")
@@ -487,7 +487,7 @@ class Decoder:
                     rejections.append(("bad_identifier", f"{site}: meter {_short(meter)}"))
                     continue
                 role = roles.get(meter)
-                if role is None and not _IDENT.match(meter):
+                if role is None and not _IDENT.fullmatch(meter):
                     rejections.append(("bad_identifier", f"{site}: meter {_short(meter)}"))
                     continue
             else:

@@ -137,6 +137,7 @@ def test_native_batch_keeps_good_items_and_counts_bad_ones(decoder: Decoder) -> 
         ("greendc/sg,1 x=y/ups-1", b'{"power_w": 1}', "bad_identifier"),
         ('greendc/sg1/ups"1', b'{"power_w": 1}', "bad_identifier"),
         ("greendc/sg1/ups\n1", b'{"power_w": 1}', "bad_identifier"),
+        ("greendc/sg1/ups-1\n", b'{"power_w": 1}', "bad_identifier"),  # `$` allows one
         ("elsewhere/x", b'{"power_w": 1}', "no_mapping"),
         ("greendc/sg1/ups-1", b" " * 300_000, "payload_too_large"),
         ("plain/sg1/ups-1/power_kw", b"abc", "non_numeric"),
@@ -155,7 +156,7 @@ def test_rejections_are_counted_by_reason(
 
 
 def test_tag_characters_in_batch_meter_names_are_rejected(decoder: Decoder) -> None:
-    for bad in ["a,b", "a b", "a=b", 'a"b', "a\nb", "", "x" * 65, 12]:
+    for bad in ["a,b", "a b", "a=b", 'a"b', "a\nb", "ab\n", "", "x" * 65, 12]:
         readings, rej = dec(decoder, "greendc/sg1", [{"meter": bad, "power_w": 1}])
         assert (readings, rej) == ([], ["bad_identifier"]), bad
 

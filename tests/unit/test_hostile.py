@@ -169,7 +169,7 @@ def test_any_topic_and_payload_gives_valid_readings_or_counted_rejections(
         assert reason in REJECTION_REASONS
         assert isinstance(detail, str) and len(detail) < 1000
     for r in readings:
-        assert IDENT.match(r.site) and IDENT.match(r.meter), r
+        assert IDENT.fullmatch(r.site) and IDENT.fullmatch(r.meter), r
         assert r.fields and all(type(v) is float and math.isfinite(v) for v in r.fields.values())
         _assert_line_round_trip(r)
     # What reached the live state is exported under exactly the same labels.
@@ -188,9 +188,9 @@ def test_json_meter_names_cannot_become_tags_unescaped(meters: list[Any]) -> Non
     readings, rejections = d.decode("greendc/sg1", json.dumps(items).encode(), NOW)
     assert len(readings) + len(rejections) == len(items)
     for r in readings:
-        assert IDENT.match(r.meter)
+        assert IDENT.fullmatch(r.meter)
         _assert_line_round_trip(r)
-    ok = [m for m in meters if isinstance(m, str) and IDENT.match(m)]
+    ok = [m for m in meters if isinstance(m, str) and IDENT.fullmatch(m)]
     bad = len(meters) - len(ok)
     assert sum(reason in ("bad_identifier", "missing_meter") for reason, _ in rejections) == bad
 
