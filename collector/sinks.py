@@ -71,6 +71,7 @@ class ParallelWrites:
     def __init__(
         self, sink_name: str, n: int, encoder: LineEncoder, post: Callable[[str], None]
     ) -> None:
+        self._name = sink_name
         self._n = n
         self._encoder = encoder
         self._post = post
@@ -111,7 +112,17 @@ class ParallelWrites:
     def _body(self, piece: Payload | str) -> str:
         if isinstance(piece, str):
             return piece
-        return piece.text if isinstance(piece, Lines) else self._encoder.encode(piece)
+        if isinstance(piece, Lines):
+            return piece.text
+        try:
+            return self._encoder.encode(piece)
+        except Exception as exc:
+            # Retrying cannot help, so not an outage: refused, the batch is set aside in the
+            # spool's rejected/ folder and counted. (The decoder admits nothing that cannot
+            # be written; with InfluxDB sinks only, the pipeline drops just the bad reading.)
+            raise SinkError(
+                self._name, f"a reading cannot be written as line protocol: {exc}"
+            ) from exc
 
     def close(self) -> None:
         """Wait for requests in flight and stop the helper threads."""
