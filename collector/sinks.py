@@ -10,8 +10,10 @@ sinks that say ``accepts_lines``, those readings already encoded as InfluxDB lin
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, cast
 from urllib.parse import urlencode
@@ -195,6 +197,26 @@ class InfluxV1Sink:
         self._http.clear()
 
 
+@contextlib.contextmanager
+def _numpy_hidden() -> Iterator[None]:
+    """Import influxdb-client without numpy (about 20 MiB of the agent's memory).
+
+    influxdb-client imports numpy whenever it is installed (the report needs it), only to
+    format numpy values in its Point objects; this sink posts line protocol and builds no
+    Point. While the client is first imported, numpy reads as absent (its own fallback);
+    afterwards numpy imports as usual for anyone else in the process.
+    """
+    if "numpy" in sys.modules or "influxdb_client" in sys.modules:
+        yield
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if "numpy" in sys.modules and sys.modules["numpy"] is None:
+            del sys.modules["numpy"]
+
+
 class InfluxV2Sink:
     """InfluxDB 2.x/3.x/Cloud (or a v2-compatible server) through influxdb-client.
 
@@ -206,8 +228,9 @@ class InfluxV2Sink:
     accepts_lines = True
 
     def __init__(self, settings: InfluxV2Settings, name: str = "influxdb_v2") -> None:
-        from influxdb_client import InfluxDBClient, WritePrecision
-        from influxdb_client.client.write_api import SYNCHRONOUS
+        with _numpy_hidden():
+            from influxdb_client import InfluxDBClient, WritePrecision
+            from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.name = name
         self._settings = settings
