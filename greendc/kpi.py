@@ -378,6 +378,11 @@ def _sum_role(
         if series is None:
             coverages.append(0.0)
             continue
+        if series.interval_seconds != interval_seconds:
+            raise KPIError(
+                f"meter {m.name}: its series has {series.interval_seconds} s intervals, "
+                f"the KPIs are computed on {interval_seconds} s"
+            )
         part = series.slice(window.start_s, window.end_s)
         signed = m.sign * part.amount
         summed = signed if summed is None else summed + signed
@@ -386,7 +391,7 @@ def _sum_role(
     per_interval: list[float] = (
         summed.tolist() if summed is not None else [0.0] * (window.seconds // interval_seconds)
     )
-    return Measured(sum(per_interval), coverage, count), per_interval
+    return Measured(sum(per_interval, 0.0), coverage, count), per_interval
 
 
 def _month_bounds(month: str, tz: ZoneInfo) -> tuple[float, float]:
@@ -405,7 +410,7 @@ def contract_wh_in_window(contract: Contract, window: Window, timezone: str) -> 
 
 def _clipped(values: Iterable[float]) -> list[float]:
     """Each value, or 0 where it is negative (per interval: exports do not count)."""
-    return [v if v > 0.0 else 0.0 for v in values]
+    return [0.0 if v < 0.0 else v for v in values]
 
 
 def _hourly(
@@ -462,9 +467,11 @@ def site_kpis(
     if e_import.meters:
         e_grid, grid_i = e_import, import_i
     else:
+        if not len(dc_i) == len(ren_i) == len(gen_i):
+            raise KPIError("per-interval energies of different lengths: not on one grid")
         grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
         parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
-        e_grid = Measured(sum(grid_i), min(p.coverage for p in parts), e_dc.meters)
+        e_grid = Measured(sum(grid_i, 0.0), min(p.coverage for p in parts), e_dc.meters)
 
     tz = site.timezone
     contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
@@ -537,6 +544,10 @@ def site_kpis(
     hourly_ppas = [c for c in site.contracts if c.kind == "ppa" and c.hourly]
     cfe_detail = ""
     if ppa_hourly_wh is not None:
+        if ppa_hourly_wh.interval_seconds != HOUR_SECONDS:
+            raise KPIError(
+                f"ppa_hourly_wh has {ppa_hourly_wh.interval_seconds} s intervals; it must be hourly"
+            )
         ppa = ppa_hourly_wh.slice(dc_start, dc_start + len(dc_h) * HOUR_SECONDS).amount.tolist()
         clean_h = [c + p for c, p in zip(clean_h, ppa, strict=True)]
     elif hourly_ppas:

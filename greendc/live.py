@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import add, sub
 
 from greendc._errors import KPIError
 from greendc.config import Settings, Site
@@ -65,6 +66,7 @@ class _WindowSums:
         self._members = members
         self._window = window
         self._coverage: dict[int, float] = {}
+        self._amounts: dict[_GroupKey, list[float]] = {}  # each ring read once per window
 
     def _meter_coverage(self, state: _MeterState) -> float:
         c = self._coverage.get(id(state))
@@ -77,15 +79,16 @@ class _WindowSums:
     def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, list[float]]:
         w = self._window
         per_interval: list[float] | None = None
-        for (role, z, sign), ring in self._rings.items():
+        for key, ring in self._rings.items():
+            role, z, sign = key
             if role in roles and (zone is None or z == zone):
-                part = ring.amounts(w.start_s, w.end_s)
+                part = self._amounts.get(key)
+                if part is None:
+                    part = self._amounts[key] = ring.amounts(w.start_s, w.end_s)
                 if per_interval is None:
-                    per_interval = [sign * a for a in part]
+                    per_interval = list(part) if sign > 0 else [-a for a in part]
                 else:
-                    per_interval = [
-                        acc + sign * a for acc, a in zip(per_interval, part, strict=True)
-                    ]
+                    per_interval = list(map(add if sign > 0 else sub, per_interval, part))
         count = 0
         coverage = 1.0
         for (role, z), states in self._members.items():
@@ -96,7 +99,7 @@ class _WindowSums:
         if per_interval is None:
             step = next(iter(self._rings.values())).interval_seconds if self._rings else 1
             per_interval = [0.0] * (w.seconds // step)
-        return Measured(sum(per_interval), coverage, count), per_interval
+        return Measured(sum(per_interval, 0.0), coverage, count), per_interval
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
+from operator import eq, mul
 
 from greendc._errors import KPIError
 
@@ -149,10 +150,20 @@ class EnergyRing:
             raise KPIError(f"[{start_s}, {end_s}) is not a window on the {step} s grid")
         self._flush()
         cap, index, amount = self.capacity, self._index, self._amount
-        return [
-            amount[k % cap] if index[k % cap] == k else 0.0
-            for k in range(start_s // step, end_s // step)
-        ]
+        ks = range(start_s // step, end_s // step)
+        first, n = ks.start % cap, len(ks)
+        if n > cap:  # longer than the ring: most of the window is not held
+            return [amount[k % cap] if index[k % cap] == k else 0.0 for k in ks]
+        # The window's slots are one or two runs of the arrays: copied as such (a snapshot
+        # reads every ring for every window; per-item indexing was most of its time).
+        held, amt = index[first : first + n], amount[first : first + n]
+        if len(held) < n:
+            held += index[: n - len(held)]
+            amt += amount[: n - len(amt)]
+        wanted = array("q", ks)
+        if held == wanted:  # every interval of the window is held
+            return amt.tolist()
+        return list(map(mul, amt, map(eq, held, wanted)))  # x * False == 0.0
 
 
 def covered_seconds(runs: Sequence[Sequence[float]], start_s: float, end_s: float) -> float:

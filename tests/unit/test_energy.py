@@ -278,3 +278,31 @@ def test_a_zero_length_step_is_treated_as_the_general_path_treats_it() -> None:
     ring.spread(0.0, 30.0, 1.0)  # interval 0 is now the open one
     ring.spread(60.0, 60.0, 5.0)  # no time: spans no interval
     assert ring.amounts(0, 120) == pytest.approx([1.0, 0.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 8),
+    steps=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(1, 3), st.floats(-5.0, 5.0)), max_size=25
+    ),
+    start=st.integers(0, 35),
+    length=st.integers(0, 12),
+)
+def test_a_ring_reads_any_window_as_its_slots_say(
+    capacity: int, steps: list[tuple[int, int, float]], start: int, length: int
+) -> None:
+    # amounts() copies runs of slots (wrapping round the ring) instead of reading slot by
+    # slot; it must say exactly what the slots hold: the energy of interval k where slot
+    # k % capacity holds k, else 0.
+    step = 60
+    ring = EnergyRing(step, capacity)
+    for k0, span, e in steps:
+        ring.spread(k0 * step + 0.5, (k0 + span) * step - 0.5, e)
+    got = ring.amounts(start * step, (start + length) * step)
+    index, amount = ring._index, ring._amount  # the ring's state, after amounts() flushed
+    want = [
+        amount[k % capacity] if index[k % capacity] == k else 0.0
+        for k in range(start, start + length)
+    ]
+    assert got == want

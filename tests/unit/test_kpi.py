@@ -397,3 +397,38 @@ def test_site_kpis_withhold_everything_fed_by_an_under_covered_meter(covered_s: 
     for name in ("pue", "ref", "scope2_location", "scope2_market", "cfe"):
         assert out.kpis[name].value is None, name
     assert out.kpis["ppue:h1"].value == pytest.approx(1.2)
+
+
+def test_series_on_another_interval_grid_are_refused_not_misread() -> None:
+    # Summing per-interval lists of different grids would silently truncate or misplace
+    # energy; the report's series and the KPI interval must agree.
+    site = _mixed_site()
+    factors = load_factors()
+    w = Window(0, 7200)
+    minute = {"inc": _flat(60, 120, 100.0), "ups": _flat(60, 120, 50.0)}
+    with pytest.raises(KPIError, match="pv: its series has 300 s intervals"):
+        site_kpis(site, {**minute, "pv": _flat(300, 24, 10.0)}, w, factors, 0.0)
+    with pytest.raises(KPIError, match="inc: its series has 60 s intervals"):
+        site_kpis(site, minute, w, factors, 0.0, interval_seconds=300)
+    with pytest.raises(KPIError, match="must be hourly"):
+        site_kpis(site, minute, w, factors, 0.0, ppa_hourly_wh=_flat(60, 120, 1.0))
+
+
+def _mixed_site() -> Site:
+    return Site.model_validate(
+        {
+            "name": "s",
+            "grid_zone": "SG",
+            "installed_it_kw": 1,
+            "pue_category": 1,
+            "meters": [
+                {"name": "inc", "role": "facility"},
+                {"name": "ups", "role": "it", "point": "ups_output"},
+                {"name": "pv", "role": "renewable_onsite"},
+            ],
+        }
+    )
+
+
+def _flat(step: int, n: int, wh: float) -> IntervalSeries:
+    return IntervalSeries(0, step, np.full(n, wh), np.full(n, float(step)))
