@@ -65,6 +65,12 @@ class SinkStats:
     last_success_s: float | None = None
     write_seconds: Hist = field(default_factory=_latency_hist)
     batch_readings: Hist = field(default_factory=_batch_hist)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_dropped(self, readings: int) -> None:
+        """Count readings this sink will not store (from any thread)."""
+        with self._lock:
+            self.dropped += readings
 
 
 @dataclass

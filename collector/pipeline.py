@@ -156,7 +156,7 @@ class SinkWorker:
         batch.settle()
 
     def _count_dropped(self, batch: Payload) -> None:
-        self.stats.dropped += readings_in(batch)
+        self.stats.add_dropped(readings_in(batch))
         log.error(
             "sink %s: spool %s is full (%d of %d bytes) or the disk refused the write: "
             "DROPPED %d readings. Free disk space, raise sinks.spool.max_bytes, or bring "
@@ -205,7 +205,7 @@ class SinkWorker:
         kept = self.spool.quarantine(path) if path is not None else None
         self.stats.failures += 1
         count = readings_in(batch)
-        self.stats.dropped += count
+        self.stats.add_dropped(count)
         log.error("%s; %d readings set aside in %s for inspection", exc, count, kept)
 
     def _step(self) -> bool:
@@ -367,21 +367,27 @@ class Pipeline:
         # The decoder admits nothing that cannot be written (a newline in a name, a value
         # that is not a number), so this is a bug or a new reading source: keep every
         # reading that can be written.
-        lines = []
+        lines: list[str] = []
+        bad: list[tuple[Reading, Exception]] = []
         for r in readings:
             try:
                 lines.append(self._encoder.encode((r,)))
             except Exception as exc:  # a bad reading must not lose the others
-                log.error(
-                    "reading of %s/%s at %s ms cannot be written as line protocol (%s): "
-                    "DROPPED; please report this",
-                    r.site,
-                    r.meter,
-                    r.ts_ms,
-                    exc,
-                )
-                for w in self.workers:
-                    w.stats.dropped += 1
+                bad.append((r, exc))
+        if bad:
+            r, error = bad[0]
+            log.error(
+                "%d reading(s) cannot be written as line protocol, DROPPED (counted in "
+                "greendc_spool_dropped_readings_total); the first: %r/%r at %r ms: %s. "
+                "Please report this: the decoder should have rejected them.",
+                len(bad),
+                r.site,
+                r.meter,
+                r.ts_ms,
+                error,
+            )
+            for w in self.workers:
+                w.stats.add_dropped(len(bad))
         return "\n".join(lines), len(lines)
 
     def _take(self) -> Batch:

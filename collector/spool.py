@@ -164,6 +164,8 @@ class Spool:
         with self._lock:
             size = path.stat().st_size
             target = bad / path.name
+            if target.exists():  # sequence numbers restart once the spool is empty
+                target = bad / f"{path.stem}-{time.time_ns()}{path.suffix}"
             os.replace(path, target)
             self._bytes -= size
             self._count -= 1

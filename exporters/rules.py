@@ -300,11 +300,12 @@ def _pipeline_alerts(a: _Alerts, job: str, withheld_window: str) -> None:
         "increase(greendc_spool_dropped_readings_total[5m]) > 0\n",
         for_="0m",
         severity="critical",
-        summary="Readings are being dropped: the spool of {{ $labels.sink }} is full",
+        summary="Readings are being dropped for sink {{ $labels.sink }}",
         description=(
             'About {{ $value | printf "%.0f" }} readings for sink {{ $labels.sink }} on '
-            "{{ $labels.instance }} were dropped in 5 minutes because its spool is full. "
-            "This data is lost."
+            "{{ $labels.instance }} were dropped in 5 minutes: its spool is full, or the "
+            "server refused a batch (kept in the spool's rejected/ folder), or a reading "
+            "could not be encoded; the agent's log says which. This data is not stored."
         ),
     )
     rejected = "sum by (job, instance) (rate(greendc_agent_rejections_total[5m]))"

@@ -281,7 +281,9 @@ _METRICS = [
         "greendc_spool_dropped_readings_total",
         "counter",
         "readings",
-        "Readings dropped because a sink's spool was full (never silent: alert on it).",
+        "Readings a sink will not store: its spool was full, or the server refused the batch"
+        " (set aside in the spool's rejected/ folder), or a reading could not be encoded"
+        " (never silent: alert on it).",
         ("sink",),
     ),
 ]

@@ -324,3 +324,23 @@ def test_a_spool_replays_lines_and_older_reading_files_in_arrival_order(tmp_path
     assert peeked is not None and peeked[1] == Lines(text, 2)
     again.remove(peeked[0])
     assert again.peek() is None and again.bytes == 0
+
+
+def test_batches_set_aside_under_the_same_number_are_all_kept(tmp_path: Path) -> None:
+    # Sequence numbers start again when an agent restarts with an empty spool, so a later
+    # refused batch can carry the number of an earlier one; both must stay for inspection.
+    kept = []
+    for start in (0, 100):
+        sp = Spool(tmp_path, 10**7)  # a restart
+        path = sp.put(readings(start, 2))
+        assert path is not None
+        kept.append(sp.quarantine(path))
+        assert sp.batches == 0 and sp.bytes == 0
+    assert kept[0] != kept[1] and all(p.exists() for p in kept)
+    assert sorted(r.ts_ms for p in kept for r in _spooled(p)) == [0, 1, 100, 101]
+
+
+def _spooled(path: Path) -> list[Reading]:
+    import json
+
+    return [Reading(*json.loads(line)) for line in path.read_text().splitlines()]
