@@ -402,33 +402,19 @@ def test_site_kpis_withhold_everything_fed_by_an_under_covered_meter(covered_s: 
 def test_series_on_another_interval_grid_are_refused_not_misread() -> None:
     # Summing per-interval lists of different grids would silently truncate or misplace
     # energy; the report's series and the KPI interval must agree.
-    site = _mixed_site()
+    site = make_site(
+        [
+            {"name": "inc", "role": "facility"},
+            {"name": "ups", "role": "it", "point": "pdu_output"},
+            {"name": "pv", "role": "renewable_onsite"},
+        ]
+    )
     factors = load_factors()
     w = Window(0, 7200)
-    minute = {"inc": _flat(60, 120, 100.0), "ups": _flat(60, 120, 50.0)}
+    minute = {"inc": series(*[100.0] * 120), "ups": series(*[50.0] * 120)}
     with pytest.raises(KPIError, match="pv: its series has 300 s intervals"):
-        site_kpis(site, {**minute, "pv": _flat(300, 24, 10.0)}, w, factors, 0.0)
+        site_kpis(site, {**minute, "pv": series(*[10.0] * 24, step=300)}, w, factors, 0.0)
     with pytest.raises(KPIError, match="inc: its series has 60 s intervals"):
         site_kpis(site, minute, w, factors, 0.0, interval_seconds=300)
     with pytest.raises(KPIError, match="must be hourly"):
-        site_kpis(site, minute, w, factors, 0.0, ppa_hourly_wh=_flat(60, 120, 1.0))
-
-
-def _mixed_site() -> Site:
-    return Site.model_validate(
-        {
-            "name": "s",
-            "grid_zone": "SG",
-            "installed_it_kw": 1,
-            "pue_category": 1,
-            "meters": [
-                {"name": "inc", "role": "facility"},
-                {"name": "ups", "role": "it", "point": "ups_output"},
-                {"name": "pv", "role": "renewable_onsite"},
-            ],
-        }
-    )
-
-
-def _flat(step: int, n: int, wh: float) -> IntervalSeries:
-    return IntervalSeries(0, step, np.full(n, wh), np.full(n, float(step)))
+        site_kpis(site, minute, w, factors, 0.0, ppa_hourly_wh=series(*[1.0] * 120))
