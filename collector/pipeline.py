@@ -360,20 +360,9 @@ class Pipeline:
     def _encode(self, readings: list[Reading]) -> tuple[str, int]:
         """Line protocol of the readings (caller's thread, no lock held), and how many."""
         assert self._encoder is not None
-        try:
-            return self._encoder.encode(readings), len(readings)
-        except Exception:  # found reading by reading below, and reported
-            pass
-        # The decoder admits nothing that cannot be written (a newline in a name, a value
-        # that is not a number), so this is a bug or a new reading source: keep every
-        # reading that can be written.
-        lines: list[str] = []
-        bad: list[tuple[Reading, Exception]] = []
-        for r in readings:
-            try:
-                lines.append(self._encoder.encode((r,)))
-            except Exception as exc:  # a bad reading must not lose the others
-                bad.append((r, exc))
+        text, bad = self._encoder.encode_valid(readings)
+        # The decoder admits nothing that cannot be written, so a bad reading here is a bug
+        # or a new reading source: the others are kept, it is counted and reported.
         if bad:
             r, error = bad[0]
             log.error(
@@ -388,7 +377,7 @@ class Pipeline:
             )
             for w in self.workers:
                 w.stats.add_dropped(len(bad))
-        return "\n".join(lines), len(lines)
+        return text, len(readings) - len(bad)
 
     def _take(self) -> Batch:
         payload: Payload = (

@@ -33,8 +33,8 @@ class Sink(Protocol):
     """What the pipeline needs of a sink."""
 
     name: str
-    # True when the sink takes line protocol (Lines) as well as readings; the pipeline then
-    # encodes each batch once, when it is cut, and queues and spools the text.
+    # True when the sink takes line protocol (Lines) as well as readings; when every sink
+    # does, the pipeline encodes readings once, as they arrive, and queues and spools text.
     accepts_lines: bool
 
     def write(self, batch: Payload) -> None:

@@ -295,7 +295,7 @@ def hourly_cfe(
         return held
     if grid_cfe_share is None:
         return KPI("cfe", None, "ratio", label, cov, "no published carbon-free share for the zone")
-    load = [max(wh, 0.0) for wh in consumption_wh]
+    load = _clipped(consumption_wh)
     total = sum(load)
     if total <= 0:
         return KPI("cfe", None, "ratio", label, cov, "E_DC is zero")
@@ -467,8 +467,6 @@ def site_kpis(
     if e_import.meters:
         e_grid, grid_i = e_import, import_i
     else:
-        if not len(dc_i) == len(ren_i) == len(gen_i):
-            raise KPIError("per-interval energies of different lengths: not on one grid")
         grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
         parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
         e_grid = Measured(sum(grid_i, 0.0), min(p.coverage for p in parts), e_dc.meters)

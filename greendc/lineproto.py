@@ -114,6 +114,25 @@ class LineEncoder:
             append(f"{key} {body} {ts_ms}")
         return "\n".join(out)
 
+    def encode_valid(self, readings: list[Reading]) -> tuple[str, list[tuple[Reading, Exception]]]:
+        """Like :meth:`encode`, but a reading that cannot be written is left out, not fatal.
+
+        Returns the body of every reading that can be written and the others with their
+        error (a newline in a name, a value that is not a number).
+        """
+        try:
+            return self.encode(readings), []
+        except Exception:  # found reading by reading below
+            pass
+        lines: list[str] = []
+        bad: list[tuple[Reading, Exception]] = []
+        for r in readings:
+            try:
+                lines.append(self.encode((r,)))
+            except Exception as exc:  # one bad reading must not lose the others
+                bad.append((r, exc))
+        return "\n".join(lines), bad
+
 
 @dataclass(frozen=True, slots=True)
 class Lines:
