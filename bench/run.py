@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from collector.mqttio import encode_publish, encode_varint  # noqa: E402
+from greendc.collector.mqttio import encode_publish, encode_varint  # noqa: E402
 from tests.servers import InfluxDB1, Mosquitto, free_port, http_request  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -1079,7 +1079,7 @@ def summarise_collapsed(path: Path, top: int = 25) -> dict[str, list[tuple[str, 
 
 def cprofile_handle(stream: Stream) -> dict[str, Any]:
     """Agent.handle() alone (no MQTT, no sink I/O), timed and profiled in this process."""
-    from collector.agent import Agent
+    from greendc.collector.agent import Agent
     from greendc.config import parse_config
 
     def agent() -> Any:
@@ -1098,7 +1098,7 @@ def cprofile_handle(stream: Stream) -> dict[str, Any]:
         }
         a = Agent(parse_config(cfg, env={}), sinks=[])
         with contextlib.suppress(ImportError):
-            from collector.live import attach_live
+            from greendc.collector.live import attach_live
 
             attach_live(a, a.settings)
         return a

@@ -26,11 +26,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector import mqttio
-from collector.health import AgentStats
-from collector.pipeline import Pipeline, build_pipeline
-from collector.sinks import Sink, build_sinks
 from greendc import __version__
+from greendc.collector import mqttio
+from greendc.collector.health import AgentStats
+from greendc.collector.pipeline import Pipeline, build_pipeline
+from greendc.collector.sinks import Sink, build_sinks
 from greendc.config import Settings
 from greendc.decode import Decoder, Rejection
 from greendc.model import Reading

@@ -13,7 +13,7 @@ which keeps every ``increase()`` over a window exact once both readings are in.
 
 from __future__ import annotations
 
-from collector.agent import Agent
+from greendc.collector.agent import Agent
 from greendc.config import Settings
 from greendc.factors import FactorTable, load_factors
 from greendc.live import LiveKPIs, LiveSnapshot

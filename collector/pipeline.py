@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector.health import SinkStats
-from collector.sinks import Sink
-from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable, SpoolError
+from greendc.collector.health import SinkStats
+from greendc.collector.sinks import Sink
+from greendc.collector.spool import Spool
 from greendc.lineproto import LineEncoder, Lines, Payload, readings_in
 from greendc.model import Reading
 from greendc.snapshot import SinkHealth

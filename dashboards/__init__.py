@@ -4,6 +4,6 @@
 Grafana loads through the provider in ``config/grafana/provisioning``.
 """
 
-from dashboards.build import DASHBOARDS, build, iter_queries, substitute, variable_queries
+from greendc.dashboards.build import DASHBOARDS, build, iter_queries, substitute, variable_queries
 
 __all__ = ["DASHBOARDS", "build", "iter_queries", "substitute", "variable_queries"]

@@ -19,7 +19,7 @@ from typing import Any
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from dashboards import carbon, fleet, health, site
+from greendc.dashboards import carbon, fleet, health, site
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "generated"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from grafanalib import core as g
 
-from dashboards.common import (
+from greendc.dashboards.common import (
     GRAMS_PER_KG,
     JOULES_PER_KWH,
     UNIT_G_PER_KWH,

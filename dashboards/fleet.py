@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from dashboards.common import (
+from greendc.dashboards.common import (
     GRAMS_PER_KG,
     GREEN,
     PROM_DS,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from dashboards.common import (
+from greendc.dashboards.common import (
     GREEN,
     ORANGE,
     PROM_DS,

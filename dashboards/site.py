@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from dashboards.common import (
+from greendc.dashboards.common import (
     GREEN,
     INFLUX_DS,
     ORANGE,

@@ -1,8 +1,8 @@
 """What faces outward: the Prometheus /metrics endpoint and alert/recording rules as code."""
 
-from exporters.prometheus import MetricsServer, SnapshotCollector, serve, window_label
-from exporters.rules import build_rules, write_rules
-from exporters.webconfig import WebConfig, load_web_config, parse_web_config
+from greendc.exporters.prometheus import MetricsServer, SnapshotCollector, serve, window_label
+from greendc.exporters.rules import build_rules, write_rules
+from greendc.exporters.webconfig import WebConfig, load_web_config, parse_web_config
 
 __all__ = [
     "MetricsServer",

@@ -7,7 +7,7 @@ name, help text, type and label set comes from :mod:`greendc.catalogue`.
 
 :func:`serve` runs the endpoint on its own fresh ``CollectorRegistry`` (never the global
 one) in a named daemon thread, with optional basic auth and TLS from a Prometheus web
-config file (see :mod:`exporters.webconfig`).
+config file (see :mod:`greendc.exporters.webconfig`).
 """
 
 from __future__ import annotations

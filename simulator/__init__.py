@@ -1,9 +1,10 @@
 """greendc's realistic data-centre simulator.
 
 It reads the same configuration as the collector and simulates every meter of every site
-by its role (the physics and its documented assumptions are in :mod:`simulator.model`),
-then publishes over MQTT in the native, batch, vendor-gateway or plain-number style
-(:mod:`simulator.styles`), optionally with injected faults (:mod:`simulator.faults`).
+by its role (the physics and its documented assumptions are in
+:mod:`greendc.simulator.model`), then publishes over MQTT in the native, batch,
+vendor-gateway or plain-number style (:mod:`greendc.simulator.styles`), optionally with
+injected faults (:mod:`greendc.simulator.faults`).
 
     run(settings, SimOptions(speed=0, duration_s=30 * 86400, step_seconds=60))
     for ts, site, meter, fields in samples(settings, start_s, 86400, 60, seed=1): ...
@@ -14,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from greendc.config import Settings
-from simulator.faults import FAULT_KINDS, FaultInjector, FaultRates, Sample, parse_faults
-from simulator.model import Fields, climate_profile, iter_steps
-from simulator.options import SimOptions, SimStats, parse_duration, parse_speed, parse_start
-from simulator.publish import MqttPublisher, Publisher, SimulatorError, run
-from simulator.styles import STYLES, Encoder, Style
+from greendc.simulator.faults import FAULT_KINDS, FaultInjector, FaultRates, Sample, parse_faults
+from greendc.simulator.model import Fields, climate_profile, iter_steps
+from greendc.simulator.options import SimOptions, SimStats, parse_duration, parse_speed, parse_start
+from greendc.simulator.publish import MqttPublisher, Publisher, SimulatorError, run
+from greendc.simulator.styles import STYLES, Encoder, Style
 
 
 def samples(

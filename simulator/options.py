@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from greendc._errors import ConfigError
-from simulator.faults import FaultRates
-from simulator.styles import STYLES, Style
+from greendc.simulator.faults import FaultRates
+from greendc.simulator.styles import STYLES, Style
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Publishing the simulation over MQTT, paced against the wall clock.
 
-:func:`run` drives :func:`simulator.model.iter_steps`, applies fault injection, encodes
+:func:`run` drives :func:`greendc.simulator.model.iter_steps`, applies fault injection, encodes
 each site-step in the chosen style and hands the messages to a :class:`Publisher`: by
 default an :class:`MqttPublisher` (paho-mqtt 2.x, QoS 1) that never has more than
 ``max_inflight`` messages unacknowledged, so a fast-forward run cannot exhaust paho's
@@ -21,10 +21,10 @@ import paho.mqtt.client as mqtt
 
 from greendc._errors import GreendcError
 from greendc.config import MqttSettings, Settings
-from simulator.faults import FaultInjector
-from simulator.model import iter_steps
-from simulator.options import SimOptions, SimStats
-from simulator.styles import Encoder
+from greendc.simulator.faults import FaultInjector
+from greendc.simulator.model import iter_steps
+from greendc.simulator.options import SimOptions, SimStats
+from greendc.simulator.styles import Encoder
 
 log = logging.getLogger("greendc.simulator")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
-from simulator.faults import Sample
+from greendc.simulator.faults import Sample
 
 Style = Literal["native", "batch", "gateway", "plain"]
 STYLES: tuple[Style, ...] = ("native", "batch", "gateway", "plain")

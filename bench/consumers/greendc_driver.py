@@ -18,9 +18,9 @@ from types import FrameType
 
 def main(argv: list[str]) -> int:
     """Run the agent until SIGTERM; see the module docstring."""
-    from collector.agent import Agent
-    from exporters.prometheus import serve
+    from greendc.collector.agent import Agent
     from greendc.config import load_config
+    from greendc.exporters.prometheus import serve
 
     settings = load_config(argv[0])
     logging.basicConfig(level=logging.WARNING)
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, handler)
     agent = Agent(settings)
     try:
-        from collector.live import attach_live
+        from greendc.collector.live import attach_live
 
         attach_live(agent, settings)
     except ImportError:

@@ -139,7 +139,7 @@ def main() -> int:
     cmd = [
         sys.executable,
         "-m",
-        "greendc.cli",
+        "greendc.app.cli",
         "report",
         "--config",
         str(config),

@@ -8,11 +8,11 @@ eed.py        EU Delegated Regulation 2024/1364 Annex II fields (JSON and CSV)
 cli.py        run_report(args): arguments, messages, exit codes
 """
 
-from exporters.report.cli import run_report, write_outputs
-from exporters.report.compute import DailyRow, Report, Row, SiteReport, build_report
-from exporters.report.eed import eed_fields, write_eed
-from exporters.report.periods import Period
-from exporters.report.source import EmbeddedSource, InfluxQLSource, SourceError, open_source
+from greendc.exporters.report.cli import run_report, write_outputs
+from greendc.exporters.report.compute import DailyRow, Report, Row, SiteReport, build_report
+from greendc.exporters.report.eed import eed_fields, write_eed
+from greendc.exporters.report.periods import Period
+from greendc.exporters.report.source import EmbeddedSource, InfluxQLSource, SourceError, open_source
 
 __all__ = [
     "DailyRow",

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from exporters.report.compute import DailyRow, Report
+from greendc.exporters.report.compute import DailyRow, Report
 
 # Beyond this many sites only the fleet is charted (run with --site for one site's charts).
 MAX_CHARTED_SITES = 12

@@ -14,16 +14,16 @@ import time
 from functools import partial
 from pathlib import Path
 
-from exporters.report.compute import Report, build_report
-from exporters.report.eed import write_eed
-from exporters.report.periods import Period
-from exporters.report.render_csv import write_csv
-from exporters.report.render_html import write_html
-from exporters.report.render_pdf import write_pdf
-from exporters.report.render_xlsx import write_xlsx
-from exporters.report.source import SourceError, open_source
 from greendc._errors import GreendcError
 from greendc.config import load_config
+from greendc.exporters.report.compute import Report, build_report
+from greendc.exporters.report.eed import write_eed
+from greendc.exporters.report.periods import Period
+from greendc.exporters.report.render_csv import write_csv
+from greendc.exporters.report.render_html import write_html
+from greendc.exporters.report.render_pdf import write_pdf
+from greendc.exporters.report.render_xlsx import write_xlsx
+from greendc.exporters.report.source import SourceError, open_source
 from greendc.factors import load_factors
 
 FORMATS = ("csv", "xlsx", "html", "pdf")

@@ -23,11 +23,11 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 
-from exporters.report.periods import REPORT_INTERVAL_SECONDS, Period
-from exporters.report.source import Source
 from greendc._errors import KPIError
 from greendc.config import Settings, Site
 from greendc.energy import IntervalSeries, energy_by_meter, water_series
+from greendc.exporters.report.periods import REPORT_INTERVAL_SECONDS, Period
+from greendc.exporters.report.source import Source
 from greendc.factors import (
     Factor,
     FactorTable,

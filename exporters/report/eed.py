@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporters.report.compute import FLEET, Report, Row
-from exporters.report.render_csv import num
+from greendc.exporters.report.compute import FLEET, Report, Row
+from greendc.exporters.report.render_csv import num
 
 REGULATION = "Commission Delegated Regulation (EU) 2024/1364, Annex II"
 

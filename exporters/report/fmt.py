@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from exporters.report.compute import Row
+from greendc.exporters.report.compute import Row
 
 NOT_AVAILABLE = "—"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from exporters.report.compute import DAILY_COLUMNS, Report, Row
+from greendc.exporters.report.compute import DAILY_COLUMNS, Report, Row
 
 ROW_COLUMNS = (
     "period",

@@ -6,9 +6,9 @@ import base64
 import html
 from pathlib import Path
 
-from exporters.report.charts import chart_scopes, daily_figure, figure_png
-from exporters.report.compute import FLEET, Report, Row
-from exporters.report.fmt import fmt_change, fmt_coverage, row_text
+from greendc.exporters.report.charts import chart_scopes, daily_figure, figure_png
+from greendc.exporters.report.compute import FLEET, Report, Row
+from greendc.exporters.report.fmt import fmt_change, fmt_coverage, row_text
 
 # The figures a reader looks for first, in the order of the headline cards.
 HEADLINE = ("E_DC", "E_IT", "pue", "fleet_pue", "ref", "scope2_location", "scope2_market", "cue")

@@ -2,7 +2,7 @@
 
 Pages: the overview table (``SITES_PER_PAGE`` sites a page, the fleet row on the last),
 the notes and factor sources (``NOTE_LINES_PER_PAGE`` lines a page), then one chart page per
-charted scope (see :func:`exporters.report.charts.chart_scopes`).
+charted scope (see :func:`greendc.exporters.report.charts.chart_scopes`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 
-from exporters.report.charts import chart_scopes, daily_figure
-from exporters.report.compute import Report, Row
-from exporters.report.fmt import fmt_value
+from greendc.exporters.report.charts import chart_scopes, daily_figure
+from greendc.exporters.report.compute import Report, Row
+from greendc.exporters.report.fmt import fmt_value
 
 A4_LANDSCAPE = (11.69, 8.27)
 SITES_PER_PAGE = 22

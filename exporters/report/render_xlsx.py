@@ -8,8 +8,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from exporters.report.compute import DAILY_COLUMNS, Report
-from exporters.report.render_csv import ROW_COLUMNS
+from greendc.exporters.report.compute import DAILY_COLUMNS, Report
+from greendc.exporters.report.render_csv import ROW_COLUMNS
 
 _HEAD = Font(bold=True, color="FFFFFF")
 _FILL = PatternFill("solid", fgColor="2F855A")

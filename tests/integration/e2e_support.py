@@ -19,10 +19,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from collector.agent import Agent
-from collector.live import LiveSites, attach_live
-from exporters.prometheus import MetricsServer, serve
+from greendc.collector.agent import Agent
+from greendc.collector.live import LiveSites, attach_live
 from greendc.config import Settings, parse_config
+from greendc.exporters.prometheus import MetricsServer, serve
 from tests.helpers import Publisher
 from tests.servers import Mosquitto, http_request
 

@@ -44,7 +44,7 @@ def test_demo_shows_pue_for_every_site_and_writes_a_report(tmp_path: Path) -> No
             [
                 sys.executable,
                 "-m",
-                "greendc.cli",
+                "greendc.app.cli",
                 "demo",
                 "--out",
                 str(out),

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from dashboards.build import DEFAULT_OUT_DIR, iter_queries, substitute, variable_queries
-from simulator import samples
+from greendc.dashboards.build import DEFAULT_OUT_DIR, iter_queries, substitute, variable_queries
+from greendc.simulator import samples
 from tests.helpers import Publisher, wait_until
 from tests.integration.e2e_support import (
     Ticker,

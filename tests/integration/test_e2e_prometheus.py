@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from exporters.rules import fleet_pue_record, pue_record, write_rules
+from greendc.exporters.rules import fleet_pue_record, pue_record, write_rules
 from tests import helpers
 from tests.helpers import make_settings, site_config, wait_until
 from tests.integration.e2e_support import Ticker, batch, publisher, running_collector, scrape

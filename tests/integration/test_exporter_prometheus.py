@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from exporters import serve, write_rules
-from exporters.rules import fleet_pue_record, pue_record
 from greendc.config import MetricsSettings, parse_config
+from greendc.exporters import serve, write_rules
+from greendc.exporters.rules import fleet_pue_record, pue_record
 from greendc.snapshot import SiteLive, Snapshot
 from tests.helpers import idle_health, site_config
 from tests.servers import PrometheusFactory

@@ -30,9 +30,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.agent import Agent
-from collector.sinks import InfluxV1Sink
-from exporters.prometheus import SnapshotCollector
+from greendc.collector.agent import Agent
+from greendc.collector.sinks import InfluxV1Sink
+from greendc.exporters.prometheus import SnapshotCollector
 from greendc.model import Reading
 from greendc.store import EmbeddedStore
 from tests.helpers import SITES, Publisher, make_settings, wait_until

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.agent import Agent
+from greendc.collector.agent import Agent
 from greendc.store import EmbeddedStore
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics

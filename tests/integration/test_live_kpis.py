@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.agent import Agent
-from collector.live import attach_live
+from greendc.collector.agent import Agent
+from greendc.collector.live import attach_live
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import Mosquitto
 

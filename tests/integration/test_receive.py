@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.agent import Agent
-from collector.mqttio import BufferedClient, encode_publish
+from greendc.collector.agent import Agent
+from greendc.collector.mqttio import BufferedClient, encode_publish
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import Mosquitto
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporters.report import Period, build_report, run_report
-from exporters.report.source import EmbeddedSource, InfluxQLSource, water_meters_of
 from greendc.config import load_config
+from greendc.exporters.report import Period, build_report, run_report
+from greendc.exporters.report.source import EmbeddedSource, InfluxQLSource, water_meters_of
 from greendc.factors import load_factors
 from greendc.lineproto import LineEncoder
 from greendc.store import EmbeddedStore

@@ -28,11 +28,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from collector.agent import Agent
-from collector.live import attach_live
-from exporters.prometheus import serve
+from greendc.collector.agent import Agent
+from greendc.collector.live import attach_live
 from greendc.config import Settings
 from greendc.energy import energy_by_meter
+from greendc.exporters.prometheus import serve
 from greendc.factors import load_factors
 from greendc.kpi import SiteKPIs, Window, fleet_pue, site_kpis
 from greendc.model import Reading

@@ -29,7 +29,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.agent import Agent
+from greendc.collector.agent import Agent
 from greendc.config import parse_config
 from greendc.store import EmbeddedStore
 from tests.helpers import SITES, wait_until

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from collector.sinks import InfluxV1Sink, InfluxV2Sink
 from greendc._errors import SinkError, SinkUnavailable
+from greendc.collector.sinks import InfluxV1Sink, InfluxV2Sink
 from greendc.config import InfluxV1Settings, InfluxV2Settings
 from greendc.model import Reading
 from tests.servers import InfluxDB1, VictoriaMetrics, free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.agent import Agent
+from greendc.collector.agent import Agent
 from tests.helpers import SITES, Publisher, make_settings, wait_until
 from tests.servers import Mosquitto
 

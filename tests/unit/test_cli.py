@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from greendc.cli import GC_YOUNG_THRESHOLD, tune_gc_for_streaming
+from greendc.app.cli import GC_YOUNG_THRESHOLD, tune_gc_for_streaming
 
 
 @pytest.fixture

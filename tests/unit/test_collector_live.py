@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.agent import Agent
-from collector.live import attach_live
+from greendc.collector.agent import Agent
+from greendc.collector.live import attach_live
 from tests.helpers import make_settings
 
 T0 = 1_764_374_400.0  # a whole hour
@@ -83,7 +83,7 @@ def test_stale_meter_disappears_from_the_snapshot(tmp_path: Path) -> None:
 def test_live_ppue_per_zone_reaches_the_exporter(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from exporters.prometheus import SnapshotCollector
+    from greendc.exporters.prometheus import SnapshotCollector
 
     sites = [
         {

@@ -27,8 +27,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from exporters.rules import ALERTS_FILE, write_rules
 from greendc.config import Settings, load_config
+from greendc.exporters.rules import ALERTS_FILE, write_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -155,7 +155,7 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "greendc.cli", "check-config", str(EXAMPLE)],
+        [sys.executable, "-m", "greendc.app.cli", "check-config", str(EXAMPLE)],
         capture_output=True,
         text=True,
         check=False,
@@ -168,7 +168,7 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
     res = subprocess.run(
-        [sys.executable, "-m", "greendc.cli", "check-config", str(bad)],
+        [sys.executable, "-m", "greendc.app.cli", "check-config", str(bad)],
         capture_output=True,
         text=True,
         check=False,

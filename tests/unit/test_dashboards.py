@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-import dashboards
-from dashboards import DASHBOARDS, build, iter_queries, substitute, variable_queries
-from dashboards.common import INFLUXDB_UID, PROMETHEUS_UID, site_variable
+from greendc import dashboards
 from greendc.catalogue import MEASUREMENTS, METRICS, all_series_names
+from greendc.dashboards import DASHBOARDS, build, iter_queries, substitute, variable_queries
+from greendc.dashboards.common import INFLUXDB_UID, PROMETHEUS_UID, site_variable
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "dashboards" / "generated"

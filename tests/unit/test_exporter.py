@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import exporters
-from exporters import SnapshotCollector, serve, window_label
-from exporters.prometheus import THREAD_NAME, WH_TO_JOULES
+from greendc import exporters
 from greendc.catalogue import METRICS, REJECTION_REASONS
 from greendc.config import MetricsSettings, Site, parse_config
+from greendc.exporters import SnapshotCollector, serve, window_label
+from greendc.exporters.prometheus import THREAD_NAME, WH_TO_JOULES
 from greendc.snapshot import (
     Health,
     Histogram,

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.prometheus import SnapshotCollector
 from greendc.catalogue import REJECTION_REASONS
 from greendc.config import IDENT_RE, parse_config
 from greendc.decode import Decoder
+from greendc.exporters.prometheus import SnapshotCollector
 from greendc.lineproto import LineEncoder, escape_tag, parse_line
 from greendc.model import Reading
 from greendc.snapshot import MeterState, Snapshot

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from collector.mqttio import BufferedClient, encode_publish, encode_varint, supported
+from greendc.collector.mqttio import BufferedClient, encode_publish, encode_varint, supported
 
 Delivered = tuple[str, bytes, int, int]
 

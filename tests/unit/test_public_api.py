@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import collector
 import greendc
+from greendc import collector
 
 
 def test_greendc_public_names() -> None:
@@ -44,11 +44,12 @@ def test_the_collector_does_not_load_pandas_or_numpy() -> None:
     import sys
 
     code = (
-        "import sys, collector.agent, collector.live, collector.sinks, exporters.prometheus,"
-        " greendc.cli, greendc.kpi, greendc.live, greendc.steps, greendc.factors;"
+        "import sys, greendc.collector.agent, greendc.collector.live, greendc.collector.sinks,"
+        " greendc.exporters.prometheus,"
+        " greendc.app.cli, greendc.kpi, greendc.live, greendc.steps, greendc.factors;"
         "from greendc.config import InfluxV2Settings;"
         # influxdb-client (the v2 sink) imports numpy itself when it can
-        "collector.sinks.InfluxV2Sink(InfluxV2Settings(url='http://127.0.0.1:9', org='o',"
+        "greendc.collector.sinks.InfluxV2Sink(InfluxV2Settings(url='http://127.0.0.1:9', org='o',"
         " bucket='b', token='t')).close();"
         "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules));"
         "import numpy; print(numpy.__name__)"  # and numpy still imports for anyone else

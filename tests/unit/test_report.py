@@ -26,13 +26,13 @@ import pytest
 import yaml
 from openpyxl import load_workbook
 
-from exporters.report import Period, build_report, run_report
-from exporters.report.charts import chart_scopes
-from exporters.report.compute import Report
-from exporters.report.eed import NOT_MEASURED
-from exporters.report.render_pdf import page_count, write_pdf
-from exporters.report.source import EmbeddedSource, water_meters_of
 from greendc.config import Settings, load_config
+from greendc.exporters.report import Period, build_report, run_report
+from greendc.exporters.report.charts import chart_scopes
+from greendc.exporters.report.compute import Report
+from greendc.exporters.report.eed import NOT_MEASURED
+from greendc.exporters.report.render_pdf import page_count, write_pdf
+from greendc.exporters.report.source import EmbeddedSource, water_meters_of
 from greendc.factors import load_factors
 from greendc.model import Reading
 from greendc.store import EmbeddedStore
@@ -515,9 +515,9 @@ def test_hourly_grid_factors_from_config_replace_the_annual_factor(tmp_path: Pat
     """A site's hourly factor CSV drives location-based Scope 2 (hand-computed)."""
     import numpy as np
 
-    from exporters.report.compute import kpis_for
     from greendc.config import Site
     from greendc.energy import IntervalSeries
+    from greendc.exporters.report.compute import kpis_for
     from greendc.factors import load_factors
     from greendc.kpi import Window
 

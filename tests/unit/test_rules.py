@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml
 
-from exporters import build_rules, window_label, write_rules
-from exporters.rules import ALERTS_FILE, PUE_MARGIN, RECORDING_FILE
 from greendc.catalogue import all_series_names
 from greendc.config import Settings, load_config, parse_config
+from greendc.exporters import build_rules, window_label, write_rules
+from greendc.exporters.rules import ALERTS_FILE, PUE_MARGIN, RECORDING_FILE
 from tests.helpers import PUE_TARGETS, site_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,14 +13,21 @@ from typing import Any
 
 import pytest
 
-import simulator
+from greendc import simulator
 from greendc._errors import ConfigError
 from greendc.config import Settings, TopicMapping, load_config
 from greendc.model import UNITS, Quantity, Role
-from simulator import FaultRates, SimOptions, parse_duration, parse_faults, parse_speed, samples
-from simulator.faults import FaultInjector
-from simulator.model import PUE_RANGE, climate_profile, local_time, next_generator_test_s
-from simulator.styles import Encoder
+from greendc.simulator import (
+    FaultRates,
+    SimOptions,
+    parse_duration,
+    parse_faults,
+    parse_speed,
+    samples,
+)
+from greendc.simulator.faults import FaultInjector
+from greendc.simulator.model import PUE_RANGE, climate_profile, local_time, next_generator_test_s
+from greendc.simulator.styles import Encoder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 JAN_5_2026 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()  # a Monday

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.sinks import MIN_READINGS_PER_REQUEST, ParallelWrites
 from greendc._errors import SinkError, SinkUnavailable
+from greendc.collector.sinks import MIN_READINGS_PER_REQUEST, ParallelWrites
 from greendc.lineproto import LineEncoder, Lines, parse_line
 from greendc.model import Reading
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.pipeline import Batch, Pipeline, SinkWorker
-from collector.spool import Spool
 from greendc._errors import SinkError, SinkUnavailable
+from greendc.collector.pipeline import Batch, Pipeline, SinkWorker
+from greendc.collector.spool import Spool
 from greendc.lineproto import LineEncoder, Lines, Payload, parse_line
 from greendc.model import Reading
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporters import WebConfig, load_web_config, parse_web_config, serve
 from greendc._errors import ConfigError
 from greendc.config import MetricsSettings
+from greendc.exporters import WebConfig, load_web_config, parse_web_config, serve
 from greendc.snapshot import Snapshot
 from tests.helpers import idle_health
 

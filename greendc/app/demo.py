@@ -27,7 +27,7 @@ from greendc.config import Settings, parse_config
 
 log = logging.getLogger("greendc.demo")
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "examples" / "four-climates.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "examples" / "four-climates.yaml"
 _BACKFILL_STEP_S = 180.0
 _CATCH_UP_S = 1800.0
 
@@ -73,8 +73,8 @@ def demo_settings(
 def backfill(settings: Settings, start_s: float, end_s: float) -> int:
     """Write simulated readings for [start, end) straight into the embedded store."""
     from greendc.model import Reading
+    from greendc.simulator import samples
     from greendc.store import EmbeddedStore
-    from simulator import samples
 
     assert settings.sinks.embedded is not None
     roles = {(s.name, m.name): m.role.value for s in settings.sites for m in s.meters}
@@ -93,7 +93,7 @@ def backfill(settings: Settings, start_s: float, end_s: float) -> int:
 
 def demo(args: argparse.Namespace, stop: threading.Event) -> int:
     """Run the demo until ``stop`` (Ctrl-C) or ``args.duration`` seconds."""
-    from greendc.embedded_broker import EmbeddedBroker
+    from greendc.app.broker import EmbeddedBroker
 
     for noisy in ("amqtt", "transitions"):  # their INFO lines drown the demo's own
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -116,11 +116,11 @@ def demo(args: argparse.Namespace, stop: threading.Event) -> int:
 def _run(
     args: argparse.Namespace, stop: threading.Event, out: Path, url: str, protocol: str
 ) -> int:
-    from collector.agent import Agent
-    from collector.live import attach_live
-    from exporters.prometheus import serve
-    from simulator import SimOptions
-    from simulator import run as simulate
+    from greendc.collector.agent import Agent
+    from greendc.collector.live import attach_live
+    from greendc.exporters.prometheus import serve
+    from greendc.simulator import SimOptions
+    from greendc.simulator import run as simulate
 
     config_path, settings = demo_settings(out, url, protocol, args.metrics_port)
     _say(
@@ -143,7 +143,7 @@ def _run(
     else:
         _say(f"the carbon report for {month} failed (exit {rc}); see the messages above")
 
-    from dashboards.build import build
+    from greendc.dashboards.build import build
 
     dash = build(out / "dashboards")
     _say(f"Grafana dashboards: {len(dash)} JSON files in {out / 'dashboards'}")
@@ -206,7 +206,7 @@ def _run(
 
 def _report(config_path: Path, month: str, out: Path) -> int:
     try:
-        from exporters.report.cli import run_report
+        from greendc.exporters.report.cli import run_report
     except ImportError as exc:
         log.error("the report module is not available: %s", exc)
         return 1

@@ -13,7 +13,14 @@ log = logging.getLogger("greendc.simulate")
 
 def simulate(args: argparse.Namespace, stop: threading.Event) -> int:
     """Publish the simulated sites of ``args.config`` until the duration ends or ``stop``."""
-    from simulator import SimOptions, parse_duration, parse_faults, parse_speed, parse_start, run
+    from greendc.simulator import (
+        SimOptions,
+        parse_duration,
+        parse_faults,
+        parse_speed,
+        parse_start,
+        run,
+    )
 
     settings = load_config(args.config)
     logging.basicConfig(

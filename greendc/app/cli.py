@@ -89,14 +89,14 @@ def tune_gc_for_streaming() -> None:
 
 def run_collector(settings: Settings, stop: threading.Event) -> int:
     """Run the agent until ``stop`` is set; flush and disconnect on the way out."""
-    from collector.agent import Agent
-    from collector.live import attach_live
+    from greendc.collector.agent import Agent
+    from greendc.collector.live import attach_live
 
     agent = Agent(settings)
     attach_live(agent, settings)
     server = None
     if settings.metrics.enabled:
-        from exporters.prometheus import serve
+        from greendc.exporters.prometheus import serve
 
         server = serve(settings.metrics, agent.snapshot, settings.sites)
     tune_gc_for_streaming()
@@ -120,14 +120,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Publish a simulated data centre over MQTT."""
-    from greendc.cli_sim import simulate
+    from greendc.app.simulate import simulate
 
     return simulate(args, _wait_for_signal())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on embedded defaults, no external server."""
-    from greendc.cli_demo import demo
+    from greendc.app.demo import demo
 
     _setup_logging("INFO")
     return demo(args, _wait_for_signal())
@@ -135,7 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dashboards_build(args: argparse.Namespace) -> int:
     """Write the Grafana dashboards' JSON."""
-    from dashboards.build import build
+    from greendc.dashboards.build import build
 
     out = Path(args.out) if args.out else None
     paths = build(out) if out is not None else build()
@@ -146,7 +146,7 @@ def cmd_dashboards_build(args: argparse.Namespace) -> int:
 
 def cmd_rules_build(args: argparse.Namespace) -> int:
     """Write the Prometheus recording and alert rules for a config."""
-    from exporters.rules import write_rules
+    from greendc.exporters.rules import write_rules
 
     settings = load_config(args.config)
     options = {}
@@ -161,7 +161,7 @@ def cmd_rules_build(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the monthly carbon report (or the EU EED annual export)."""
-    from exporters.report.cli import run_report
+    from greendc.exporters.report.cli import run_report
 
     return int(run_report(args))
 
