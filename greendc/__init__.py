@@ -10,6 +10,7 @@ the demo) is the only code that imports them all. The core imports none of them
 
 from greendc._errors import (
     ConfigError,
+    ConfigUnreadable,
     DecodeError,
     GreendcError,
     KPIError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "ConfigUnreadable",
     "DecodeError",
     "GreendcError",
     "KPIError",

@@ -2,6 +2,7 @@
 
     GreendcError                 base of everything greendc raises on purpose
     ├── ConfigError              a configuration file or environment value is invalid
+    ├── ConfigUnreadable         the configuration file itself cannot be read (missing, no access)
     ├── DecodeError              a payload could not be turned into readings (carries a reason)
     ├── SinkError                a sink could not store a batch (carries the sink name)
     │   └── SinkUnavailable      the sink's server could not be reached (retry later)
@@ -26,6 +27,16 @@ class ConfigError(GreendcError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems: list[str] = list(problems or [message])
+
+
+class ConfigUnreadable(GreendcError):
+    """The configuration file itself could not be read (missing, a folder, no permission).
+
+    An operational error, not an invalid configuration: there is nothing to validate yet,
+    and the fix is a path or a permission, not the file's content. A file the configuration
+    refers to (a secret, factors, a web config) that cannot be read is a :class:`ConfigError`
+    naming the field.
+    """
 
 
 class DecodeError(GreendcError):

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from greendc._errors import ConfigError
+from greendc._errors import ConfigError, ConfigUnreadable
 from greendc.model import UNITS, ITPoint, Quantity, Role
 
 # Identifiers become InfluxDB tags and Prometheus labels: keep them boring.
@@ -647,13 +647,15 @@ def load_config(path: str | Path, *, env: AbcMapping[str, str] | None = None) ->
     """Read, override from the environment, and validate a greendc YAML config file.
 
     Relative paths inside the file (store, spool, factors) are resolved against the
-    current directory, as an operator would expect from a command line.
+    current directory, as an operator would expect from a command line. A file that cannot
+    be read raises :class:`ConfigUnreadable`; one that can but is invalid, :class:`ConfigError`.
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror}") from exc
+        where = "" if p.is_absolute() else f" (looked for {p.absolute()})"
+        raise ConfigUnreadable(f"{p}: cannot read the config file: {exc.strerror}{where}") from exc
     try:
         data = _load_text(text)
     except yaml.YAMLError as exc:

@@ -83,6 +83,20 @@ class SimStats:
             return 0.0
         return self.last_ts - self.first_ts
 
+    def summary(self) -> str:
+        """One line for the log: what was published, how fast, and what the broker missed.
+
+        A paced run publishes a few messages a second (four sites in real time: 0.4), so
+        the rate keeps two decimals below 10 rather than reading "0 msg/s".
+        """
+        rate = self.messages_per_second
+        rate_text = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+        return (
+            f"published {self.messages:,} messages ({self.readings:,} readings) covering "
+            f"{self.simulated_seconds:,.0f} simulated seconds in {self.wall_seconds:.1f} s "
+            f"({rate_text} msg/s); {self.not_acked} not acknowledged"
+        )
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$")
 _UNIT_SECONDS = {

@@ -276,11 +276,4 @@ def _drive(
         stats.acked = publisher.acked
         stats.faults = injector.counts.copy()
         stats.wall_seconds = time.monotonic() - wall0
-        log.info(
-            "simulator published %d messages (%d readings) in %.1f s: %.0f msg/s, %d unacked",
-            stats.messages,
-            stats.readings,
-            stats.wall_seconds,
-            stats.messages_per_second,
-            stats.not_acked,
-        )
+        log.info("simulator %s", stats.summary())

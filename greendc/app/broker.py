@@ -30,14 +30,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, deadline_s: float) -> None:
+# MQTT 3.1.1 CONNECT (both brokers speak it): protocol "MQTT" level 4, clean session,
+# keepalive 10 s, client id "greendc-probe"; then the DISCONNECT that ends it politely.
+_PROBE_CLIENT_ID = b"greendc-probe"
+_PROBE_VARIABLE = b"\x00\x04MQTT\x04\x02\x00\x0a"
+_PROBE_PAYLOAD = len(_PROBE_CLIENT_ID).to_bytes(2, "big") + _PROBE_CLIENT_ID
+_PROBE_CONNECT = (
+    bytes([0x10, len(_PROBE_VARIABLE) + len(_PROBE_PAYLOAD)]) + _PROBE_VARIABLE + _PROBE_PAYLOAD
+)
+_DISCONNECT = b"\xe0\x00"
+_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # session present 0, return code 0
+
+
+def _mqtt_ready(port: int) -> bool:
+    """Whether an MQTT client can connect to the broker on ``port`` now.
+
+    A real CONNECT answered by CONNACK, then DISCONNECT: a bare TCP connect that closes
+    without a packet makes amqtt log an ERROR and a WARNING for a client it never saw.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(_PROBE_CONNECT)
+            answer = b""
+            while len(answer) < len(_CONNACK_ACCEPTED):
+                chunk = sock.recv(len(_CONNACK_ACCEPTED) - len(answer))
+                if not chunk:
+                    return False
+                answer += chunk
+            sock.sendall(_DISCONNECT)
+            return answer == _CONNACK_ACCEPTED
+    except OSError:
+        return False
+
+
+def _wait_ready(port: int, deadline_s: float) -> None:
     while time.monotonic() < deadline_s:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise GreendcError(f"the embedded MQTT broker did not open port {port} in time")
+        if _mqtt_ready(port):
+            return
+        time.sleep(0.05)  # polling readiness against a deadline
+    raise GreendcError(
+        f"the embedded MQTT broker did not accept an MQTT connection on port {port} in time"
+    )
 
 
 class EmbeddedBroker:
@@ -60,7 +93,7 @@ class EmbeddedBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts an MQTT connection."""
         mosquitto = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -68,7 +101,7 @@ class EmbeddedBroker:
             self._start_mosquitto(mosquitto)
         else:
             self._start_amqtt()
-        _wait_port(self.port, time.monotonic() + timeout_s)
+        _wait_ready(self.port, time.monotonic() + timeout_s)
         log.info("embedded MQTT broker (%s, MQTT %s) on %s", self.kind, self.protocol, self.url)
         return self
 

@@ -1,23 +1,30 @@
 """The ``greendc`` command line: the public contract of DESIGN.md.
 
-This module is the composition root: the only core module that reaches into collector/,
-exporters/ and dashboards/, and only lazily inside the command that needs them.
+This module is the composition root: with the rest of greendc.app, the only code that reaches
+into greendc.collector, greendc.exporters, greendc.dashboards and greendc.simulator, and
+only lazily inside the command that needs them (``greendc collect`` never loads pandas).
+Every command returns an :class:`~greendc.app.exits.ExitCode`; :func:`main` maps greendc's
+errors onto the same table.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from greendc._errors import ConfigError, GreendcError, NotAvailableError
+from greendc._errors import ConfigError, GreendcError
+from greendc.app.exits import ExitCode
 from greendc.config import Settings, load_config
+
+if TYPE_CHECKING:
+    from greendc.exporters.report.periods import Period
 
 log = logging.getLogger("greendc")
 
@@ -43,7 +50,7 @@ def _wait_for_signal(extra: threading.Event | None = None) -> threading.Event:
 
 
 # -- commands --------------------------------------------------------------------------------
-def cmd_check_config(args: argparse.Namespace) -> int:
+def cmd_check_config(args: argparse.Namespace) -> ExitCode:
     """Validate a config file and summarise it (secrets are never shown)."""
     settings = load_config(args.config)
     meters = sum(len(s.meters) for s in settings.sites)
@@ -61,71 +68,33 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  sinks: {', '.join(settings.effective_sinks)}")
     if settings.metrics.enabled:
         print(f"  metrics: http://{settings.metrics.listen}:{settings.metrics.port}/metrics")
-    return 0
+    return ExitCode.OK
 
 
-# Young objects allowed before the collector runs a generation-0 collection (CPython: 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc_for_streaming() -> None:
-    """Keep CPython's cycle collector off the per-reading path of a long-running agent.
-
-    Every message allocates containers (the parsed items, a reading per item), so with the
-    default threshold of 700 the collector ran every few hundred readings, and readings
-    waiting for their batch survived into the older generations, whose collections walk the
-    whole heap (configuration, modules, live state: tens of thousands of objects that live
-    as long as the process). Measured with py-spy holding the GIL, gateway batches of 50:
-    10.4 µs of CPU per reading with the defaults, 8.1 µs with this. Two changes: what exists
-    after start-up is moved to the permanent generation (:func:`gc.freeze`), and the young
-    generation may hold 50,000 objects; readings freed by reference counting before then
-    are never walked at all. Reference cycles are still collected, only less often.
-    """
-    gc.collect()
-    gc.freeze()
-    _young, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
-def run_collector(settings: Settings, stop: threading.Event) -> int:
+def run_collector(settings: Settings, stop: threading.Event) -> ExitCode:
     """Run the agent until ``stop`` is set; flush and disconnect on the way out."""
-    from greendc.collector.agent import Agent
-    from greendc.collector.live import attach_live
+    from greendc.app.collect import running_collector
 
-    agent = Agent(settings)
-    attach_live(agent, settings)
-    server = None
-    if settings.metrics.enabled:
-        from greendc.exporters.prometheus import serve
-
-        server = serve(settings.metrics, agent.snapshot, settings.sites)
-    tune_gc_for_streaming()
-    log.info("collector %s starting: sinks %s", agent.name, ", ".join(settings.effective_sinks))
-    agent.start()
-    try:
+    with running_collector(settings):
         stop.wait()
-    finally:
-        agent.stop()
-        if server is not None:
-            server.close()
-    return 0
+    return ExitCode.OK
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
+def cmd_collect(args: argparse.Namespace) -> ExitCode:
     """Run the agent until SIGTERM/SIGINT."""
     settings = load_config(args.config)
     _setup_logging(settings.log_level)
     return run_collector(settings, _wait_for_signal())
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_simulate(args: argparse.Namespace) -> ExitCode:
     """Publish a simulated data centre over MQTT."""
     from greendc.app.simulate import simulate
 
     return simulate(args, _wait_for_signal())
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> ExitCode:
     """Everything on embedded defaults, no external server."""
     from greendc.app.demo import demo
 
@@ -133,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args, _wait_for_signal())
 
 
-def cmd_dashboards_build(args: argparse.Namespace) -> int:
+def cmd_dashboards_build(args: argparse.Namespace) -> ExitCode:
     """Write the Grafana dashboards' JSON."""
     from greendc.dashboards.build import build
 
@@ -141,10 +110,10 @@ def cmd_dashboards_build(args: argparse.Namespace) -> int:
     paths = build(out) if out is not None else build()
     for p in paths:
         print(p)
-    return 0
+    return ExitCode.OK
 
 
-def cmd_rules_build(args: argparse.Namespace) -> int:
+def cmd_rules_build(args: argparse.Namespace) -> ExitCode:
     """Write the Prometheus recording and alert rules for a config."""
     from greendc.exporters.rules import write_rules
 
@@ -156,14 +125,54 @@ def cmd_rules_build(args: argparse.Namespace) -> int:
         options["runbook_base_url"] = args.runbook_base_url
     for p in write_rules(settings, Path(args.out), **options):
         print(p)
-    return 0
+    return ExitCode.OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> ExitCode:
     """Write the monthly carbon report (or the EU EED annual export)."""
-    from greendc.exporters.report.cli import run_report
+    from greendc.exporters.report import ReportRequest, parse_formats, write_report
 
-    return int(run_report(args))
+    formats = parse_formats(args.format)  # before reading anything: a typo costs nothing
+    request = ReportRequest(
+        settings=load_config(args.config),
+        period=args.month or args.year,
+        out_dir=Path(args.out),
+        formats=formats,
+        source=args.source,
+        site=args.site,
+        eu_eed=args.eu_eed,
+    )
+    result = write_report(request)
+    for path in result.paths:
+        print(path)
+    for site, note in result.notes:
+        print(f"{site}: {note}", file=sys.stderr)
+    label, n_sites = request.period.label, len(request.sites)
+    if not result.computed:
+        print(
+            f"greendc report: nothing could be computed for {label} from "
+            f"{result.report.source} ({n_sites} site(s)); the files written say why for each "
+            "site",
+            file=sys.stderr,
+        )
+        return ExitCode.NO_DATA
+    print(f"report for {label}: {n_sites} site(s) in {result.seconds:.1f} s", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _period_type(parse: str) -> Callable[[str], Period]:
+    """An argparse type for ``--month``/``--year`` that keeps Period's own message."""
+
+    def convert(text: str) -> Period:
+        from greendc.exporters.report.periods import Period  # pandas: only for the report
+
+        try:
+            period: Period = getattr(Period, parse)(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return period
+
+    return convert
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -211,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("report", help="monthly carbon report, or the EU EED annual export")
     c.add_argument("--config", required=True, metavar="PATH")
     g = c.add_mutually_exclusive_group(required=True)
-    g.add_argument("--month", metavar="YYYY-MM")
-    g.add_argument("--year", metavar="YYYY")
+    g.add_argument("--month", metavar="YYYY-MM", type=_period_type("parse_month"))
+    g.add_argument("--year", metavar="YYYY", type=_period_type("parse_year"))
     c.add_argument("--eu-eed", action="store_true", help="with --year: EU 2024/1364 Annex II")
     c.add_argument("--out", required=True, metavar="DIR")
     c.add_argument("--site", default=None)
@@ -238,19 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``greendc`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``greendc`` command; returns an :class:`ExitCode`."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a command line argparse could not parse (2)
+        return exc.code if isinstance(exc.code, int) else ExitCode.INVALID
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"greendc: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except NotAvailableError as exc:
-        print(f"greendc: {exc}", file=sys.stderr)
-        return 3
+        return ExitCode.INVALID
     except GreendcError as exc:
         print(f"greendc: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
 
 
 if __name__ == "__main__":

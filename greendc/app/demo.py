@@ -2,9 +2,11 @@
 
 1. an embedded MQTT broker (a local mosquitto if installed, else amqtt in-process);
 2. last month backfilled into the embedded store straight from the simulator's model,
-   and a carbon report for it;
+   and a carbon report for it through the same entry point as ``greendc report``
+   (greendc.exporters.report.write_report);
 3. the dashboards' JSON;
-4. the collector (MQTT -> embedded store, /metrics) with the simulator publishing live:
+4. the collector (MQTT -> embedded store, /metrics), wired as ``greendc collect`` wires
+   it (greendc.app.collect), with the simulator publishing live:
    first the last 30 minutes as fast as the broker takes them (so the 5-minute KPIs show
    at once), then in real time until Ctrl-C.
 """
@@ -16,33 +18,43 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from greendc._errors import GreendcError
+from greendc.app.exits import ExitCode
 from greendc.config import Settings, parse_config
+
+if TYPE_CHECKING:
+    from greendc.exporters.report.periods import Period
 
 log = logging.getLogger("greendc.demo")
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "examples" / "four-climates.yaml"
 _BACKFILL_STEP_S = 180.0
 _CATCH_UP_S = 1800.0
+_CONNECT_TIMEOUT_S = 30.0
 
 
 def _say(text: str) -> None:
     print(f"greendc demo: {text}", flush=True)
 
 
-def _previous_month(now_s: float) -> tuple[str, float, float]:
+def _previous_month(now_s: float) -> tuple[Period, float, float]:
+    """Last month, and a span covering it in every site's local time."""
+    from greendc.exporters.report.periods import Period
+
     now = datetime.fromtimestamp(now_s, UTC)
     first_this = datetime(now.year, now.month, 1, tzinfo=UTC)
     year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
     first_prev = datetime(year, month, 1, tzinfo=UTC)
     # A day either side so each site's local-time month is fully covered.
-    return f"{year:04d}-{month:02d}", first_prev.timestamp() - 86400, first_this.timestamp() + 86400
+    return Period(year, month), first_prev.timestamp() - 86400, first_this.timestamp() + 86400
 
 
 def demo_settings(
@@ -91,7 +103,7 @@ def backfill(settings: Settings, start_s: float, end_s: float) -> int:
     return n
 
 
-def demo(args: argparse.Namespace, stop: threading.Event) -> int:
+def demo(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
     """Run the demo until ``stop`` (Ctrl-C) or ``args.duration`` seconds."""
     from greendc.app.broker import EmbeddedBroker
 
@@ -115,12 +127,9 @@ def demo(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def _run(
     args: argparse.Namespace, stop: threading.Event, out: Path, url: str, protocol: str
-) -> int:
-    from greendc.collector.agent import Agent
-    from greendc.collector.live import attach_live
-    from greendc.exporters.prometheus import serve
-    from greendc.simulator import SimOptions
-    from greendc.simulator import run as simulate
+) -> ExitCode:
+    from greendc.app.collect import running_collector
+    from greendc.dashboards.build import build
 
     config_path, settings = demo_settings(out, url, protocol, args.metrics_port)
     _say(
@@ -133,26 +142,42 @@ def _run(
     t0 = time.monotonic()
     n = backfill(settings, start_s, end_s)
     _say(
-        f"backfilled {n} simulated readings for {month} into the embedded store "
+        f"backfilled {n} simulated readings for {month.label} into the embedded store "
         f"in {time.monotonic() - t0:.0f} s"
     )
     report_dir = out / "report"
-    rc = _report(config_path, month, report_dir)
-    if rc == 0:
-        _say(f"carbon report for {month}: {report_dir}")
-    else:
-        _say(f"the carbon report for {month} failed (exit {rc}); see the messages above")
-
-    from greendc.dashboards.build import build
+    _report(settings, month, report_dir)
 
     dash = build(out / "dashboards")
     _say(f"Grafana dashboards: {len(dash)} JSON files in {out / 'dashboards'}")
 
-    agent = Agent(settings)
-    attach_live(agent, settings)
-    server = serve(settings.metrics, agent.snapshot, settings.sites)
-    agent.start()
-    _say(f"collector running; metrics on http://127.0.0.1:{server.port}/metrics")
+    # The demo process has just built a report it will not need again: no gc.freeze.
+    with running_collector(settings, tune_gc=False) as collector:
+        assert collector.metrics is not None  # demo_settings keeps /metrics on
+        if not collector.agent.wait_connected(_CONNECT_TIMEOUT_S):
+            raise GreendcError(
+                f"the collector did not connect to the embedded broker at {url} "
+                f"within {_CONNECT_TIMEOUT_S:.0f} s"
+            )
+        _say(f"collector running; metrics on {collector.metrics.url}")
+        with _live_simulation(settings, now):
+            _say(f"open {collector.metrics.url} and look for greendc_site_pue_ratio")
+            stop.wait(args.duration)
+            _say("stopping")
+    assert settings.sinks.embedded is not None
+    _say(
+        f"stopped; stored readings are in {settings.sinks.embedded.path}"
+        f", the report in {report_dir}"
+    )
+    return ExitCode.OK
+
+
+@contextmanager
+def _live_simulation(settings: Settings, now: float) -> Iterator[None]:
+    """The simulator publishing in a thread: the last 30 minutes at once, then real time."""
+    from greendc.simulator import SimOptions
+    from greendc.simulator import run as simulate
+
     sim_stop = threading.Event()
     step = 10.0
     live_start = math.floor(now / step) * step
@@ -171,6 +196,8 @@ def _run(
                 ),
                 sim_stop,
             )
+            if sim_stop.is_set():
+                return
             _say("caught up on the last 30 minutes; now publishing in real time (Ctrl-C stops)")
             simulate(
                 settings,
@@ -188,36 +215,26 @@ def _run(
 
     sim = threading.Thread(target=simulate_live, name="greendc-demo-simulator", daemon=True)
     sim.start()
-    _say(f"open http://127.0.0.1:{server.port}/metrics and look for greendc_site_pue_ratio")
     try:
-        stop.wait(args.duration)
+        yield
     finally:
-        _say("stopping")
         sim_stop.set()
         sim.join(15)
-        agent.stop()
-        server.close()
-    _say(
-        f"stopped; stored readings are in {settings.sinks.embedded.path}"  # type: ignore[union-attr]
-        f", the report in {report_dir}"
-    )
-    return 0
 
 
-def _report(config_path: Path, month: str, out: Path) -> int:
+def _report(settings: Settings, period: Period, out: Path) -> None:
+    """The carbon report for ``period`` through the same entry point as ``greendc report``."""
+    from greendc.exporters.report import ReportRequest, write_report
+
     try:
-        from greendc.exporters.report.cli import run_report
-    except ImportError as exc:
-        log.error("the report module is not available: %s", exc)
-        return 1
-    ns = argparse.Namespace(
-        config=str(config_path),
-        month=month,
-        year=None,
-        eu_eed=False,
-        out=str(out),
-        site=None,
-        format="csv,xlsx,html,pdf",
-        source="embedded",
-    )
-    return int(run_report(ns))
+        result = write_report(ReportRequest(settings, period, out, source="embedded"))
+    except GreendcError as exc:
+        log.error("the carbon report for %s failed: %s", period.label, exc)
+        return
+    if result.computed:
+        _say(
+            f"carbon report for {period.label}: {len(result.paths)} files in {out} "
+            f"({len(result.notes)} data-quality notes in them)"
+        )
+    else:
+        _say(f"carbon report for {period.label}: nothing could be computed; {out} says why")

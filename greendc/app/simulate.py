@@ -6,12 +6,13 @@ import argparse
 import logging
 import threading
 
+from greendc.app.exits import ExitCode
 from greendc.config import load_config
 
 log = logging.getLogger("greendc.simulate")
 
 
-def simulate(args: argparse.Namespace, stop: threading.Event) -> int:
+def simulate(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
     """Publish the simulated sites of ``args.config`` until the duration ends or ``stop``."""
     from greendc.simulator import (
         SimOptions,
@@ -43,15 +44,14 @@ def simulate(args: argparse.Namespace, stop: threading.Event) -> int:
         options.style,
         settings.mqtt.url,
     )
-    stats = run(settings, options, stop)
-    log.info(
-        "published %d messages (%d readings) covering %.0f simulated seconds in %.1f s "
-        "(%.0f msg/s); faults %s",
-        stats.messages,
-        stats.readings,
-        stats.simulated_seconds,
-        stats.wall_seconds,
-        stats.messages_per_second,
-        dict(stats.faults) or "none",
-    )
-    return 0 if stats.not_acked == 0 else 1
+    stats = run(settings, options, stop)  # logs its own summary (SimStats.summary)
+    if stats.faults:
+        log.info("faults injected: %s", dict(stats.faults))
+    if stats.not_acked:
+        log.error(
+            "%d messages were not acknowledged by the broker at %s",
+            stats.not_acked,
+            settings.mqtt.url,
+        )
+        return ExitCode.FAILURE
+    return ExitCode.OK

@@ -1,8 +1,11 @@
-"""The README's first command: `greendc demo` with no server installed (amqtt broker)."""
+"""The README's first command: `greendc demo` with no server installed (amqtt broker), and
+the embedded broker it starts, either kind."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greendc.app.broker import EmbeddedBroker, _mqtt_ready
 from tests.helpers import wait_until
 from tests.servers import free_port
 
@@ -79,7 +83,29 @@ def test_demo_shows_pue_for_every_site_and_writes_a_report(tmp_path: Path) -> No
     text = log.read_text()
     assert "embedded MQTT broker: amqtt" in text
     assert "stopped; stored readings are in" in text
+    # A new user sees no error or warning the demo caused itself (the broker's readiness
+    # probe used to make amqtt log one of each), and the real-time simulator's rate is real.
+    assert not re.findall(r"^.* (?:ERROR|WARNING|CRITICAL) .*$", text, re.MULTILINE), text
+    assert "Traceback" not in text
+    assert not re.search(r"\(0 msg/s\)", text), text
+    assert re.search(r"covering \d+ simulated seconds .*\(0\.\d\d msg/s\)", text), text
     report = out / "report"
     names = {p.suffix for p in report.iterdir()}
     assert {".csv", ".xlsx", ".html", ".pdf"} <= names, sorted(report.iterdir())
     assert len(list((out / "dashboards").glob("*.json"))) == 4
+
+
+@pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])
+def test_embedded_broker_is_ready_without_a_complaint(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = EmbeddedBroker(prefer_mosquitto=kind == "mosquitto").start()
+    try:
+        assert broker.kind == kind  # mosquitto is installed on the test machines
+        assert _mqtt_ready(broker.port)  # a second probe: CONNECT answered by CONNACK
+    finally:
+        broker.stop()
+    complaints = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not complaints, [f"{r.name}: {r.getMessage()}" for r in complaints]
+    assert not _mqtt_ready(broker.port)  # stopped: nothing answers any more

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greendc.app.exits import ExitCode
 from greendc.config import load_config
-from greendc.exporters.report import Period, build_report, run_report
+from greendc.exporters.report import Period, build_report
 from greendc.exporters.report.source import EmbeddedSource, InfluxQLSource, water_meters_of
 from greendc.factors import load_factors
 from greendc.lineproto import LineEncoder
 from greendc.store import EmbeddedStore
 from tests.servers import InfluxDB1
-from tests.unit.test_report import BER1, EXPECTED, SGX, args_for, golden_readings, write_config
+from tests.unit.test_report import BER1, EXPECTED, SGX, golden_readings, report_cli, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +66,8 @@ def test_cli_auto_source_reads_influx(
     data = yaml.safe_load(config.read_text())
     data["sinks"] = {"influxdb_v1": {"url": influxdb1.url, "db": fresh_influx_db}}
     config.write_text(yaml.safe_dump(data))
-    code = run_report(
-        args_for(config, tmp_path / "out", month="2026-03", format="csv", source="auto")
-    )
-    assert code == 0
+    code = report_cli(config, tmp_path / "out", month="2026-03", format="csv", source="auto")
+    assert code == ExitCode.OK
     with (tmp_path / "out" / "greendc-report-2026-03.csv").open(encoding="utf-8") as f:
         rows = {(r["site"], r["kpi"]): r for r in csv.DictReader(f)}
     assert float(rows[("sgx", "E_DC")]["value"]) == pytest.approx(EXPECTED[("sgx", "E_DC")])
@@ -82,6 +81,6 @@ def test_unreachable_influx_is_a_clear_error(
     data = yaml.safe_load(config.read_text())
     data["sinks"] = {"influxdb_v1": {"url": "http://127.0.0.1:9", "db": "nope"}}
     config.write_text(yaml.safe_dump(data))
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", source="influxdb"))
-    assert code == 2
+    code = report_cli(config, tmp_path / "out", month="2026-03", source="influxdb")
+    assert code == ExitCode.FAILURE  # an operational error: the configuration is fine
     assert "cannot reach InfluxDB" in capsys.readouterr().err

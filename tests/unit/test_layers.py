@@ -130,5 +130,5 @@ def test_sibling_layers_and_retired_names_fail() -> None:
     assert violations("from collector.agent import Agent\n", "greendc.app.cli") == [
         "greendc.app.cli:1 -> collector.agent (use greendc.collector.agent)"
     ]
-    assert violations("from ..report import x\n", "greendc.exporters.report.cli") == []
+    assert violations("from ..report import x\n", "greendc.exporters.report.request") == []
     assert violations("from greendc.collector import Agent\n", "greendc.app.demo") == []

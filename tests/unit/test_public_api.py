@@ -9,6 +9,7 @@ from greendc import collector
 def test_greendc_public_names() -> None:
     assert sorted(greendc.__all__) == [
         "ConfigError",
+        "ConfigUnreadable",
         "DecodeError",
         "GreendcError",
         "KPIError",

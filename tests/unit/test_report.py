@@ -14,7 +14,6 @@ zone SG-T grid average 0.4, no residual mix, no carbon-free share.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 from collections.abc import Iterator
@@ -26,8 +25,10 @@ import pytest
 import yaml
 from openpyxl import load_workbook
 
+from greendc.app.cli import main
+from greendc.app.exits import ExitCode
 from greendc.config import Settings, load_config
-from greendc.exporters.report import Period, build_report, run_report
+from greendc.exporters.report import Period, build_report
 from greendc.exporters.report.charts import chart_scopes
 from greendc.exporters.report.compute import Report
 from greendc.exporters.report.eed import NOT_MEASURED
@@ -216,20 +217,21 @@ def write_config(tmp: Path, sites: list[dict[str, Any]], **extra: Any) -> Path:
     return path
 
 
-def args_for(config: Path, out: Path, **kw: Any) -> argparse.Namespace:
-    """The namespace the lead's CLI parser builds for ``greendc report``."""
-    base: dict[str, Any] = {
-        "config": str(config),
-        "month": None,
-        "year": None,
-        "eu_eed": False,
-        "out": str(out),
-        "site": None,
-        "format": "csv,xlsx,html,pdf",
-        "source": "embedded",
-    }
-    base.update(kw)
-    return argparse.Namespace(**base)
+def report_cli(config: Path, out: Path, **kw: Any) -> int:
+    """``greendc report`` as a user runs it (the command line's own parser); its exit code.
+
+    Keywords are the options: ``month``, ``year``, ``eu_eed``, ``site``, ``format`` and
+    ``source`` (default ``embedded``).
+    """
+    options: dict[str, Any] = {"format": "csv,xlsx,html,pdf", "source": "embedded", **kw}
+    argv = ["report", "--config", str(config), "--out", str(out)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +243,7 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     store.write(golden_readings())
     store.close()
     out = tmp / "out"
-    code = run_report(args_for(config, out, month="2026-03"))
+    code = report_cli(config, out, month="2026-03")
     return config, out, code
 
 
@@ -387,9 +389,9 @@ def test_month_with_no_data_exits_non_zero_and_says_why(
 ) -> None:
     config = write_config(tmp_path, [BER1])
     EmbeddedStore(tmp_path / "store.sqlite").close()
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv,html"))
+    code = report_cli(config, tmp_path / "out", month="2026-03", format="csv,html")
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == ExitCode.NO_DATA
     assert "nothing could be computed" in err
     rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
     assert rows[("ber1", "E_DC")]["value"] == ""
@@ -407,7 +409,7 @@ def test_site_without_it_meter_withholds_pue_but_reports_energy(
     store = EmbeddedStore(tmp_path / "store.sqlite")
     store.write([r for r in golden_readings() if r.site == "ber1" and r.role != "it"])
     store.close()
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
+    code = report_cli(config, tmp_path / "out", month="2026-03", format="csv")
     assert code == 0
     rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
     assert rows[("ber1", "pue")]["value"] == ""
@@ -424,7 +426,7 @@ def test_missing_emission_factor_withholds_emissions_only(
     store = EmbeddedStore(tmp_path / "store.sqlite")
     store.write([r for r in golden_readings() if r.site == "ber1"])
     store.close()
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
+    code = report_cli(config, tmp_path / "out", month="2026-03", format="csv")
     assert code == 0
     rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
     for kpi in ("scope2_location", "scope2_market", "cue", "cfe"):
@@ -448,14 +450,16 @@ def test_bad_arguments_exit_2_with_a_message(
 ) -> None:
     config = write_config(tmp_path, [BER1])
     EmbeddedStore(tmp_path / "store.sqlite").close()
-    assert run_report(args_for(config, tmp_path / "out", **kw)) == 2
+    assert report_cli(config, tmp_path / "out", **kw) == ExitCode.INVALID
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_store_is_a_clear_operational_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, [BER1])
-    assert run_report(args_for(config, tmp_path / "out", month="2026-03")) == 2
+    assert report_cli(config, tmp_path / "out", month="2026-03") == ExitCode.FAILURE
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -463,9 +467,9 @@ def test_eu_eed_annual_export(golden: tuple[Path, Path, int], tmp_path: Path) ->
     import json
 
     config = golden[0]
-    code = run_report(args_for(config, tmp_path, year="2026", eu_eed=True, site="ber1"))
+    code = report_cli(config, tmp_path, year="2026", eu_eed=True, site="ber1")
     # Two months of data in 2026: every annual energy total covers too little of the year.
-    assert code == 1
+    assert code == ExitCode.NO_DATA
     doc = json.loads((tmp_path / "greendc-eu-eed-2026-ber1.json").read_text(encoding="utf-8"))
     assert "2024/1364" in doc["regulation"]
     fields = {f["field"]: f for f in doc["sites"][0]["fields"]}
@@ -500,7 +504,7 @@ def test_eu_eed_with_a_full_year(tmp_path: Path) -> None:
         ]
     store.write(hourly)
     store.close()
-    assert run_report(args_for(config, tmp_path / "o", year="2025", eu_eed=True)) == 0
+    assert report_cli(config, tmp_path / "o", year="2025", eu_eed=True) == ExitCode.OK
     doc = json.loads((tmp_path / "o" / "greendc-eu-eed-2025.json").read_text(encoding="utf-8"))
     f = {x["field"]: x for x in doc["sites"][0]["fields"]}
     assert f["total_energy_consumption"]["value"] == pytest.approx(260 * 8760, rel=1e-9)

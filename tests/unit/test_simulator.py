@@ -476,3 +476,14 @@ def test_public_names_are_pinned() -> None:
         "samples",
     }
     assert all(hasattr(simulator, name) for name in simulator.__all__)
+
+
+def test_a_paced_run_reports_its_real_rate_not_zero() -> None:
+    # Four sites in real time: 16 messages over 40 s is 0.4 msg/s, not "0 msg/s".
+    paced = simulator.SimStats(
+        messages=16, readings=172, wall_seconds=40.0, first_ts=0.0, last_ts=30.0
+    )
+    assert "(0.40 msg/s)" in paced.summary()
+    assert "covering 30 simulated seconds" in paced.summary()
+    burst = simulator.SimStats(messages=720, readings=7740, wall_seconds=0.2, not_acked=3)
+    assert "(3,600 msg/s); 3 not acknowledged" in burst.summary()
