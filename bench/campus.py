@@ -39,12 +39,10 @@ def measure(n: int) -> dict[str, float]:
 
     import yaml
 
+    from bench.throughput.stream import bench_meters  # the side-by-side bench's meters
     from greendc.config import load_config
     from greendc.live import LiveKPIs
     from greendc.model import Reading
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from run import bench_meters  # the side-by-side bench's site: the same meters
 
     meters = bench_meters(n)
     doc = {

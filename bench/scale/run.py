@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -48,42 +45,22 @@ if str(ROOT) not in sys.path:
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from tests.servers import Mosquitto, free_port  # noqa: E402
+from tests.support.brokers import BurstBroker  # noqa: E402
+from tests.support.machine import machine  # noqa: E402
+from tests.support.procfs import (  # noqa: E402
+    children_cpu_seconds,
+    host_cpu_ticks,
+    proc_cpu_seconds,
+    proc_peak_rss_mib,
+)
+from tests.support.servers import Mosquitto, free_port  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BATCH = 50
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class BenchError(RuntimeError):
     """The benchmark could not run or a check on its result failed."""
-
-
-class ScaleBroker(Mosquitto):
-    """Mosquitto with persistence off and no queue cap."""
-
-    persistent = False
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def host_ticks() -> tuple[int, int]:
-    """(all ticks, idle + iowait ticks) summed over the cores."""
-    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(values), values[3] + values[4]
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a live process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # -- the stream --------------------------------------------------------------------------------
@@ -275,7 +252,7 @@ def run_once(
     with TemporaryDirectory(prefix="greendc-scale-") as tmp:
         work = Path(tmp)
         total = write_stream(work, sites, readings_per_site)
-        broker = ScaleBroker(work / "broker")
+        broker = BurstBroker(work / "broker")
         broker.start()
         procs: list[AgentProc] = []
         try:
@@ -284,13 +261,13 @@ def run_once(
                 procs.append(start_agent(work, broker, i, mode, mine))
             wait_subscribed(broker, procs, [s["name"] for s in sites])
             # The machine may be shared: what the host does while our agents idle is noted.
-            idle0 = host_ticks()
+            idle0 = host_cpu_ticks()
             time.sleep(1.0)
-            idle1 = host_ticks()
-            agent_cpu0 = sum(cpu_seconds(p.popen.pid) for p in procs)
+            idle1 = host_cpu_ticks()
+            agent_cpu0 = sum(proc_cpu_seconds(p.popen.pid) for p in procs)
             broker_pid = broker._process.pid if broker._process else 0
-            broker_cpu0 = cpu_seconds(broker_pid)
-            host0 = host_ticks()
+            broker_cpu0 = proc_cpu_seconds(broker_pid)
+            host0 = host_cpu_ticks()
             children0 = children_cpu_seconds()
             began = time.monotonic()
             pubs = []
@@ -326,16 +303,16 @@ def run_once(
                     for p in procs
                 )
             elapsed = time.monotonic() - began
-            host1 = host_ticks()
-            agent_cpu = sum(cpu_seconds(p.popen.pid) for p in procs) - agent_cpu0
-            broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
+            host1 = host_cpu_ticks()
+            agent_cpu = sum(proc_cpu_seconds(p.popen.pid) for p in procs) - agent_cpu0
+            broker_cpu = proc_cpu_seconds(broker_pid) - broker_cpu0
             for pub in pubs:
                 pub.wait(60)
             pub_cpu = children_cpu_seconds() - children0
             texts = [scrape(p.metrics_url) for p in procs]
             owners = Counter(pair for t in texts for pair in exported_meters(t))
             shares = [metric_sum(t, "greendc_agent_readings_accepted_total") for t in texts]
-            rss = max(peak_rss_mib(p.popen.pid) for p in procs)
+            rss = max(proc_peak_rss_mib(p.popen.pid) for p in procs)
         finally:
             for p in procs:
                 stop_process(p.popen)
@@ -364,38 +341,7 @@ def run_once(
     }
 
 
-def children_cpu_seconds() -> float:
-    """CPU used by this process's reaped children (the publishers, once waited for)."""
-    t = os.times()
-    return t.children_user + t.children_system
-
-
 # -- report ------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    exe = shutil.which("mosquitto", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
-    mosq = (
-        subprocess.run([exe, "-h"], capture_output=True, text=True, check=False).stdout.splitlines()
-        if exe
-        else []
-    )
-    return {
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "memory_gib": round(mem_gib, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "mosquitto": mosq[0] if mosq else "?",
-    }
-
-
 def render(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> str:
     """The results as Markdown."""
     base = next(r for r in results if r["agents"] == 1)["readings_per_s"]
@@ -405,7 +351,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.N
         f"Recorded {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by "
         "`.venv/bin/python bench/scale/run.py`.",
         "",
-        f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, "
+        f"Machine: {info['nproc']} cores ({info['cpu_model']}), {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}, Python {info['python']}, {info['mosquitto']}.",
         "",
         f"Stream: {args.sites} sites x {args.meters} meters, {args.readings_per_site:,} readings "

@@ -37,7 +37,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from tests.servers import InfluxDB1, Mosquitto, free_port, http_request  # noqa: E402
+from tests.support.procfs import proc_rss_kib  # noqa: E402
+from tests.support.servers import InfluxDB1, Mosquitto, free_port, http_request  # noqa: E402
 
 DB = "greendc_soak"
 
@@ -73,17 +74,6 @@ def scrape(url: str) -> dict[str, float]:
         for s in fam.samples:
             out[s.name] = out.get(s.name, 0.0) + s.value
     return out
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
 
 
 def write_config(
@@ -286,7 +276,7 @@ def take_sample(url: str, pid: int, published: int, elapsed: float, up: bool) ->
         published=published,
         accepted=int(m.get("greendc_agent_readings_accepted_total", 0)),
         written=int(m.get("greendc_sink_readings_written_total", 0)),
-        rss_kib=rss_kib(pid),
+        rss_kib=proc_rss_kib(pid),
         queue_batches=int(m.get("greendc_sink_queue_batches", 0)),
         spool_batches=int(m.get("greendc_spool_batches", 0)),
         spool_bytes=int(m.get("greendc_spool_bytes", 0)),

@@ -1,170 +1,26 @@
-"""Shared pieces of the end-to-end tests: a running collector, /metrics reads, paced feeding.
+"""Re-exports tests.support.collector and its builders (the old import path, kept for
+existing tests)."""
 
-``running_collector(settings)`` starts the real agent (MQTT in, sinks out) with live KPIs and
-its /metrics endpoint on a free port; ``scrape(url)`` reads that endpoint over HTTP and
-parses it with prometheus_client's own parser; ``Ticker`` publishes on a cadence from a
-background thread while a test polls Prometheus, so counters grow between scrapes.
-"""
+from tests.support.builders import FOUR_CLIMATES, REPO, four_climates_settings
+from tests.support.collector import (
+    CONNECT_DEADLINE_SECONDS,
+    RunningCollector,
+    Ticker,
+    batch,
+    publisher,
+    running_collector,
+    scrape,
+)
 
-from __future__ import annotations
-
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
-
-from greendc.collector.agent import Agent
-from greendc.collector.live import LiveSites, attach_live
-from greendc.config import Settings, parse_config
-from greendc.exporters.prometheus import MetricsServer, serve
-from tests.helpers import Publisher
-from tests.servers import Mosquitto, http_request
-
-REPO = Path(__file__).resolve().parents[2]
-FOUR_CLIMATES = REPO / "config" / "examples" / "four-climates.yaml"
-CONNECT_DEADLINE_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class RunningCollector:
-    """A started agent, its live KPIs and its /metrics endpoint."""
-
-    agent: Agent
-    live: LiveSites
-    exporter: MetricsServer
-
-    @property
-    def target(self) -> str:
-        """The ``host:port`` Prometheus scrapes."""
-        return f"{self.exporter.host}:{self.exporter.port}"
-
-
-@contextmanager
-def running_collector(settings: Settings) -> Iterator[RunningCollector]:
-    """Start agent + live KPIs + /metrics, wait until subscribed; stop all on exit."""
-    agent = Agent(settings)
-    live = attach_live(agent, settings)
-    agent.start()
-    try:
-        with serve(settings.metrics, agent.snapshot, settings.sites) as exporter:
-            if not agent.wait_connected(CONNECT_DEADLINE_SECONDS):
-                raise AssertionError(f"the agent did not connect to {settings.mqtt.url}")
-            yield RunningCollector(agent, live, exporter)
-    finally:
-        agent.stop()
-
-
-@contextmanager
-def publisher(broker: Mosquitto) -> Iterator[Publisher]:
-    """A QoS 1 publisher on ``broker``, disconnected on exit."""
-    pub = Publisher(broker.host, broker.port)
-    try:
-        yield pub
-    finally:
-        pub.close()
-
-
-def scrape(url: str) -> dict[str, list[Sample]]:
-    """GET /metrics and return its samples grouped by sample name (``_bucket`` etc. apart)."""
-    status, body = http_request(url)
-    if status != 200:
-        raise AssertionError(f"GET {url} answered {status}: {body[:300]!r}")
-    out: dict[str, list[Sample]] = {}
-    for family in text_string_to_metric_families(body.decode("utf-8")):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append(sample)
-    return out
-
-
-def batch(
-    prefix: str, site: str, ts: float, fields: dict[str, dict[str, float]]
-) -> tuple[str, list[dict[str, Any]]]:
-    """One native gateway batch (every meter of a site at one instant) as (topic, payload).
-
-    A whole site in one message is decoded and accounted under one lock, so a scrape never
-    sees the facility counter of a step without its IT counter.
-    """
-    items = [{"meter": meter, "ts": ts, **values} for meter, values in fields.items()]
-    return f"{prefix}/greendc/{site}", items
-
-
-def four_climates_settings(
-    mqtt_url: str, prefix: str, tmp_path: Path, *, sinks: dict[str, Any], **extra: Any
-) -> Settings:
-    """config/examples/four-climates.yaml retargeted at the test's broker, topics and sinks."""
-    data = yaml.safe_load(FOUR_CLIMATES.read_text(encoding="utf-8"))
-    data["mqtt"] = {
-        **data.get("mqtt", {}),
-        "url": mqtt_url,
-        "client_id": f"agent-{prefix.replace('/', '-')}",
-        "reconnect_max_seconds": 2,
-    }
-    data["mappings"] = [
-        {"topic": f"{prefix}/greendc/{{site}}/{{meter}}"},
-        {"topic": f"{prefix}/greendc/{{site}}"},
-    ]
-    data["sinks"] = {
-        "spool": {"dir": str(tmp_path / "spool")},
-        "flush_interval_seconds": 0.2,
-        **sinks,
-    }
-    data["metrics"] = {"port": 0}
-    data.update(extra)
-    return parse_config(data, env={})
-
-
-class Ticker:
-    """Calls ``fn()`` every ``interval_s`` from a named thread until stopped.
-
-    ``stop()`` joins the thread and re-raises the first exception ``fn`` raised, so a
-    publishing failure fails the test instead of silently starving it of data.
-    """
-
-    def __init__(self, fn: Callable[[], None], interval_s: float, name: str) -> None:
-        """Prepare (not start) the ticker."""
-        self._fn = fn
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self.ticks = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self._fn()
-                self.ticks += 1
-                # The cadence of publishing, not a wait for a condition.
-                self._stop.wait(self._interval_s)
-        except BaseException as exc:
-            self._error = exc
-
-    def start(self) -> Ticker:
-        """Start ticking; returns self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop, join, and re-raise what ``fn`` raised, if anything."""
-        self._stop.set()
-        self._thread.join(timeout=30.0)
-        if self._error is not None:
-            raise AssertionError(f"the publishing thread failed: {self._error!r}") from self._error
-
-    def __enter__(self) -> Ticker:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
-        try:
-            self.stop()
-        except AssertionError:
-            # The test's own failure is the one to report; a publishing error is raised only
-            # when the test body itself passed.
-            if exc_type is None:
-                raise
+__all__ = [
+    "CONNECT_DEADLINE_SECONDS",
+    "FOUR_CLIMATES",
+    "REPO",
+    "RunningCollector",
+    "Ticker",
+    "batch",
+    "four_climates_settings",
+    "publisher",
+    "running_collector",
+    "scrape",
+]

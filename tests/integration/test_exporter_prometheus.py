@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from greendc.config import MetricsSettings, parse_config
+from greendc.config import MetricsSettings
 from greendc.exporters import serve, write_rules
 from greendc.exporters.rules import fleet_pue_record, pue_record
 from greendc.snapshot import SiteLive, Snapshot
 from tests.helpers import idle_health, site_config
 from tests.servers import PrometheusFactory
+from tests.support.builders import settings_from
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ class GrowingCounters:
 
 
 def _settings() -> Any:
-    return parse_config({"sites": [site_config("sg1"), site_config("jhr1")]}, env={})
+    return settings_from({"sites": [site_config("sg1"), site_config("jhr1")]})
 
 
 def _one_value(result: list[dict[str, Any]]) -> float | None:

@@ -30,10 +30,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from greendc.collector.agent import Agent
-from greendc.config import parse_config
 from greendc.store import EmbeddedStore
 from tests.helpers import SITES, wait_until
 from tests.servers import Mosquitto, VictoriaMetrics, free_port, http_request
+from tests.support.builders import settings_from
 
 pytestmark = pytest.mark.integration
 
@@ -404,7 +404,7 @@ def test_wrong_password_is_refused_clearly_and_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     wrong = f"wrong-{secrets.token_hex(8)}"
-    settings = parse_config(
+    settings = settings_from(
         {
             "mqtt": {
                 "url": broker.url,
@@ -424,8 +424,7 @@ def test_wrong_password_is_refused_clearly_and_retried(
                 "spool": {"dir": str(tmp_path / "spool")},
             },
             "sites": SITES,
-        },
-        env={},
+        }
     )
     caplog.set_level(logging.DEBUG)
 

@@ -11,9 +11,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from greendc.catalogue import REJECTION_REASONS
-from greendc.config import parse_config
 from greendc.decode import Decoder, parse_timestamp
 from greendc.lineproto import LineEncoder, parse_line
+from tests.support.builders import settings_from
 
 NOW = 1_764_374_400.0  # 2025-11-29T00:00:00Z
 
@@ -55,7 +55,7 @@ def make_settings(**overrides: Any) -> Any:
         ],
     }
     data.update(overrides)
-    return parse_config(data, env={})
+    return settings_from(data)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from greendc import exporters
 from greendc.catalogue import METRICS, REJECTION_REASONS
-from greendc.config import MetricsSettings, Site, parse_config
+from greendc.config import MetricsSettings, Site
 from greendc.exporters import SnapshotCollector, serve, window_label
 from greendc.exporters.prometheus import THREAD_NAME, WH_TO_JOULES
 from greendc.snapshot import (
@@ -27,6 +27,7 @@ from greendc.snapshot import (
     Snapshot,
 )
 from tests.helpers import PUE_TARGETS, site_config
+from tests.support.builders import settings_from
 
 _HIST = Histogram(buckets=((0.01, 2), (0.1, 5), (1.0, 6)), count=7, sum=3.25)
 
@@ -55,7 +56,7 @@ def _sites() -> list[Site]:
             ),
         ]
     }
-    return list(parse_config(data, env={}).sites)
+    return list(settings_from(data).sites)
 
 
 def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:

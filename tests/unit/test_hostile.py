@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from greendc.catalogue import REJECTION_REASONS
-from greendc.config import IDENT_RE, parse_config
+from greendc.config import IDENT_RE
 from greendc.decode import Decoder
 from greendc.exporters.prometheus import SnapshotCollector
 from greendc.lineproto import LineEncoder, escape_tag, parse_line
 from greendc.model import Reading
 from greendc.snapshot import MeterState, Snapshot
 from tests.helpers import idle_health, site_config
+from tests.support.builders import settings_from
 
 NOW = 1_764_374_400.0
 IDENT = re.compile(IDENT_RE)
@@ -37,7 +38,7 @@ MAX_BYTES = 64 * 1024
 
 
 def _settings(**validation: Any) -> Any:
-    return parse_config(
+    return settings_from(
         {
             "sites": [
                 site_config("sg1", meters=[{"name": "ups-1", "role": "it", "point": "ups_output"}]),
@@ -53,8 +54,7 @@ def _settings(**validation: Any) -> Any:
                 "max_payload_bytes": MAX_BYTES,
                 **validation,
             },
-        },
-        env={},
+        }
     )
 
 

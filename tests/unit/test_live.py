@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greendc._errors import KPIError
-from greendc.config import Settings, parse_config
+from greendc.config import Settings
 from greendc.energy import interval_series
 from greendc.factors import load_factors
 from greendc.kpi import Window, site_kpis
 from greendc.live import LiveKPIs
 from greendc.model import Reading
 from tests.helpers import site_config
+from tests.support.builders import settings_from
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, on every interval grid used here
 
@@ -45,7 +46,7 @@ def make_settings(
         },
         "sites": [site_config("s1", grid_zone=zone, meters=meters or _METERS)],
     }
-    return parse_config(data, env={})
+    return settings_from(data)
 
 
 def reading(meter: str, t_s: float, **fields: float) -> Reading:
@@ -164,7 +165,7 @@ def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
         }
         for i in range(200)
     ]
-    s = parse_config(
+    s = settings_from(
         {
             "kpi": {"windows_seconds": [300, 3600]},
             "sites": [
@@ -176,8 +177,7 @@ def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
                     "meters": meters,
                 }
             ],
-        },
-        env={},
+        }
     )
     live = LiveKPIs(s)
     # facility, cooling hall1, IT hall1, IT hall2: not a ring for each of 202 meters

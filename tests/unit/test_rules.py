@@ -28,10 +28,11 @@ import pytest
 import yaml
 
 from greendc.catalogue import all_series_names
-from greendc.config import Settings, load_config, parse_config
+from greendc.config import Settings, load_config
 from greendc.exporters import build_rules, window_label, write_rules
 from greendc.exporters.rules import ALERTS_FILE, PUE_MARGIN, RECORDING_FILE
 from tests.helpers import PUE_TARGETS, site_config
+from tests.support.builders import settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "greendc"
@@ -80,7 +81,7 @@ def _settings() -> Settings:
             ],
         ),
     ]
-    return parse_config({"sites": sites}, env={})
+    return settings_from({"sites": sites})
 
 
 def _alert_rules(settings: Settings) -> list[dict[str, Any]]:
