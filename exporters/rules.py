@@ -4,9 +4,10 @@
 (``greendc rules build --config PATH --out DIR``). Output is deterministic: sites and meters
 are sorted, keys are sorted, and nothing depends on the clock.
 
-PUE is energy-based (principle 2): ``increase()`` of the facility energy counter over the
-window divided by ``increase()`` of the IT counter, per site; the fleet figure is
-ΣE_facility/ΣE_IT over the sites that report both, never an average of site ratios.
+PUE is energy-based (principle 2, docs/architecture.md): ``increase()`` of the facility
+energy counter over the window divided by ``increase()`` of the IT counter, per site; the
+fleet figure is ΣE_facility/ΣE_IT over the sites that report both, never an average of
+site ratios.
 
 PUE alerts use value hysteresis so a PUE hovering at a threshold does not flap: an alert
 starts when PUE is above the threshold (for its ``for:`` duration) and, once firing, keeps

@@ -7,8 +7,9 @@ Energy per meter comes from :func:`greendc.energy.energy_by_meter` (water from
 status and a note) and :class:`DailyRow` objects, which every renderer draws from, so the
 CSV, XLSX, HTML and PDF show the same numbers.
 
-Totals obey principle 5 of the design: an energy total whose meters cover less than
-``kpi.min_coverage`` of the period is withheld (shown with its coverage), never filled in.
+Totals obey principle 5 (docs/architecture.md): an energy total whose meters cover less
+than ``kpi.min_coverage`` of the period is withheld (shown with its coverage), never
+filled in.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``greendc`` command line: the public contract of DESIGN.md.
+"""The ``greendc`` command line: the public contract (README.md, "The command line").
 
 This module is the composition root: with the rest of greendc.app, the only code that reaches
 into greendc.collector, greendc.exporters, greendc.dashboards and greendc.simulator, and
