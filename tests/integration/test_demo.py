@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from greendc.app.broker import EmbeddedBroker, _mqtt_ready
-from tests.helpers import wait_until
-from tests.servers import free_port
+from greendc.app.collect import running_collector
+from tests.support.builders import make_settings
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto, free_port, http_request
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +111,18 @@ def test_embedded_broker_is_ready_without_a_complaint(
     complaints = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not complaints, [f"{r.name}: {r.getMessage()}" for r in complaints]
     assert not _mqtt_ready(broker.port)  # stopped: nothing answers any more
+
+
+def test_the_collector_wiring_collect_and_the_demo_share(
+    mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = make_settings(mosquitto.url, mqtt_topic_prefix, tmp_path)
+    with running_collector(settings, tune_gc=False) as running:
+        assert running.agent.wait_connected(10)
+        assert running.metrics is not None
+        url = running.metrics.url
+        status, body = http_request(url)
+        assert status == 200
+        assert b"greendc_agent_info{" in body  # the agent's own /metrics, live
+    with pytest.raises(OSError):  # leaving the block closed /metrics (and stopped the agent)
+        http_request(url, timeout_seconds=2)
