@@ -1,9 +1,10 @@
 """A running collector for end-to-end tests: /metrics reads, gateway batches, paced feeding.
 
 ``running_collector(settings)`` starts the real agent (MQTT in, sinks out) with live KPIs and
-its /metrics endpoint on a free port; ``scrape(url)`` reads that endpoint over HTTP and
-parses it with prometheus_client's own parser; ``Ticker`` publishes on a cadence from a
-background thread while a test polls Prometheus, so counters grow between scrapes.
+its /metrics endpoint on a free port, wired as ``greendc collect`` wires them;
+``scrape(url)`` reads that endpoint over HTTP and parses it with prometheus_client's own
+parser; ``Ticker`` publishes on a cadence from a background thread while a test polls
+Prometheus, so counters grow between scrapes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from greendc.app.collect import running_collector as collector_wiring
 from greendc.collector.agent import Agent
-from greendc.collector.live import LiveSites, attach_live
 from greendc.config import Settings
-from greendc.exporters.prometheus import MetricsServer, serve
+from greendc.exporters.prometheus import MetricsServer
 from tests.support.mqtt import Publisher
 from tests.support.servers import Mosquitto, http_request
 
@@ -29,10 +30,9 @@ CONNECT_DEADLINE_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class RunningCollector:
-    """A started agent, its live KPIs and its /metrics endpoint."""
+    """A started agent (with live KPIs) and its /metrics endpoint."""
 
     agent: Agent
-    live: LiveSites
     exporter: MetricsServer
 
     @property
@@ -43,17 +43,17 @@ class RunningCollector:
 
 @contextmanager
 def running_collector(settings: Settings) -> Iterator[RunningCollector]:
-    """Start agent + live KPIs + /metrics, wait until subscribed; stop all on exit."""
-    agent = Agent(settings)
-    live = attach_live(agent, settings)
-    agent.start()
-    try:
-        with serve(settings.metrics, agent.snapshot, settings.sites) as exporter:
-            if not agent.wait_connected(CONNECT_DEADLINE_SECONDS):
-                raise AssertionError(f"the agent did not connect to {settings.mqtt.url}")
-            yield RunningCollector(agent, live, exporter)
-    finally:
-        agent.stop()
+    """``greendc collect``'s own wiring (greendc.app.collect), waited on until subscribed.
+
+    The tests run what production runs: agent, live KPIs and /metrics are put together by
+    the same function, and stopped by it (MQTT first, then the sinks, then /metrics).
+    """
+    with collector_wiring(settings, tune_gc=False) as running:
+        if running.metrics is None:
+            raise AssertionError("metrics.enabled is off: the test needs /metrics")
+        if not running.agent.wait_connected(CONNECT_DEADLINE_SECONDS):
+            raise AssertionError(f"the agent did not connect to {settings.mqtt.url}")
+        yield RunningCollector(running.agent, running.metrics)
 
 
 @contextmanager
