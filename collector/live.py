@@ -83,8 +83,8 @@ class LiveSites:
                 k = sk.kpis.get(key)
                 if k is None:
                     continue
-                coverage = min(k.coverage.values()) if k.coverage else 0.0
-                row[key] = LiveKPI(k.value, coverage, k.label)
+                bridged = k.shares.bridged if k.shares is not None else 0.0
+                row[key] = LiveKPI(k.value, k.covered, k.label, k.quality.value, bridged)
             kpis[window] = row
         return SiteLive(
             site=name,
@@ -95,6 +95,9 @@ class LiveSites:
             grid_intensity_g_per_kwh=factor_kg * 1000.0,
             pue_category=site.pue_category,
             kpis=kpis,
+            counter_events={
+                (meter, kind): n for (s, meter, kind), n in snap.counter_events.items() if s == name
+            },
         )
 
 

@@ -34,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from greendc.catalogue import METRICS, REJECTION_REASONS, window_label
 from greendc.config import MetricsSettings, Site
+from greendc.quality import Quality
 from greendc.snapshot import Histogram, MeterState, Snapshot
 
 from .webconfig import WebConfig, WSGIApp, load_web_config, make_http_server
@@ -195,7 +196,12 @@ class SnapshotCollector(Collector):
         withheld = _family("greendc_site_pue_withheld")
         renewable = _family("greendc_site_renewable_share_ratio")
         ppue = _family("greendc_zone_ppue_ratio")
+        quality = _family("greendc_site_kpi_quality")
+        shares = _family("greendc_site_kpi_share_ratio")
+        events = _family("greendc_meter_counter_events_total")
         for s in snap.sites:
+            for (meter, kind), n in sorted(s.counter_events.items()):
+                events.add_metric([s.site, meter, kind], float(n))
             for role in sorted(s.energy_wh):
                 energy.add_metric([s.site, role], s.energy_wh[role] * WH_TO_JOULES)
             water.add_metric([s.site], s.water_l)
@@ -208,7 +214,7 @@ class SnapshotCollector(Collector):
                 k = kpis.get("pue")
                 if k is not None:
                     coverage.add_metric([s.site, window], k.coverage)
-                    withheld.add_metric([s.site, window], 0.0 if k.value is not None else 1.0)
+                    withheld.add_metric([s.site, window], 0.0 if k.quality == "ok" else 1.0)
                     if k.value is not None:
                         pue.add_metric([s.site, window, str(s.pue_category)], k.value)
                 r = kpis.get("renewable_share")
@@ -218,7 +224,18 @@ class SnapshotCollector(Collector):
                     z = kpis[name]
                     if name.startswith("ppue:") and z.value is not None:
                         ppue.add_metric([s.site, name.removeprefix("ppue:"), window], z.value)
+                    for word in Quality:
+                        flag = 1.0 if z.quality == word else 0.0
+                        quality.add_metric([s.site, window, name, word], flag)
+                    missing = max(0.0, 1.0 - z.coverage)
+                    for share, v in (
+                        ("measured", z.coverage - z.bridged),
+                        ("bridged", z.bridged),
+                        ("missing", missing),
+                    ):
+                        shares.add_metric([s.site, window, name, share], v)
         yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable, ppue)
+        yield from (quality, shares, events)
 
     # -- configuration -----------------------------------------------------------------
 

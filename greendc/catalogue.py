@@ -95,8 +95,9 @@ _METRICS = [
         "greendc_site_pue_ratio",
         "gauge",
         "ratio",
-        "PUE over the rolling window: sum of facility energy / sum of IT energy "
-        "(ISO/IEC 30134-2; interim, category in the label). Absent when withheld.",
+        "PUE over the rolling window: sum of facility energy / sum of IT energy over the "
+        "intervals both cover (ISO/IEC 30134-2; interim, category in the label). Absent when "
+        "withheld; see greendc_site_kpi_quality for ok or incomplete.",
         ("site", "window", "category"),
     ),
     Metric(
@@ -110,8 +111,34 @@ _METRICS = [
         "greendc_site_pue_withheld",
         "gauge",
         "bool",
-        "1 when the window's PUE is withheld because its inputs cover too little of it.",
+        "1 when the window's PUE is not ok: incomplete (its inputs cover too little of the "
+        "window) or withheld (nothing to compute).",
         ("site", "window"),
+    ),
+    Metric(
+        "greendc_site_kpi_quality",
+        "gauge",
+        "bool",
+        "1 for the quality word of a live KPI over the rolling window (ok, incomplete or "
+        "withheld; the same words as the report and the EU EED export), 0 for the others.",
+        ("site", "window", "kpi", "quality"),
+    ),
+    Metric(
+        "greendc_site_kpi_share_ratio",
+        "gauge",
+        "ratio",
+        "Share of the rolling window a live KPI stands on that was measured, bridged across "
+        "a gap (counter difference, timing unknown) or missing; the three add up to 1.",
+        ("site", "window", "kpi", "share"),
+    ),
+    Metric(
+        "greendc_meter_counter_events_total",
+        "counter",
+        "events",
+        "Counter events of a meter since the agent started: spike (one implausible reading "
+        "dropped), reset (counter went down), jump (up faster than max power: meter swap), "
+        "rollover (register wrapped), bridged (a gap kept as bridged energy).",
+        ("site", "meter", "event"),
     ),
     Metric(
         "greendc_zone_ppue_ratio",

@@ -287,6 +287,9 @@ class KPISettings(_Frozen):
     max_gap_seconds: float = Field(default=300.0, gt=0)
     min_coverage: float = Field(default=0.9, ge=0, le=1)
     windows_seconds: list[int] = Field(default_factory=lambda: [300, 3600, 86400])
+    # A counter step is energy only if at most this many times the larger of the step's
+    # power readings and the site's installed IT power (unless the meter sets max_power_w).
+    max_power_factor: float = Field(default=3.0, ge=1.0)
 
 
 class Meter(_Frozen):
@@ -299,6 +302,26 @@ class Meter(_Frozen):
     sign: Literal[1, -1] = 1  # -1: a sub-meter subtracted from its role's total
     expiry_seconds: float | None = Field(default=None, gt=0)
     description: str = ""
+    # The most power the meter can see (W; for water, litres per hour): a counter step above
+    # it over the elapsed time is a spike or a meter swap, not energy.
+    max_power_w: float | None = Field(default=None, gt=0)
+    # The register's width: it wraps to 0 at 2**register_bits, or at rollover_at (in the
+    # canonical unit, Wh or L). A counter that went down by most of that range rolled over.
+    register_bits: int | None = Field(default=None, ge=8, le=64)
+    rollover_at: float | None = Field(default=None, gt=0)
+
+    @property
+    def rollover(self) -> float | None:
+        """Where the counter register wraps to 0 (Wh, or L), or None when not configured."""
+        if self.register_bits is not None:
+            return float(2**self.register_bits)
+        return self.rollover_at
+
+    @model_validator(mode="after")
+    def _register(self) -> Meter:
+        if self.register_bits is not None and self.rollover_at is not None:
+            raise ValueError("give register_bits or rollover_at, not both")
+        return self
 
     @model_validator(mode="after")
     def _point(self) -> Meter:
@@ -356,6 +379,9 @@ class Site(_Frozen):
     # An hourly grid emission factor series (CSV: ts, kg_per_kwh) for location-based
     # Scope 2; hours it does not cover use the zone's annual factor.
     hourly_factors_file: Path | None = None
+    # Bridged energy (a counter difference across a gap, timing unknown) counts in daily,
+    # monthly and annual totals; in hourly figures (hourly emissions, CFE) only if this is set.
+    bridged_in_hourly: bool = False
 
     @field_validator("timezone")
     @classmethod

@@ -3,34 +3,43 @@
 Everything downstream (live KPIs, the monthly report, the stores' roll-ups) takes the
 :class:`IntervalSeries` made here, so a counter reset or a gap is handled once, the same way.
 
-Rules, applied to each *step* between two consecutive samples of one meter (t0 -> t1):
+Rules, applied to each *step* between two consecutive kept samples of one meter (t0 -> t1):
 
-1. ``t1 - t0 > max_gap_seconds``: the step is **missing** (no energy, no coverage). A long
-   silence is never bridged with a straight line; it lowers the coverage instead.
-2. Both samples carry the cumulative counter (``energy_wh``, or ``water_l`` for water): the
-   step's energy is ``c1 - c0`` (the counter is preferred over power: it is what the meter
-   integrated, at its own sampling rate).
+1. Both samples carry the cumulative counter (``energy_wh``, or ``water_l`` for water): the
+   counter difference ``c1 - c0`` is the step's energy if it is **physically possible**:
+   not negative, and at most the meter's maximum power times the elapsed time. The maximum
+   is the meter's ``max_power_w``, or by default ``kpi.max_power_factor`` times the larger
+   of the two samples' power readings and the site's installed IT power.
 
-   * The counter went down and ``rollover_wh`` is set and the wrapped delta
-     ``c1 + rollover_wh - c0`` is at most half the range: a **rollover**, energy is the
-     wrapped delta.
-   * Otherwise the counter went down: a **reset** (device reboot or replacement). What it
-     counted between t0 and the reset is unknown, and ``c1`` is energy since an unknown
-     instant, so counting either could double or invent energy. The step falls back to power
-     (rule 3) if both samples carry it, else it is missing. The next step continues from the
-     new counter value, so no interval is ever negative or doubled.
-3. Otherwise, both samples carry ``power_w``: trapezoid, ``(p0 + p1) / 2 * dt / 3600`` Wh.
-4. Otherwise the step is missing.
+   * The counter went down, the meter has a register width (``register_bits`` or
+     ``rollover_at``) and the wrapped difference ``c1 + rollover - c0`` is plausible and at
+     most half the range: a **rollover**, energy is the wrapped difference.
+   * Within ``max_gap_seconds`` the step is **measured**; across a longer gap it is
+     **bridged**: energy the meter really measured whose timing is unknown. Bridged energy
+     is spread over the gap and counted in daily, monthly and annual totals, but kept out
+     of anything hourly (hourly emissions, CFE) unless the site sets ``bridged_in_hourly``.
+2. A counter difference that is not possible is never energy. The new reading is held as a
+   suspect: if the next reading is plausible from the reading before the suspect, the
+   suspect was a **spike** and is dropped (one bad reading, not two resets); otherwise it
+   is a **reset** (went down) or a **jump** (a meter swap to a higher register) and becomes
+   the new baseline. Its own step falls back to power (rule 3), else it is missing: a
+   swap loses at most one step. See :class:`greendc.steps.CounterTrack`.
+3. Otherwise, within ``max_gap_seconds`` and both samples carrying ``power_w`` (within the
+   bound when ``max_power_w`` is set): trapezoid, ``(p0 + p1) / 2 * dt / 3600`` Wh.
+4. Otherwise the step is **missing** (no energy, no coverage).
+5. Hence no interval's energy is ever negative through a counter, nor above maximum
+   power times its length.
 
 A step's energy (and its covered seconds) is spread over the intervals it spans in
 proportion to time. Intervals are aligned to the Unix epoch (``start % interval == 0``), so
 series of different meters line up. Coverage of an interval is
-``covered_seconds / interval_seconds``.
+``covered_seconds / interval_seconds`` (measured and bridged); ``bridged_seconds`` and
+``bridged_amount`` say how much of it was bridged.
 
 Samples are sorted by time first; a sample repeating the previous timestamp is ignored
 (the first one wins), so an out-of-order duplicate cannot create a zero-length step.
 
-:func:`greendc.steps.step_energy` is the scalar form of rules 1-4, used step by step by the
+:func:`greendc.steps.step_energy` is the scalar form of rules 1-5, used step by step by the
 live path (:mod:`greendc.live`) with :class:`greendc.steps.EnergyRing`, in plain Python so
 the collector never loads numpy; live KPIs are tested equal to the batch result.
 """
@@ -49,6 +58,7 @@ if TYPE_CHECKING:  # the collector's hot path never needs pandas: keep it out of
     import pandas as pd
 
 from greendc._errors import KPIError
+from greendc.steps import CounterEvent, CounterRules, CounterTrack, Step
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = Sequence[float | None] | FloatArray
@@ -67,6 +77,9 @@ class IntervalSeries:
     amount: FloatArray
     covered_seconds: FloatArray
     unit: str = "Wh"
+    bridged_amount: FloatArray | None = None  # part of amount bridged across gaps (None: 0)
+    bridged_seconds: FloatArray | None = None  # part of covered_seconds bridged (None: 0)
+    events: tuple[tuple[float, CounterEvent], ...] = ()  # (time, what) of counter events
 
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0:
@@ -77,6 +90,20 @@ class IntervalSeries:
             )
         if self.amount.shape != self.covered_seconds.shape:
             raise KPIError("amount and covered_seconds must have the same length")
+        for extra in (self.bridged_amount, self.bridged_seconds):
+            if extra is not None and extra.shape != self.amount.shape:
+                raise KPIError("bridged arrays must have the length of amount")
+
+    @property
+    def bridged(self) -> FloatArray:
+        """Per interval, the part of ``amount`` bridged across gaps (zeros if none)."""
+        return self.bridged_amount if self.bridged_amount is not None else np.zeros(len(self))
+
+    @property
+    def bridged_covered(self) -> FloatArray:
+        """Per interval, the part of ``covered_seconds`` bridged across gaps (zeros if none)."""
+        b = self.bridged_seconds
+        return b if b is not None else np.zeros(len(self))
 
     @property
     def energy_wh(self) -> FloatArray:
@@ -104,6 +131,8 @@ class IntervalSeries:
         n = (end_s - start_s) // step
         amount = np.zeros(n)
         covered = np.zeros(n)
+        b_amount = np.zeros(n)
+        b_covered = np.zeros(n)
         lo = max(start_s, self.start_s)
         hi = min(end_s, self.end_s)
         if hi > lo:
@@ -111,7 +140,12 @@ class IntervalSeries:
             dst = slice((lo - start_s) // step, (hi - start_s) // step)
             amount[dst] = self.amount[src]
             covered[dst] = self.covered_seconds[src]
-        return IntervalSeries(start_s, step, amount, covered, self.unit)
+            b_amount[dst] = self.bridged[src]
+            b_covered[dst] = self.bridged_covered[src]
+        events = tuple(e for e in self.events if start_s <= e[0] < end_s)
+        return IntervalSeries(
+            start_s, step, amount, covered, self.unit, b_amount, b_covered, events
+        )
 
     def total(self) -> float:
         """Sum of the amount over all intervals."""
@@ -141,6 +175,9 @@ def merge_intervals(series: IntervalSeries, factor: int) -> IntervalSeries:
         padded.amount.reshape(n, factor).sum(axis=1),
         padded.covered_seconds.reshape(n, factor).sum(axis=1),
         series.unit,
+        padded.bridged.reshape(n, factor).sum(axis=1),
+        padded.bridged_covered.reshape(n, factor).sum(axis=1),
+        series.events,
     )
 
 
@@ -153,33 +190,90 @@ def _as_float_array(values: ArrayLike | None, n: int, what: str) -> FloatArray:
     return arr
 
 
+def _bound_w(
+    power_w: FloatArray, max_power_w: float | None, power_factor: float | None, floor_w: float
+) -> FloatArray | None:
+    """Per step, the largest plausible power (as :func:`greendc.steps.bound_w`), or None."""
+    if max_power_w is not None:
+        return np.full(len(power_w) - 1, float(max_power_w))
+    if power_factor is None:
+        return None
+    p = np.nan_to_num(np.abs(power_w), nan=0.0)
+    return power_factor * np.maximum(np.maximum(p[:-1], p[1:]), floor_w)
+
+
 def _steps(
     ts_s: FloatArray,
     counter: FloatArray,
     power_w: FloatArray,
     max_gap_seconds: float,
     rollover_wh: float | None,
-) -> tuple[FloatArray, FloatArray]:
-    """Vectorised rules 1-4: per step, energy and covered seconds (0 where missing)."""
+    bound: FloatArray | None,
+    power_cap_w: float | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]] | None:
+    """Vectorised rules 1-4 per step: energy, covered seconds, bridged seconds (0 where
+    missing) and whether the counter rolled over; None when a counter step is implausible (the caller then runs the sequential
+    :class:`greendc.steps.CounterTrack`, which decides spikes and resets)."""
     dt = np.diff(ts_s)
     c0, c1 = counter[:-1], counter[1:]
     p0, p1 = power_w[:-1], power_w[1:]
-    ok_gap = (dt > 0) & (dt <= max_gap_seconds)
+    within = (dt > 0) & (dt <= max_gap_seconds)
     delta = c1 - c0
     has_counter = ~(np.isnan(c0) | np.isnan(c1))
-    counter_ok = has_counter & (delta >= 0)
+    wrap_ok = np.zeros(len(dt), dtype=bool)
     if rollover_wh is not None:
         wrapped = delta + rollover_wh
         wrap_ok = has_counter & (delta < 0) & (wrapped <= rollover_wh / 2)
         delta = np.where(wrap_ok, wrapped, delta)
-        counter_ok |= wrap_ok
+    counter_ok = has_counter & (delta >= 0)
+    if bound is not None:
+        counter_ok &= delta <= bound * dt / 3600.0
+    if np.any(has_counter & ~counter_ok):
+        return None
     has_power = ~(np.isnan(p0) | np.isnan(p1))
+    if power_cap_w is not None:  # a derived bound always holds the step's own power
+        has_power &= ~(np.fmax(np.abs(p0), np.abs(p1)) > power_cap_w)
     trap = (p0 + p1) / 2.0 * dt / 3600.0
-    energy = np.where(counter_ok, delta, np.where(has_power, trap, 0.0))
-    valid = ok_gap & (counter_ok | has_power)
-    energy = np.where(valid, energy, 0.0)
-    covered = np.where(valid, dt, 0.0)
-    return energy, covered
+    measured = within & (counter_ok | has_power)
+    bridged = counter_ok & (dt > max_gap_seconds)
+    energy = np.where(counter_ok & (within | bridged), delta, np.where(measured, trap, 0.0))
+    covered = np.where(measured | bridged, dt, 0.0)
+    return energy, covered, np.where(bridged, dt, 0.0), wrap_ok
+
+
+def _tracked_steps(
+    ts: FloatArray,
+    cnt: FloatArray,
+    pw: FloatArray,
+    track: CounterTrack,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, tuple[tuple[float, CounterEvent], ...]]:
+    """Rules 1-5 sample by sample (a meter whose counter misbehaves): the kept samples' times
+    and, per step between them, energy, covered and bridged seconds; and the events."""
+    knots: list[float] = []
+    energy: list[float] = []
+    covered: list[float] = []
+    bridged: list[float] = []
+
+    def emit(t0: float, t1: float, e: float, kind: Step) -> None:
+        if not knots:
+            knots.append(t0)
+        knots.append(t1)
+        energy.append(e if kind is not Step.MISSING else 0.0)
+        covered.append(t1 - t0 if kind is not Step.MISSING else 0.0)
+        bridged.append(t1 - t0 if kind is Step.BRIDGED else 0.0)
+
+    track.event_times = []
+    for t, c, p in zip(ts.tolist(), cnt.tolist(), pw.tolist(), strict=True):
+        track.feed(t, None if c != c else c, None if p != p else p, emit)
+    # A suspect still held at the end stays undecided, as in the live path: the next
+    # reading (outside these samples) would decide it.
+    return (
+        np.asarray(knots, dtype=np.float64),
+        np.asarray(energy, dtype=np.float64),
+        np.asarray(covered, dtype=np.float64),
+        np.asarray(bridged, dtype=np.float64),
+        tuple(track.event_times),
+    )
 
 
 def interval_series(
@@ -190,6 +284,9 @@ def interval_series(
     interval_seconds: int,
     max_gap_seconds: float,
     rollover_wh: float | None = None,
+    max_power_w: float | None = None,
+    power_factor: float | None = None,
+    floor_w: float = 0.0,
     start_s: int | None = None,
     end_s: int | None = None,
     unit: str = "Wh",
@@ -198,7 +295,10 @@ def interval_series(
 
     ``ts_s`` are Unix seconds; ``counter`` the cumulative counter (Wh or L) and ``power_w`` the
     power, each with None/NaN where a sample lacks it. ``start_s``/``end_s`` (on the interval
-    grid) fix the output range; by default it spans the samples. Runs in O(n log n) numpy.
+    grid) fix the output range; by default it spans the samples. ``max_power_w`` (the meter's
+    own bound) or ``power_factor`` and ``floor_w`` (the default bound) make counter steps
+    above that power implausible; with neither, any non-negative step is plausible. Runs in
+    O(n log n) numpy; a meter whose counter misbehaves takes the sequential rules.
     """
     ts = np.asarray(ts_s, dtype=np.float64)
     if ts.ndim != 1:
@@ -211,7 +311,7 @@ def interval_series(
     order = np.argsort(ts, kind="stable")
     ts, cnt, pw = ts[order], cnt[order], pw[order]
     if n > 1:
-        # The first of several samples with one timestamp wins, as in IntervalAccumulator.
+        # The first of several samples with one timestamp wins, as in the live path.
         keep = np.concatenate(([True], np.diff(ts) > 0))
         ts, cnt, pw = ts[keep], cnt[keep], pw[keep]
     step = interval_seconds
@@ -224,18 +324,45 @@ def interval_series(
     nint = (end_s - start_s) // step
     if len(ts) < 2:
         return IntervalSeries(start_s, step, np.zeros(nint), np.zeros(nint), unit)
-    energy, covered = _steps(ts, cnt, pw, max_gap_seconds, rollover_wh)
+    events: tuple[tuple[float, CounterEvent], ...] = ()
+    bound = _bound_w(pw, max_power_w, power_factor, floor_w)
+    fast = _steps(ts, cnt, pw, max_gap_seconds, rollover_wh, bound, max_power_w)
+    if fast is not None:
+        knots = ts
+        energy, covered, bridged_s, wraps = fast
+        if bridged_s.any() or wraps.any():
+            found = [(float(t), CounterEvent.BRIDGED) for t in ts[1:][bridged_s > 0]]
+            found += [(float(t), CounterEvent.ROLLOVER) for t in ts[1:][wraps]]
+            events = tuple(sorted(found))
+    else:
+        track = CounterTrack(
+            max_gap_seconds=max_gap_seconds,
+            rollover=rollover_wh,
+            max_power_w=max_power_w,
+            power_factor=power_factor,
+            floor_w=floor_w,
+        )
+        knots, energy, covered, bridged_s, events = _tracked_steps(ts, cnt, pw, track)
+        if len(knots) < 2:
+            return IntervalSeries(start_s, step, np.zeros(nint), np.zeros(nint), unit)
+    bridged_e = np.where(bridged_s > 0, energy, 0.0)
     # Cumulative amount is piecewise linear in time between samples; reading it at the
     # interval boundaries spreads every step over its intervals in proportion to time.
-    cum_e = np.concatenate(([0.0], np.cumsum(energy)))
-    cum_c = np.concatenate(([0.0], np.cumsum(covered)))
     bounds = start_s + step * np.arange(nint + 1, dtype=np.float64)
+
+    def spread(per_step: FloatArray) -> FloatArray:
+        cum = np.concatenate(([0.0], np.cumsum(per_step)))
+        return np.diff(np.interp(bounds, knots, cum))
+
     return IntervalSeries(
         start_s,
         step,
-        np.diff(np.interp(bounds, ts, cum_e)),
-        np.diff(np.interp(bounds, ts, cum_c)),
+        spread(energy),
+        spread(covered),
         unit,
+        spread(bridged_e),
+        spread(bridged_s),
+        tuple(e for e in events if start_s <= e[0] < end_s),
     )
 
 
@@ -246,26 +373,32 @@ def energy_by_meter(
     max_gap_seconds: float,
     start_s: int,
     end_s: int,
-    rollovers_wh: Mapping[str, float] | None = None,
+    rules: Mapping[str, CounterRules] | None = None,
 ) -> dict[str, IntervalSeries]:
     """Per-meter energy series over ``[start_s, end_s)`` from a long table of samples.
 
     ``frame`` has columns ``meter``, ``ts_s`` and any of ``energy_wh``, ``power_w``. Samples
     just outside the window should be included so the steps crossing its edges are counted.
+    ``rules`` are each meter's plausibility bound and register width (default: none).
     """
     out: dict[str, IntervalSeries] = {}
-    rollovers = rollovers_wh or {}
+    by_meter = rules or {}
+    none = CounterRules()
     has_e = "energy_wh" in frame.columns
     has_p = "power_w" in frame.columns
     for meter, group in frame.groupby("meter", sort=False):
         name = str(meter)
+        r = by_meter.get(name, none)
         out[name] = interval_series(
             group["ts_s"].to_numpy(dtype=np.float64),
             group["energy_wh"].to_numpy(dtype=np.float64) if has_e else None,
             group["power_w"].to_numpy(dtype=np.float64) if has_p else None,
             interval_seconds=interval_seconds,
             max_gap_seconds=max_gap_seconds,
-            rollover_wh=rollovers.get(name),
+            rollover_wh=r.rollover,
+            max_power_w=r.max_power_w,
+            power_factor=r.power_factor,
+            floor_w=r.floor_w,
             start_s=start_s,
             end_s=end_s,
         )
@@ -279,6 +412,7 @@ def water_series(
     interval_seconds: int,
     max_gap_seconds: float,
     rollover_l: float | None = None,
+    max_rate_l_per_h: float | None = None,
     start_s: int | None = None,
     end_s: int | None = None,
 ) -> IntervalSeries:
@@ -290,6 +424,7 @@ def water_series(
         interval_seconds=interval_seconds,
         max_gap_seconds=max_gap_seconds,
         rollover_wh=rollover_l,
+        max_power_w=max_rate_l_per_h,
         start_s=start_s,
         end_s=end_s,
         unit="L",

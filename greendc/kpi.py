@@ -3,8 +3,15 @@
 Every KPI is computed on **energy summed over the window** (e.g. PUE = ΣE_DC / ΣE_IT), never as
 a mean of instantaneous ratios: a quiet minute must not weigh like a busy one (The Green Grid;
 ISO/IEC 30134-2; EU Delegated Regulation 2024/1364 Annex III). Every result is a :class:`KPI`
-carrying the coverage of each input (share of the window with data); below ``min_coverage``
-the value is withheld (None) with the reason, never filled in.
+carrying its :class:`~greendc.quality.Quality` (ok, incomplete, withheld), the measured,
+bridged and missing shares of its window, and the coverage of each input.
+
+**Ratios on common ground.** PUE, pPUE, REF, CUE, WUE and ERF are computed over the intervals
+where every input is covered (measured or bridged), never from totals that each cover a
+different part of the window: with the IT meter complete and the facility meter at 83 %, a
+true PUE of 1.50 is 1.50 (incomplete, coverage 83 %), not 1.25. Totals (E_DC, E_grid,
+Scope 2) keep their own coverage. A figure under ``min_coverage`` is ``incomplete`` and shown
+with its coverage; with nothing to compute it is ``withheld`` with the reason.
 
 Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
 
@@ -18,7 +25,7 @@ Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
   output / PDU output / IT input) comes from ``site.pue_category``. A PUE over less than a
   year is labelled "interim".
 * pPUE of a zone = (zone IT + zone cooling, lighting, other_overhead) / zone IT, by the meters'
-  ``zone``.
+  ``zone``; withheld where the zone has no overhead meter (never 1.0 by construction).
 * REF = (E_renewable_onsite + GO/REC/PPA kWh of the site's contracts for the month, prorated to
   the window) / E_DC, capped at 1 (ISO/IEC 30134-3; EU 2024/1364 E_RES-TOT = GOO + PPA + OS).
   The renewable share shown is the same number.
@@ -30,6 +37,9 @@ Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
   which greendc has no fuel data.
 * Hourly CFE%: per hour, clean energy (on-site renewable + hourly PPA) counts up to that hour's
   E_DC with no carry-over; the rest of the hour counts at the grid's carbon-free share.
+* Hourly figures (hourly location-based Scope 2, CFE) use measured energy only: bridged energy
+  (timing unknown) is left out, and lowers their coverage, unless the site sets
+  ``bridged_in_hourly``.
 * ERF = E_heat_reuse / E_DC; WUE = water (L) / E_IT (kWh).
 * Fleet PUE = ΣE_DC / ΣE_IT across sites, labelled as such (not an average of site PUEs).
 """
@@ -48,6 +58,7 @@ from greendc._errors import KPIError
 from greendc.config import Contract, Site
 from greendc.factors import HOUR_SECONDS, Factor, FactorTable, HourlyFactors
 from greendc.model import Role
+from greendc.quality import Quality, Shares
 
 if TYPE_CHECKING:  # the report's series; the collector's live path never loads numpy
     from greendc.energy import IntervalSeries
@@ -71,19 +82,53 @@ class Window:
 
 @dataclass(frozen=True)
 class Measured:
-    """A quantity summed over a window, with its coverage (0..1).
+    """A quantity summed over a window, with its coverage (0..1, measured or bridged).
 
     ``meters`` is how many meters contributed; 0 means the site has none for this input.
+    ``bridged_share`` is the part of the coverage bridged across gaps, ``bridged`` the part
+    of the value that came from there.
     """
 
     value: float
     coverage: float
     meters: int = 1
+    bridged_share: float = 0.0
+    bridged: float = 0.0
+
+    @property
+    def shares(self) -> Shares:
+        """Measured, bridged and missing shares of the window."""
+        b = min(self.bridged_share, self.coverage)
+        return Shares(max(0.0, self.coverage - b), b)
+
+
+@dataclass(frozen=True)
+class RoleSeries:
+    """One role's energy over a window: its total and its per-interval form.
+
+    ``covered[i]`` is the share of interval ``i`` every meter of the role covered, measured
+    or bridged (1.0 when each meter covered all of it); ``bridged_covered[i]`` the bridged
+    part; ``bridged[i]`` the bridged energy inside ``per_interval[i]``.
+    """
+
+    total: Measured
+    per_interval: list[float]
+    bridged: list[float]
+    covered: list[float]
+    bridged_covered: list[float]
+
+    def measured_only(self) -> list[float]:
+        """Per interval, the energy without its bridged part (for hourly uses)."""
+        return list(map(sub, self.per_interval, self.bridged))
 
 
 @dataclass(frozen=True)
 class KPI:
-    """One KPI result: the value (None when withheld), unit, label and input coverage."""
+    """One KPI result: value (None when withheld), unit, label, quality and coverage.
+
+    ``coverage`` maps each input to its coverage; ``shares`` are the measured, bridged and
+    missing shares of the window the value stands on; ``withheld`` the reason when withheld.
+    """
 
     name: str
     value: float | None
@@ -92,6 +137,19 @@ class KPI:
     coverage: Mapping[str, float] = field(default_factory=dict)
     withheld: str | None = None
     detail: str = ""
+    quality: Quality = Quality.OK
+    shares: Shares | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is None and self.quality is not Quality.WITHHELD:
+            object.__setattr__(self, "quality", Quality.WITHHELD)
+
+    @property
+    def covered(self) -> float:
+        """The coverage the value stands on (0 when unknown)."""
+        if self.shares is not None:
+            return self.shares.covered
+        return min(self.coverage.values()) if self.coverage else 0.0
 
 
 def _gate(
@@ -101,19 +159,38 @@ def _gate(
     inputs: Mapping[str, Measured],
     min_coverage: float,
 ) -> tuple[dict[str, float], KPI | None]:
-    """Coverage per input, and a withheld KPI if an input is absent or under-covered."""
+    """Coverage per input, and a withheld KPI if an input is absent or has no data at all."""
     cov = {k: m.coverage for k, m in inputs.items()}
+    shares = _worst_shares(inputs)
     for key, m in inputs.items():
         if m.meters == 0:
-            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}")
-    low = [k for k, m in inputs.items() if m.coverage < min_coverage]
-    if low:
-        worst = min(cov[k] for k in low)
-        reason = (
-            f"coverage of {', '.join(low)} is {worst:.1%}, below the minimum {min_coverage:.0%}"
-        )
-        return cov, KPI(name, None, unit, label, cov, reason)
+            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}", shares=shares)
+    empty = [k for k, m in inputs.items() if m.coverage <= 0]
+    if empty:
+        reason = f"no data for {', '.join(empty)} in the window"
+        if len(inputs) > 1:
+            reason = f"no interval where {' and '.join(inputs)} are all covered"
+        return cov, KPI(name, None, unit, label, cov, reason, shares=shares)
     return cov, None
+
+
+def _worst_shares(inputs: Mapping[str, Measured]) -> Shares:
+    if not inputs:
+        return Shares(1.0, 0.0)
+    return min((m.shares for m in inputs.values()), key=lambda s: (s.covered, -s.bridged))
+
+
+def _graded(k: KPI, inputs: Mapping[str, Measured], min_coverage: float) -> KPI:
+    """``k`` with its quality and shares: incomplete (with its coverage) under the minimum."""
+    shares = _worst_shares(inputs)
+    if k.value is None:
+        return replace(k, shares=shares)
+    quality = Quality.of(True, shares.covered, min_coverage)
+    detail = k.detail
+    if quality is Quality.INCOMPLETE:
+        note = f"coverage {shares.covered:.1%} is below the minimum {min_coverage:.0%}"
+        detail = f"{note}; {detail}" if detail else note
+    return replace(k, quality=quality, shares=shares, detail=detail)
 
 
 def _gated_ratio(
@@ -136,8 +213,10 @@ def _gated_ratio(
         return held
     den = inputs[denominator].value
     if den <= 0:
-        return KPI(name, None, unit, label, cov, zero_reason or f"{denominator} is zero")
-    return KPI(name, numerator / (den / denominator_per), unit, label, cov)
+        reason = zero_reason or f"{denominator} is zero"
+        return _graded(KPI(name, None, unit, label, cov, reason), inputs, min_coverage)
+    value = numerator / (den / denominator_per)
+    return _graded(KPI(name, value, unit, label, cov), inputs, min_coverage)
 
 
 def pue_label(category: int, window_seconds: int) -> str:
@@ -182,10 +261,11 @@ def ref(
     if held:
         return held
     if e_dc.value <= 0:
-        return KPI("ref", None, "ratio", label, cov, "E_DC is zero")
+        return _graded(KPI("ref", None, "ratio", label, cov, "E_DC is zero"), inputs, min_coverage)
     raw = (max(e_res_onsite.value, 0.0) + certificates_wh) / e_dc.value
     detail = f"capped at 1 (uncapped {raw:.3f})" if raw > 1 else ""
-    return KPI("ref", min(raw, 1.0), "ratio", label, cov, detail=detail)
+    k = KPI("ref", min(raw, 1.0), "ratio", label, cov, detail=detail)
+    return _graded(k, inputs, min_coverage)
 
 
 def location_emissions(
@@ -216,12 +296,15 @@ def location_emissions(
         if held:
             return held
         kg = float(sum(wh / 1000.0 * (factor.value if math.isnan(f) else f) for wh, f in pairs))
-        return KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
+        k = KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
+        return _graded(k, inputs, min_coverage)
     cov, held = _gate("scope2_location", "kgCO2e", label, inputs, min_coverage)
     if held:
         return held
     kg = e_grid.value / 1000.0 * factor.value
-    return KPI("scope2_location", kg, "kgCO2e", label, cov, detail=detail)
+    return _graded(
+        KPI("scope2_location", kg, "kgCO2e", label, cov, detail=detail), inputs, min_coverage
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +331,8 @@ def market_emissions(
     ``detail``) where the zone has no published residual mix.
     """
     label = "Scope 2 market-based"
-    cov, held = _gate("scope2_market", "kgCO2e", label, {"E_grid": e_grid}, min_coverage)
+    inputs = {"E_grid": e_grid}
+    cov, held = _gate("scope2_market", "kgCO2e", label, inputs, min_coverage)
     if held:
         return held
     remaining_wh = max(e_grid.value, 0.0)
@@ -261,23 +345,29 @@ def market_emissions(
     kg += remaining_wh / 1000.0 * rest.value
     which = "residual mix" if residual is not None else "grid average (no residual mix published)"
     detail = f"{remaining_wh / 1000.0:.1f} kWh at {which} {rest.value} {rest.unit}"
-    return KPI("scope2_market", kg, "kgCO2e", label, cov, detail=detail)
+    return _graded(
+        KPI("scope2_market", kg, "kgCO2e", label, cov, detail=detail), inputs, min_coverage
+    )
 
 
 def cue(emissions: KPI, e_it: Measured, *, min_coverage: float) -> KPI:
     """CUE = CO2e (of the given emissions KPI) / E_IT kWh, in kgCO2e/kWh."""
     label = f"CUE ({emissions.label})"
-    cov, held = _gate("cue", "kgCO2e/kWh", label, {"E_IT": e_it}, min_coverage)
+    inputs = {"E_IT": e_it}
+    cov, held = _gate("cue", "kgCO2e/kWh", label, inputs, min_coverage)
     cov = {**emissions.coverage, **cov}
     if held:
-        return KPI("cue", None, "kgCO2e/kWh", label, cov, held.withheld)
+        return KPI("cue", None, "kgCO2e/kWh", label, cov, held.withheld, shares=held.shares)
     if emissions.value is None:
         return KPI(
             "cue", None, "kgCO2e/kWh", label, cov, f"emissions withheld: {emissions.withheld}"
         )
     if e_it.value <= 0:
-        return KPI("cue", None, "kgCO2e/kWh", label, cov, "E_IT is zero")
-    return KPI("cue", emissions.value / (e_it.value / 1000.0), "kgCO2e/kWh", label, cov)
+        return _graded(
+            KPI("cue", None, "kgCO2e/kWh", label, cov, "E_IT is zero"), inputs, min_coverage
+        )
+    k = KPI("cue", emissions.value / (e_it.value / 1000.0), "kgCO2e/kWh", label, cov)
+    return _graded(k, inputs, min_coverage)
 
 
 def hourly_cfe(
@@ -294,16 +384,17 @@ def hourly_cfe(
     if held:
         return held
     if grid_cfe_share is None:
-        return KPI("cfe", None, "ratio", label, cov, "no published carbon-free share for the zone")
+        reason = "no published carbon-free share for the zone"
+        return _graded(KPI("cfe", None, "ratio", label, cov, reason), inputs, min_coverage)
     load = _clipped(consumption_wh)
     total = sum(load)
     if total <= 0:
-        return KPI("cfe", None, "ratio", label, cov, "E_DC is zero")
+        return _graded(KPI("cfe", None, "ratio", label, cov, "E_DC is zero"), inputs, min_coverage)
     cfe_wh = 0.0
     for hour_load, clean in zip(load, clean_wh, strict=True):
         matched = min(max(clean, 0.0), hour_load)
         cfe_wh += matched + (hour_load - matched) * grid_cfe_share
-    return KPI("cfe", float(cfe_wh / total), "ratio", label, cov)
+    return _graded(KPI("cfe", float(cfe_wh / total), "ratio", label, cov), inputs, min_coverage)
 
 
 def erf(e_reuse: Measured, e_dc: Measured, *, min_coverage: float) -> KPI:
@@ -342,12 +433,12 @@ class RoleSums(Protocol):
     """Energy already summed per role over one window (the live path; see greendc.live).
 
     ``sum_role`` answers what :func:`_sum_role` computes from per-meter series: the signed
-    total over the meters of ``roles`` (in ``zone`` if given), its per-interval form, the
-    lowest coverage among those meters and how many there are.
+    total over the meters of ``roles`` (in ``zone`` if given) with its per-interval form,
+    coverage and bridged part.
     """
 
-    def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, list[float]]:
-        """Signed sum over the meters of ``roles`` (in ``zone``): total and per interval."""
+    def sum_role(self, roles: Sequence[Role], zone: str | None) -> RoleSeries:
+        """Signed sum over the meters of ``roles`` (in ``zone``), per interval too."""
         ...
 
 
@@ -358,16 +449,20 @@ def _sum_role(
     roles: Sequence[Role],
     interval_seconds: int,
     zone: str | None = None,
-) -> tuple[Measured, list[float]]:
+) -> RoleSeries:
     """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval.
 
     The per-meter series hold numpy arrays and are summed as such (a month of minutes per
-    meter); the result is a plain list, the form the live path gives, and everything below
-    is plain Python over it.
+    meter); the result holds plain lists, the form the live path gives, and everything below
+    is plain Python over them.
     """
     if not isinstance(energies, Mapping):
         return energies.sum_role(roles, zone)
-    summed: Any = None  # an array of the series' amounts once a meter has one
+    n = window.seconds // interval_seconds
+    summed: Any = None  # arrays of the series' amounts once a meter has one
+    bridged: Any = None
+    covered: Any = None
+    bridged_s: Any = None
     coverages = []
     count = 0
     for m in site.meters:
@@ -384,14 +479,65 @@ def _sum_role(
                 f"the KPIs are computed on {interval_seconds} s"
             )
         part = series.slice(window.start_s, window.end_s)
-        signed = m.sign * part.amount
-        summed = signed if summed is None else summed + signed
+        if summed is None:
+            summed, bridged = m.sign * part.amount, m.sign * part.bridged
+            covered, bridged_s = part.covered_seconds.copy(), part.bridged_covered.copy()
+        else:
+            summed = summed + m.sign * part.amount
+            bridged = bridged + m.sign * part.bridged
+            covered = covered + part.covered_seconds
+            bridged_s = bridged_s + part.bridged_covered
         coverages.append(part.coverage())
-    coverage = min(coverages) if coverages else 1.0
-    per_interval: list[float] = (
-        summed.tolist() if summed is not None else [0.0] * (window.seconds // interval_seconds)
+    if summed is None:
+        zeros = [0.0] * n
+        full = 0.0 if count else 1.0
+        return RoleSeries(Measured(0.0, 1.0 - bool(count), count), zeros, zeros, [full] * n, zeros)
+    per = count * interval_seconds
+    total_bridged_s = float(bridged_s.sum())
+    per_interval: list[float] = summed.tolist()
+    total = Measured(
+        sum(per_interval, 0.0),
+        min(coverages),
+        count,
+        total_bridged_s / (count * window.seconds) if window.seconds else 0.0,
+        float(bridged.sum()),
     )
-    return Measured(sum(per_interval, 0.0), coverage, count), per_interval
+    return RoleSeries(
+        total, per_interval, bridged.tolist(), (covered / per).tolist(), (bridged_s / per).tolist()
+    )
+
+
+_FULL = 1.0 - 1e-9  # an interval counts as covered when (nearly) all of it is
+
+
+def common_ground(*series: RoleSeries) -> tuple[list[bool], Shares]:
+    """The intervals every series covers (measured or bridged), and their shares.
+
+    A series of a role without meters does not restrict the ground (its KPI is withheld for
+    the missing meter anyway).
+    """
+    used = [s for s in series if s.total.meters]
+    n = len(series[0].per_interval) if series else 0
+    if not used or n == 0:
+        return [True] * n, Shares(1.0 if n else 0.0, 0.0)
+    if len(used) == 1:
+        mask = [c >= _FULL for c in used[0].covered]
+        bridged = used[0].bridged_covered
+    else:
+        mask = [min(t) >= _FULL for t in zip(*(s.covered for s in used), strict=True)]
+        bridged = [max(t) for t in zip(*(s.bridged_covered for s in used), strict=True)]
+    covered = sum(mask)
+    n_bridged = sum(1 for m, b in zip(mask, bridged, strict=True) if m and b > 1e-12)
+    return mask, Shares((covered - n_bridged) / n, n_bridged / n)
+
+
+def on_ground(s: RoleSeries, mask: Sequence[bool], shares: Shares) -> Measured:
+    """The part of ``s`` inside the common ground ``mask``, with the ground's shares."""
+    if not s.total.meters:
+        return s.total
+    value = sum((v for v, m in zip(s.per_interval, mask, strict=True) if m), 0.0)
+    bridged = sum((v for v, m in zip(s.bridged, mask, strict=True) if m), 0.0)
+    return Measured(value, shares.covered, s.total.meters, shares.bridged, bridged)
 
 
 def _month_bounds(month: str, tz: ZoneInfo) -> tuple[float, float]:
@@ -430,6 +576,26 @@ def _hourly(
     return first, [sum(per_interval[max(0, end - per_hour) : end]) for end in ends]
 
 
+def _grid(dc: RoleSeries, ren: RoleSeries, gen: RoleSeries, grid_import: RoleSeries) -> RoleSeries:
+    """E_grid: the grid_import meters, or per interval max(0, E_DC - on-site - generator)."""
+    if grid_import.total.meters:
+        return grid_import
+    parts = [dc] + [p for p in (ren, gen) if p.total.meters]
+    per = _clipped(map(sub, map(sub, dc.per_interval, ren.per_interval), gen.per_interval))
+    # Bridged grid energy: the bridged part of E_DC, capped at the interval's grid energy.
+    bridged = [min(max(b, 0.0), g) for b, g in zip(dc.bridged, per, strict=True)]
+    covered = [min(t) for t in zip(*(p.covered for p in parts), strict=True)]
+    bridged_cov = [max(t) for t in zip(*(p.bridged_covered for p in parts), strict=True)]
+    total = Measured(
+        sum(per, 0.0),
+        min(p.total.coverage for p in parts),
+        dc.total.meters,
+        max(p.total.bridged_share for p in parts),
+        sum(bridged, 0.0),
+    )
+    return RoleSeries(total, per, bridged, covered, bridged_cov)
+
+
 def site_kpis(
     site: Site,
     energies: Mapping[str, IntervalSeries] | RoleSums,
@@ -446,6 +612,7 @@ def site_kpis(
 
     Water meters' series are in litres. ``ppa_hourly_wh`` is the hourly delivery profile of
     the site's hourly PPAs (for CFE); ``hourly_factors`` replaces the static grid factor.
+    Ratios stand on the intervals all their inputs cover (:func:`common_ground`).
     """
     if interval_seconds is None:
         if not isinstance(energies, Mapping):
@@ -454,22 +621,19 @@ def site_kpis(
         interval_seconds = first.interval_seconds if first is not None else 60
     step = interval_seconds
 
-    def total(roles: Sequence[Role], zone: str | None = None) -> tuple[Measured, list[float]]:
+    def total(roles: Sequence[Role], zone: str | None = None) -> RoleSeries:
         return _sum_role(site, energies, window, roles, step, zone)
 
-    e_dc, dc_i = total([Role.FACILITY])
-    e_it, _ = total([Role.IT])
-    e_ren, ren_i = total([Role.RENEWABLE_ONSITE])
-    e_gen, gen_i = total([Role.GENERATOR])
-    e_reuse, _ = total([Role.HEAT_REUSE])
-    water, _ = total([Role.WATER])
-    e_import, import_i = total([Role.GRID_IMPORT])
-    if e_import.meters:
-        e_grid, grid_i = e_import, import_i
-    else:
-        grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
-        parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
-        e_grid = Measured(sum(grid_i, 0.0), min(p.coverage for p in parts), e_dc.meters)
+    def ground(*series: RoleSeries) -> list[Measured]:
+        mask, shares = common_ground(*series)
+        return [on_ground(x, mask, shares) for x in series]
+
+    dc, it = total([Role.FACILITY]), total([Role.IT])
+    ren, gen = total([Role.RENEWABLE_ONSITE]), total([Role.GENERATOR])
+    reuse, water = total([Role.HEAT_REUSE]), total([Role.WATER])
+    grid = _grid(dc, ren, gen, total([Role.GRID_IMPORT]))
+    e_dc, e_it, e_ren, e_gen = dc.total, it.total, ren.total, gen.total
+    e_grid = grid.total
 
     tz = site.timezone
     contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
@@ -480,45 +644,56 @@ def site_kpis(
         "E_grid": e_grid,
         "E_renewable_onsite": e_ren,
         "E_generator": e_gen,
-        "E_heat_reuse": e_reuse,
-        "water_l": water,
+        "E_heat_reuse": reuse.total,
+        "water_l": water.total,
         "E_certificates": Measured(certificates_wh, 1.0, len(site.contracts)),
     }
 
     kpis: dict[str, KPI] = {}
+    pue_dc, pue_it = ground(dc, it)
+    inputs["pue.E_DC"], inputs["pue.E_IT"] = pue_dc, pue_it
     kpis["pue"] = pue(
-        e_dc,
-        e_it,
+        pue_dc,
+        pue_it,
         category=site.pue_category,
         window_seconds=window.seconds,
         min_coverage=min_coverage,
     )
     zones = sorted({m.zone for m in site.meters if m.role is Role.IT and m.zone is not None})
     for z in zones:
-        z_it, _ = total([Role.IT], z)
-        z_oh, _ = total(OVERHEAD_ROLES, z)
-        if z_oh.meters == 0:
-            # A zone without its own overhead meters has pPUE 1 by construction; say so.
-            k = ppue(z, z_it, Measured(0.0, 1.0, 1), min_coverage=min_coverage)
-            k = replace(k, detail="no overhead meter in this zone")
+        z_it, z_oh = total([Role.IT], z), total(OVERHEAD_ROLES, z)
+        if z_oh.total.meters == 0:
+            # Without an overhead meter the zone's pPUE is unknown, not 1.0.
+            k = ppue(z, z_it.total, Measured(0.0, 0.0, 0), min_coverage=min_coverage)
+            k = replace(k, withheld="no overhead meter in this zone")
         else:
-            k = ppue(z, z_it, z_oh, min_coverage=min_coverage)
+            g_it, g_oh = ground(z_it, z_oh)
+            k = ppue(z, g_it, g_oh, min_coverage=min_coverage)
         kpis[k.name] = k
-    kpis["ref"] = ref(e_dc, e_ren, certificates_wh, min_coverage=min_coverage)
+    ref_dc, ref_ren = ground(dc, ren)
+    ref_certs = certificates_wh * ref_dc.coverage  # the certificates' share of the ground
+    kpis["ref"] = ref(ref_dc, ref_ren, ref_certs, min_coverage=min_coverage)
     r = kpis["ref"]
     kpis["renewable_share"] = replace(r, name="renewable_share", label="renewable share (= REF)")
 
     zone = factors.zone(site.grid_zone)
+    hourly_ok = site.bridged_in_hourly
     if hourly_factors is not None:
+        grid_i = grid.per_interval if hourly_ok else grid.measured_only()
         grid_start, grid_h = _hourly(grid_i, window, step)
-        # Hours clipped by the window only count the part inside it.
+        # Hourly factors need the hour of the energy: bridged energy (timing unknown) is
+        # left out unless the site opts in, and lowers the figure's coverage.
+        grid_hourly = e_grid if hourly_ok else _measured_part(e_grid)
         loc = location_emissions(
-            e_grid,
+            grid_hourly,
             zone.grid_average,
             min_coverage=min_coverage,
             hourly_grid_wh=grid_h,
             hourly_factors=hourly_factors.values_for(grid_start, len(grid_h)),
         )
+        if e_grid.bridged and not hourly_ok:
+            note = f"{e_grid.bridged / 1000.0:.1f} kWh bridged grid energy not in the hourly figure"
+            loc = replace(loc, detail=f"{loc.detail}; {note}" if loc.detail else note)
     else:
         loc = location_emissions(e_grid, zone.grid_average, min_coverage=min_coverage)
     kpis["scope2_location"] = loc
@@ -532,13 +707,21 @@ def site_kpis(
         grid_average=zone.grid_average,
         min_coverage=min_coverage,
     )
-    kpis["cue"] = cue(loc, e_it, min_coverage=min_coverage)
+    cue_grid, cue_it = ground(grid, it)
+    loc_cg = loc
+    if loc.value is not None:
+        # The emissions of the common ground: the window's kg per grid kWh, times its grid kWh.
+        per_wh = loc.value / e_grid.value if e_grid.value > 0 else 0.0
+        loc_cg = replace(loc, value=per_wh * cue_grid.value)
+    kpis["cue"] = cue(loc_cg, cue_it, min_coverage=min_coverage)
 
+    dc_i = dc.per_interval if hourly_ok else dc.measured_only()
+    ren_i = ren.per_interval if hourly_ok else ren.measured_only()
     dc_start, dc_h = _hourly(dc_i, window, step)
     _, clean_h = _hourly(_clipped(ren_i), window, step)
-    cfe_inputs = {"E_DC": e_dc}
+    cfe_inputs = {"E_DC": e_dc if hourly_ok else _measured_part(e_dc)}
     if e_ren.meters:
-        cfe_inputs["E_renewable_onsite"] = e_ren
+        cfe_inputs["E_renewable_onsite"] = e_ren if hourly_ok else _measured_part(e_ren)
     hourly_ppas = [c for c in site.contracts if c.kind == "ppa" and c.hourly]
     cfe_detail = ""
     if ppa_hourly_wh is not None:
@@ -552,13 +735,23 @@ def site_kpis(
         cfe_detail = "hourly PPA not counted: no hourly delivery profile given"
     share = zone.carbon_free_share.value if zone.carbon_free_share is not None else None
     c = hourly_cfe(dc_h, clean_h, share, inputs=cfe_inputs, min_coverage=min_coverage)
-    kpis["cfe"] = replace(c, detail=cfe_detail)
+    if cfe_detail:
+        c = replace(c, detail=f"{c.detail}; {cfe_detail}" if c.detail else cfe_detail)
+    kpis["cfe"] = c
 
-    if e_reuse.meters:
-        kpis["erf"] = erf(e_reuse, e_dc, min_coverage=min_coverage)
-    if water.meters:
-        kpis["wue"] = wue(water, e_it, min_coverage=min_coverage)
+    if reuse.total.meters:
+        g_reuse, g_dc = ground(reuse, dc)
+        kpis["erf"] = erf(g_reuse, g_dc, min_coverage=min_coverage)
+    if water.total.meters:
+        g_water, g_it = ground(water, it)
+        kpis["wue"] = wue(g_water, g_it, min_coverage=min_coverage)
     return SiteKPIs(site.name, window, site.pue_category, inputs, kpis)
+
+
+def _measured_part(m: Measured) -> Measured:
+    """``m`` without its bridged part: what hourly figures may use."""
+    shares = m.shares
+    return Measured(m.value - m.bridged, shares.measured, m.meters)
 
 
 def fleet_pue(sites: Sequence[SiteKPIs], *, min_coverage: float) -> KPI:
@@ -568,26 +761,30 @@ def fleet_pue(sites: Sequence[SiteKPIs], *, min_coverage: float) -> KPI:
     label = f"fleet PUE (ΣE_DC/ΣE_IT over {len(sites)} sites, {cat})"
     inputs = {}
     for s in sites:
-        inputs[f"{s.site}.E_DC"] = s.inputs["E_DC"]
-        inputs[f"{s.site}.E_IT"] = s.inputs["E_IT"]
+        # Each site's PUE inputs on its own common ground.
+        inputs[f"{s.site}.E_DC"] = s.inputs.get("pue.E_DC", s.inputs["E_DC"])
+        inputs[f"{s.site}.E_IT"] = s.inputs.get("pue.E_IT", s.inputs["E_IT"])
     cov, held = _gate("fleet_pue", "", label, inputs, min_coverage)
     if held:
         return held
     if not sites:
         return KPI("fleet_pue", None, "", label, cov, "no sites")
-    dc = sum(s.inputs["E_DC"].value for s in sites)
-    it = sum(s.inputs["E_IT"].value for s in sites)
+    dc = sum(m.value for k, m in inputs.items() if k.endswith(".E_DC"))
+    it = sum(m.value for k, m in inputs.items() if k.endswith(".E_IT"))
     if it <= 0:
-        return KPI("fleet_pue", None, "", label, cov, "E_IT is zero")
-    return KPI("fleet_pue", dc / it, "", label, cov)
+        return _graded(KPI("fleet_pue", None, "", label, cov, "E_IT is zero"), inputs, min_coverage)
+    return _graded(KPI("fleet_pue", dc / it, "", label, cov), inputs, min_coverage)
 
 
 __all__ = [
     "KPI",
     "Instrument",
     "Measured",
+    "RoleSeries",
+    "RoleSums",
     "SiteKPIs",
     "Window",
+    "common_ground",
     "contract_wh_in_window",
     "cue",
     "erf",
@@ -595,6 +792,7 @@ __all__ = [
     "hourly_cfe",
     "location_emissions",
     "market_emissions",
+    "on_ground",
     "ppue",
     "pue",
     "pue_label",

@@ -18,36 +18,96 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import add, sub
 
 from greendc._errors import KPIError
 from greendc.config import Settings, Site
 from greendc.factors import FactorTable, load_factors
-from greendc.kpi import Measured, SiteKPIs, Window, site_kpis
+from greendc.kpi import Measured, RoleSeries, SiteKPIs, Window, site_kpis
 from greendc.model import Reading, Role
-from greendc.steps import EnergyRing, covered_seconds, step_energy
+from greendc.steps import (
+    CounterTrack,
+    EnergyRing,
+    Step,
+    counter_rules,
+    covered_seconds,
+)
+
+
+class _Group:
+    """The rings of the meters of one site, role, zone and sign: energy (measured and
+    bridged), its bridged part, and the seconds covered (and bridged), summed over them."""
+
+    __slots__ = ("bridged", "bridged_s", "covered", "energy", "meters")
+
+    def __init__(self, interval_seconds: int, capacity: int) -> None:
+        self.energy = EnergyRing(interval_seconds, capacity)
+        self.covered = EnergyRing(interval_seconds, capacity)
+        self.bridged = EnergyRing(interval_seconds, capacity)
+        self.bridged_s = EnergyRing(interval_seconds, capacity)
+        self.meters = 0
 
 
 class _MeterState:
     __slots__ = (
         "counter_field",
-        "last_c",
-        "last_p",
-        "last_t",
-        "ring",
+        "group",
+        "horizon_s",
+        "quick_bound_w",
         "runs",
         "total",
+        "track",
     )
 
-    def __init__(self, ring: EnergyRing, counter_field: str, total: list[float]) -> None:
-        self.ring = ring  # shared by the meters of one site, role, zone and sign
+    def __init__(
+        self,
+        group: _Group,
+        counter_field: str,
+        total: list[float],
+        track: CounterTrack,
+        horizon_s: float,
+    ) -> None:
+        self.group = group  # shared by the meters of one site, role, zone and sign
         self.counter_field = counter_field
         self.total = total  # shared one-element cell of the (site, role) total it feeds
-        self.last_t: float | None = None
-        self.last_c: float | None = None
-        self.last_p: float | None = None
+        self.track = track
+        self.horizon_s = horizon_s
+        # A power every step may show whatever its readings say: below it no bound is needed.
+        if track.max_power_w is not None:
+            self.quick_bound_w = track.max_power_w
+        elif track.power_factor is not None:
+            self.quick_bound_w = track.power_factor * track.floor_w
+        else:
+            self.quick_bound_w = math.inf
         self.runs: list[list[float]] = []  # covered [start, end] runs, oldest first
+
+    def emit(self, t0: float, t1: float, e: float, kind: Step) -> None:
+        """Account one step decided by the meter's :class:`CounterTrack`."""
+        if kind is Step.MISSING:
+            return
+        g = self.group
+        g.energy.spread(t0, t1, e)
+        g.covered.spread(t0, t1, t1 - t0)
+        if kind is Step.BRIDGED:
+            g.bridged.spread(t0, t1, e)
+            g.bridged_s.spread(t0, t1, t1 - t0)
+        self.cover(t0, t1)
+        if e > 0:
+            # A step of negative power (export) would make the counter go down;
+            # Prometheus counters must not, so the totals count consumption only.
+            self.total[0] += e
+
+    def cover(self, t0: float, t1: float) -> None:
+        """Add ``[t0, t1]`` to the covered runs, dropping runs older than the rings hold."""
+        runs = self.runs
+        if runs and runs[-1][1] == t0:
+            runs[-1][1] = t1
+        else:
+            runs.append([t0, t1])
+            horizon = t1 - self.horizon_s
+            while runs[0][1] < horizon:
+                del runs[0]
 
 
 _GroupKey = tuple[Role, str | None, int]  # role, zone, sign
@@ -58,15 +118,18 @@ class _WindowSums:
 
     def __init__(
         self,
-        rings: Mapping[_GroupKey, EnergyRing],
+        groups: Mapping[_GroupKey, _Group],
         members: Mapping[tuple[Role, str | None], Sequence[_MeterState]],
         window: Window,
+        interval_seconds: int,
     ) -> None:
-        self._rings = rings
+        self._groups = groups
         self._members = members
         self._window = window
+        self._step = interval_seconds
         self._coverage: dict[int, float] = {}
-        self._amounts: dict[_GroupKey, list[float]] = {}  # each ring read once per window
+        # each ring read once per window
+        self._amounts: dict[tuple[_GroupKey, str], list[float]] = {}
 
     def _meter_coverage(self, state: _MeterState) -> float:
         c = self._coverage.get(id(state))
@@ -76,30 +139,50 @@ class _WindowSums:
             self._coverage[id(state)] = c
         return c
 
-    def sum_role(self, roles: Sequence[Role], zone: str | None) -> tuple[Measured, list[float]]:
+    def _read(self, key: _GroupKey, what: str) -> list[float]:
+        part = self._amounts.get((key, what))
+        if part is None:
+            w = self._window
+            ring = getattr(self._groups[key], what)
+            part = self._amounts[(key, what)] = ring.amounts(w.start_s, w.end_s)
+        return part
+
+    def sum_role(self, roles: Sequence[Role], zone: str | None) -> RoleSeries:
         w = self._window
-        per_interval: list[float] | None = None
-        for key, ring in self._rings.items():
+        n = w.seconds // self._step
+        energy = [0.0] * n
+        bridged = [0.0] * n
+        covered = [0.0] * n
+        bridged_s = [0.0] * n
+        count = 0
+        for key, group in self._groups.items():
             role, z, sign = key
             if role in roles and (zone is None or z == zone):
-                part = self._amounts.get(key)
-                if part is None:
-                    part = self._amounts[key] = ring.amounts(w.start_s, w.end_s)
-                if per_interval is None:
-                    per_interval = list(part) if sign > 0 else [-a for a in part]
-                else:
-                    per_interval = list(map(add if sign > 0 else sub, per_interval, part))
-        count = 0
+                op = add if sign > 0 else sub
+                energy = list(map(op, energy, self._read(key, "energy")))
+                bridged = list(map(op, bridged, self._read(key, "bridged")))
+                covered = list(map(add, covered, self._read(key, "covered")))
+                bridged_s = list(map(add, bridged_s, self._read(key, "bridged_s")))
+                count += group.meters
         coverage = 1.0
         for (role, z), states in self._members.items():
             if role in roles and (zone is None or z == zone):
-                count += len(states)
                 for state in states:
                     coverage = min(coverage, self._meter_coverage(state))
-        if per_interval is None:
-            step = next(iter(self._rings.values())).interval_seconds if self._rings else 1
-            per_interval = [0.0] * (w.seconds // step)
-        return Measured(sum(per_interval, 0.0), coverage, count), per_interval
+        if count == 0:
+            zeros = [0.0] * n
+            return RoleSeries(Measured(0.0, 1.0, 0), zeros, zeros, [1.0] * n, zeros)
+        per = count * self._step
+        total = Measured(
+            sum(energy, 0.0),
+            coverage,
+            count,
+            sum(bridged_s, 0.0) / (count * w.seconds),
+            sum(bridged, 0.0),
+        )
+        return RoleSeries(
+            total, energy, bridged, [c / per for c in covered], [b / per for b in bridged_s]
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +203,9 @@ class LiveSnapshot:
     subtracted_energy_wh: Mapping[tuple[str, str], float]
     water_totals_l: Mapping[str, float]
     ignored_samples: int
+    # (site, meter, event) -> how many times since start: spikes dropped, resets and jumps
+    # (new baselines), rollovers, gaps bridged (see greendc.steps.CounterEvent).
+    counter_events: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class LiveKPIs:
@@ -160,28 +246,30 @@ class LiveKPIs:
         self._max_gap_s = kpi.max_gap_seconds
         self._ignored = 0
         self._meters: dict[tuple[str, str], _MeterState] = {}
-        self._rings: dict[str, dict[_GroupKey, EnergyRing]] = {}
+        self._groups: dict[str, dict[_GroupKey, _Group]] = {}
         self._members: dict[str, dict[tuple[Role, str | None], list[_MeterState]]] = {}
         self._totals: dict[tuple[str, str], list[float]] = {}
         self._subtracted: dict[tuple[str, str], list[float]] = {}
         self._water: dict[str, list[float]] = {}
         for site in self._sites:
-            rings = self._rings.setdefault(site.name, {})
+            groups = self._groups.setdefault(site.name, {})
             members = self._members.setdefault(site.name, {})
             for m in site.meters:
-                ring = rings.get((m.role, m.zone, m.sign))
-                if ring is None:
-                    ring = rings[(m.role, m.zone, m.sign)] = EnergyRing(
+                group = groups.get((m.role, m.zone, m.sign))
+                if group is None:
+                    group = groups[(m.role, m.zone, m.sign)] = _Group(
                         self._interval, self._capacity
                     )
+                group.meters += 1
                 if m.role is Role.WATER:
                     cell = self._water.setdefault(site.name, [0.0])
-                    field = "water_l"
+                    field_name = "water_l"
                 else:
                     book = self._totals if m.sign == 1 else self._subtracted
                     cell = book.setdefault((site.name, m.role.value), [0.0])
-                    field = "energy_wh"
-                state = _MeterState(ring, field, cell)
+                    field_name = "energy_wh"
+                track = counter_rules(site, m, kpi).track(self._max_gap_s)
+                state = _MeterState(group, field_name, cell, track, self._horizon_s)
                 self._meters[(site.name, m.name)] = state
                 members.setdefault((m.role, m.zone), []).append(state)
 
@@ -203,36 +291,30 @@ class LiveKPIs:
                 counter, power = fields.get("water_l"), None
             else:
                 counter = fields.get("energy_wh")
-            last_t = state.last_t
-            if last_t is None:
-                state.last_t, state.last_c, state.last_p = t_s, counter, power
+            track = state.track
+            last_t = track.t
+            c0 = track.c
+            if (
+                track.pending is None
+                and last_t is not None
+                and c0 is not None
+                and counter is not None
+                and counter >= c0
+                and 0 < t_s - last_t <= max_gap
+                and (counter - c0) * 3600.0 <= state.quick_bound_w * (t_s - last_t)
+            ):
+                # Rule 1, the common case, inlined: a plausible counter step within the gap.
+                e = counter - c0
+                track.t, track.c, track.p = t_s, counter, power
+                g = state.group
+                g.energy.spread(last_t, t_s, e)
+                g.covered.spread(last_t, t_s, t_s - last_t)
+                state.cover(last_t, t_s)
+                if e > 0:
+                    state.total[0] += e
                 continue
-            if t_s <= last_t:  # not newer than the last sample: ignored, as in the batch rules
-                self._ignored += 1
-                continue
-            c0 = state.last_c
-            if c0 is not None and counter is not None and counter >= c0 and t_s - last_t <= max_gap:
-                e: float | None = counter - c0  # rule 2, the common case, inlined
-            else:
-                e = step_energy(
-                    last_t, c0, state.last_p, t_s, counter, power, max_gap_seconds=max_gap
-                )
-            state.last_t, state.last_c, state.last_p = t_s, counter, power
-            if e is None:
-                continue
-            state.ring.spread(last_t, t_s, e)
-            runs = state.runs
-            if runs and runs[-1][1] == last_t:
-                runs[-1][1] = t_s
-            else:
-                runs.append([last_t, t_s])
-                horizon = t_s - self._horizon_s
-                while runs[0][1] < horizon:
-                    del runs[0]
-            if e > 0:
-                # A step of negative power (export) would make the counter go down;
-                # Prometheus counters must not, so the totals count consumption only.
-                state.total[0] += e
+            if not track.feed(t_s, counter, power, state.emit):
+                self._ignored += 1  # not newer than the last sample, as in the batch rules
 
     def snapshot(self, now_s: float) -> LiveSnapshot:
         """KPIs of every site for every window ending at the last completed interval."""
@@ -240,11 +322,11 @@ class LiveKPIs:
         end_s = math.floor(now_s / step) * step
         out: dict[str, dict[int, SiteKPIs]] = {}
         for site in self._sites:
-            rings, members = self._rings[site.name], self._members[site.name]
+            groups, members = self._groups[site.name], self._members[site.name]
             out[site.name] = {
                 w: site_kpis(
                     site,
-                    _WindowSums(rings, members, Window(end_s - w, end_s)),
+                    _WindowSums(groups, members, Window(end_s - w, end_s), step),
                     Window(end_s - w, end_s),
                     self._factors,
                     self._min_coverage,
@@ -259,6 +341,11 @@ class LiveKPIs:
             subtracted_energy_wh={k: v[0] for k, v in self._subtracted.items()},
             water_totals_l={k: v[0] for k, v in self._water.items()},
             ignored_samples=self._ignored,
+            counter_events={
+                (site, meter, kind.value): n
+                for (site, meter), st in self._meters.items()
+                for kind, n in st.track.events.items()
+            },
         )
 
 

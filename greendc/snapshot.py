@@ -24,11 +24,17 @@ class MeterState:
 
 @dataclass(frozen=True)
 class LiveKPI:
-    """One KPI over one rolling window; ``value`` is None when withheld."""
+    """One KPI over one rolling window; ``value`` is None when withheld.
+
+    ``quality`` is one of the words of :class:`greendc.quality.Quality`; ``coverage`` the
+    share of the window the value stands on, ``bridged`` the bridged part of it.
+    """
 
     value: float | None
     coverage: float
     label: str = ""
+    quality: str = "ok"
+    bridged: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class SiteLive:
     pue_category: int
     # window seconds -> KPI name ("pue", "renewable_share", ...) -> value
     kpis: dict[int, dict[str, LiveKPI]] = field(default_factory=dict)
+    # (meter, event) -> count since start: spikes, resets, jumps, rollovers, gaps bridged
+    counter_events: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

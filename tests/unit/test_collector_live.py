@@ -57,8 +57,9 @@ def test_live_pue_and_renewable_share_from_energy(tmp_path: Path) -> None:
     # SG grid-only share: (E_DC - on-site) x factor, in grams
     grid_wh = 25_000.0 - 30.0 * 1000 / 6
     assert sg1.emissions_g == pytest.approx(grid_wh * sg1.grid_intensity_g_per_kwh / 1000)  # type: ignore[operator]
-    # the 1 h window is only 10/60 covered: withheld, coverage shown
-    assert sg1.kpis[3600]["pue"].value is None
+    # the 1 h window is only 10/60 covered: PUE over those 10 minutes, incomplete
+    assert sg1.kpis[3600]["pue"].value == pytest.approx(1.5)
+    assert sg1.kpis[3600]["pue"].quality == "incomplete"
     assert sg1.kpis[3600]["pue"].coverage == pytest.approx(10 / 60)
     meters = {(m.site, m.meter): m for m in snap.meters}
     assert meters[("sg1", "incomer")].power_w == 150_000.0
@@ -110,7 +111,8 @@ def test_live_ppue_per_zone_reaches_the_exporter(tmp_path: Path) -> None:
     snap = agent.snapshot()
     kpis = snap.sites[0].kpis[300]
     assert kpis["ppue:hall-1"].value == pytest.approx((60.0 + 30.0) / 60.0)
-    assert kpis["ppue:hall-2"].value == pytest.approx(1.0)  # a zone with no overhead meter
+    # A zone with no overhead meter: its pPUE is unknown, not 1.0.
+    assert kpis["ppue:hall-2"].value is None and kpis["ppue:hall-2"].quality == "withheld"
     text = SnapshotCollector(lambda: snap, settings.sites).exposition().decode()
     values = {
         (s.labels["zone"], s.labels["window"]): s.value
@@ -119,6 +121,17 @@ def test_live_ppue_per_zone_reaches_the_exporter(tmp_path: Path) -> None:
         for s in fam.samples
     }
     assert values[("hall-1", "5m")] == pytest.approx(1.5)
+    assert ("hall-2", "5m") not in values
+    quality = {
+        (s.labels["kpi"], s.labels["quality"]): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "greendc_site_kpi_quality"
+        for s in fam.samples
+        if s.labels["window"] == "5m"
+    }
+    assert quality[("ppue:hall-2", "withheld")] == 1.0
+    assert quality[("ppue:hall-2", "ok")] == 0.0
+    assert quality[("pue", "ok")] == 1.0
 
 
 class _FakeClient:

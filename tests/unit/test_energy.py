@@ -16,7 +16,7 @@ from greendc.energy import (
     merge_intervals,
     water_series,
 )
-from greendc.steps import EnergyRing, covered_seconds, step_energy
+from greendc.steps import CounterEvent, CounterTrack, EnergyRing, Step, covered_seconds, step_energy
 
 GAP = 300.0
 
@@ -51,10 +51,15 @@ def test_counter_reset_is_neither_negative_nor_doubled() -> None:
 
 
 def test_counter_reset_falls_back_to_power_when_both_samples_have_it() -> None:
+    # The reset is decided by the reading after it (a spike would come back down).
     s = interval_series(
-        [0, 60, 120], [100, 110, 5], [600, 600, 600], interval_seconds=60, max_gap_seconds=GAP
+        [0, 60, 120, 180],
+        [100, 110, 5, 15],
+        [600, 600, 600, 600],
+        interval_seconds=60,
+        max_gap_seconds=GAP,
     )
-    assert s.energy_wh == pytest.approx([10, 10, 0])
+    assert s.energy_wh == pytest.approx([10, 10, 10, 0])
 
 
 def test_rollover_wraps_instead_of_resetting() -> None:
@@ -71,8 +76,14 @@ def test_rollover_wraps_instead_of_resetting() -> None:
 
 def test_a_large_drop_on_a_rolling_counter_is_a_reset_not_a_wrap() -> None:
     # 400 -> 100 would be a 700 Wh wrap on a 1000 Wh counter: more than half the range.
-    assert step_energy(0, 400, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000) is None
-    assert step_energy(0, 900, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000) == 200
+    e, kind, implausible, wrapped = step_energy(
+        0, 400, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000
+    )
+    assert (e, kind, implausible, wrapped) == (0.0, Step.MISSING, True, False)
+    e, kind, implausible, wrapped = step_energy(
+        0, 900, None, 60, 100, None, max_gap_seconds=GAP, rollover_wh=1000
+    )
+    assert (e, kind, implausible, wrapped) == (200, Step.MEASURED, False, True)
 
 
 def test_gap_longer_than_max_is_missing_not_bridged() -> None:
@@ -187,30 +198,217 @@ def test_splitting_or_merging_intervals_never_changes_totals(
 
 
 @settings(max_examples=40, deadline=None)
-@given(samples(), st.sampled_from([10, 60]))
+@given(samples(), st.sampled_from([10, 60]), st.sampled_from([None, 20_000.0]))
 def test_steps_into_a_ring_equal_the_batch_series(
-    data: tuple[list[float], list[float | None], list[float | None]], step: int
+    data: tuple[list[float], list[float | None], list[float | None]],
+    step: int,
+    max_power_w: float | None,
 ) -> None:
-    """The live path (step_energy per step, spread into an EnergyRing) gives the batch result."""
+    """The live path (a CounterTrack per meter, spread into an EnergyRing) gives the batch."""
     ts, counters, powers = data
-    batch = interval_series(ts, counters, powers, interval_seconds=step, max_gap_seconds=GAP)
+    batch = interval_series(
+        ts, counters, powers, interval_seconds=step, max_gap_seconds=GAP, max_power_w=max_power_w
+    )
     ring = EnergyRing(step, capacity=len(batch) + 1)
+    bridged = EnergyRing(step, capacity=len(batch) + 1)
     runs: list[list[float]] = []
-    last: tuple[float, float | None, float | None] | None = None
+
+    def emit(t0: float, t1: float, e: float, kind: Step) -> None:
+        if kind is Step.MISSING:
+            return
+        ring.spread(t0, t1, e)
+        if kind is Step.BRIDGED:
+            bridged.spread(t0, t1, e)
+        runs.append([t0, t1])
+
+    track = CounterTrack(max_gap_seconds=GAP, max_power_w=max_power_w)
     for t, c, p in zip(ts, counters, powers, strict=True):
-        if last is not None and t <= last[0]:
-            continue
-        if last is not None:
-            e = step_energy(*last, t, c, p, max_gap_seconds=GAP)
-            if e is not None:
-                ring.spread(last[0], t, e)
-                runs.append([last[0], t])
-        last = (t, c, p)
+        track.feed(t, c, p, emit)
     assert ring.amounts(batch.start_s, batch.end_s) == pytest.approx(
         batch.amount, rel=1e-9, abs=1e-6
     )
+    assert bridged.amounts(batch.start_s, batch.end_s) == pytest.approx(
+        batch.bridged, rel=1e-9, abs=1e-6
+    )
     covered = covered_seconds(runs, batch.start_s, batch.end_s)
     assert covered == pytest.approx(float(batch.covered_seconds.sum()), rel=1e-9, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Real meters: spikes, swaps, gaps, rollovers (figures worked out by hand)
+
+MAX_W = 10_000.0  # 10 kW: at most 166.7 Wh a minute
+
+
+def _minutes(counters: list[float], **kw: float) -> IntervalSeries:
+    ts = [60.0 * i for i in range(len(counters))]
+    return interval_series(
+        ts, counters, None, interval_seconds=60, max_gap_seconds=GAP, max_power_w=MAX_W, **kw
+    )
+
+
+def test_a_spike_of_1e9_wh_adds_nothing_and_is_one_bad_reading() -> None:
+    # 100 Wh a minute; the reading at minute 3 says 1e9 Wh, the next is back in line.
+    s = _minutes([0, 100, 200, 1e9, 400, 500])
+    assert s.total() == pytest.approx(500)  # the counter difference, nothing more
+    assert s.amount == pytest.approx([100, 100, 100, 100, 100, 0])  # the 200->400 step spread
+    assert [k for _, k in s.events] == [CounterEvent.SPIKE]
+
+
+def test_a_spike_down_is_one_bad_reading_too() -> None:
+    s = _minutes([1000, 1100, 0, 1300])
+    assert s.total() == pytest.approx(300)
+    assert [k for _, k in s.events] == [CounterEvent.SPIKE]
+
+
+def test_a_meter_swap_to_a_small_register_loses_at_most_one_interval() -> None:
+    # The old meter read 4,000,000 Wh; its replacement starts at 12 Wh: 100 Wh a minute.
+    s = _minutes([3_999_800, 3_999_900, 4_000_000, 12, 112, 212])
+    assert s.amount == pytest.approx([100, 100, 0, 100, 100, 0])
+    assert s.covered_seconds == pytest.approx([60, 60, 0, 60, 60, 0])
+    assert [k for _, k in s.events] == [CounterEvent.RESET]
+
+
+def test_a_swap_to_a_higher_register_is_a_jump_not_energy() -> None:
+    s = _minutes([100, 200, 5_000_000, 5_000_100])
+    assert s.total() == pytest.approx(200)
+    assert [k for _, k in s.events] == [CounterEvent.JUMP]
+
+
+def test_a_two_hour_outage_is_bridged_with_the_counter_difference() -> None:
+    # 100 Wh a minute before, a 2-hour silence (12,000 Wh on the counter), then on again.
+    ts = [0.0, 60.0, 60.0 + 7200, 120.0 + 7200]
+    c = [0.0, 100.0, 12_100.0, 12_200.0]
+    s = interval_series(
+        ts,
+        c,
+        None,
+        interval_seconds=3600,
+        max_gap_seconds=GAP,
+        max_power_w=MAX_W,
+        start_s=0,
+        end_s=3 * 3600,
+    )
+    assert s.total() == pytest.approx(12_200)  # the counter difference, all of it
+    assert float(s.bridged.sum()) == pytest.approx(12_000)
+    # Spread over the gap [60, 7260] in proportion to time.
+    assert s.bridged == pytest.approx(
+        [12_000 * 3540 / 7200, 12_000 * 3600 / 7200, 12_000 * 60 / 7200]
+    )
+    assert float(s.bridged_covered.sum()) == pytest.approx(7200)
+    assert s.coverage() == pytest.approx(7320 / (3 * 3600))
+    assert [k for _, k in s.events] == [CounterEvent.BRIDGED]
+
+
+def test_a_spike_across_a_gap_is_still_not_energy() -> None:
+    ts = [0.0, 60.0, 7260.0, 7320.0]
+    s = interval_series(
+        ts,
+        [0.0, 100.0, 1e9, 1e9 + 100],
+        None,
+        interval_seconds=60,
+        max_gap_seconds=GAP,
+        max_power_w=MAX_W,
+    )
+    assert s.total() == pytest.approx(200)
+    assert float(s.bridged.sum()) == 0.0
+
+
+def test_a_32_bit_register_rollover_counts_the_true_energy() -> None:
+    top = 2.0**32
+    s = _minutes([top - 150, top - 50, 50, 150], rollover_wh=top)
+    assert s.amount == pytest.approx([100, 100, 100, 0])
+    assert [k for _, k in s.events] == [CounterEvent.ROLLOVER]
+
+
+def test_the_default_bound_follows_the_larger_power_reading() -> None:
+    # No max_power_w: 3 x max(power readings, 1 kW floor). 60 s at 2 kW read = 6 kW bound,
+    # 100 Wh/minute allowed; the 1e6 Wh step is not.
+    ts = [0.0, 60.0, 120.0, 180.0]
+    s = interval_series(
+        ts,
+        [0, 30, 1e6, 60],
+        [2000.0] * 4,
+        interval_seconds=60,
+        max_gap_seconds=GAP,
+        power_factor=3.0,
+        floor_w=1000.0,
+    )
+    assert s.total() == pytest.approx(60)
+    assert [k for _, k in s.events] == [CounterEvent.SPIKE]
+
+
+@st.composite
+def plausible_counters(draw: st.DrawFn) -> tuple[list[float], list[float]]:
+    """Counters that only ever step within MAX_W x elapsed time, with gaps of any length."""
+    n = draw(st.integers(2, 30))
+    ts, cs = [draw(st.floats(0, 10_000))], [draw(st.floats(0, 1e7))]
+    for _ in range(n - 1):
+        dt = draw(st.sampled_from([1.0, 30.0, 60.0, 299.0, 301.0, 3600.0, 7200.0]))
+        share = draw(st.floats(0, 1))
+        ts.append(ts[-1] + dt)
+        cs.append(cs[-1] + share * MAX_W * dt / 3600.0 * 0.999)
+    return ts, cs
+
+
+@settings(max_examples=200, deadline=None)
+@given(plausible_counters(), st.sampled_from([60, 300, 3600]))
+def test_bridged_plus_measured_is_the_counter_difference_when_every_step_is_plausible(
+    data: tuple[list[float], list[float]], step: int
+) -> None:
+    ts, cs = data
+    start = int(ts[0] // step) * step
+    end = (int(ts[-1] // step) + 1) * step
+    s = interval_series(
+        ts,
+        cs,
+        None,
+        interval_seconds=step,
+        max_gap_seconds=GAP,
+        max_power_w=MAX_W,
+        start_s=start,
+        end_s=end,
+    )
+    assert s.total() == pytest.approx(cs[-1] - cs[0], rel=1e-9, abs=1e-6)
+    gaps = sum(c1 - c0 for t0, t1, c0, c1 in zip(ts, ts[1:], cs, cs[1:]) if t1 - t0 > GAP)
+    assert float(s.bridged.sum()) == pytest.approx(gaps, rel=1e-9, abs=1e-6)
+    assert not s.events or {k for _, k in s.events} == {CounterEvent.BRIDGED}
+
+
+@st.composite
+def any_counters(draw: st.DrawFn) -> tuple[list[float], list[float | None], list[float | None]]:
+    """Readings as a broken meter sends them: spikes, drops, swaps, gaps, power in bound."""
+    n = draw(st.integers(2, 30))
+    t = draw(st.floats(0, 10_000))
+    ts, cs, ps = [], [], []
+    for _ in range(n):
+        t += draw(st.sampled_from([0.5, 10.0, 60.0, 299.0, 400.0, 7200.0]))
+        ts.append(t)
+        cs.append(draw(st.one_of(st.none(), st.floats(-1e9, 1e12))))
+        ps.append(draw(st.one_of(st.none(), st.floats(0, MAX_W))))
+    return ts, cs, ps
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_counters(), st.sampled_from([10, 60, 3600]), st.sampled_from([None, 2.0**32]))
+def test_no_reading_makes_an_interval_negative_or_above_max_power(
+    data: tuple[list[float], list[float | None], list[float | None]],
+    step: int,
+    rollover: float | None,
+) -> None:
+    ts, cs, ps = data
+    s = interval_series(
+        ts,
+        cs,
+        ps,
+        interval_seconds=step,
+        max_gap_seconds=GAP,
+        max_power_w=MAX_W,
+        rollover_wh=rollover,
+    )
+    assert np.all(s.amount >= -1e-9)
+    assert np.all(s.amount <= MAX_W * step / 3600.0 * (1 + 1e-9) + 1e-9)
+    assert np.all(s.bridged <= s.amount + 1e-9)
 
 
 def test_a_ring_keeps_only_its_capacity() -> None:

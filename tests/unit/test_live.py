@@ -15,6 +15,8 @@ from greendc.factors import load_factors
 from greendc.kpi import Window, site_kpis
 from greendc.live import LiveKPIs
 from greendc.model import Reading
+from greendc.quality import Quality
+from greendc.steps import counter_rules
 from tests.helpers import site_config
 from tests.support.builders import settings_from
 
@@ -74,8 +76,10 @@ def test_live_pue_and_renewable_share_match_hand_computation() -> None:
     assert five["renewable_share"].value == pytest.approx(0.2)
     # 2 L per minute over 1000 W x 5 min = 83.3 Wh of IT energy.
     assert five["wue"].value == pytest.approx(10 / (1000 * 300 / 3600 / 1000))
+    # The hour is covered for 10 minutes: PUE over those, incomplete, with its coverage.
     hour = snap.kpis["s1"][3600].kpis["pue"]
-    assert hour.value is None and hour.coverage["E_DC"] == pytest.approx(600 / 3600)
+    assert hour.value == pytest.approx(1.5) and hour.quality is Quality.INCOMPLETE
+    assert hour.covered == pytest.approx(600 / 3600)
     assert snap.energy_totals_wh[("s1", "facility")] == pytest.approx(1600 * 600 / 3600)
     assert snap.subtracted_energy_wh[("s1", "facility")] == pytest.approx(100 * 600 / 3600)
     assert snap.water_totals_l["s1"] == pytest.approx(20.0)
@@ -103,6 +107,7 @@ def test_incremental_live_equals_batch_energy_and_kpis(
 ) -> None:
     s = make_settings(windows=[3600 * 4])
     live = LiveKPIs(s)
+    site = s.sites[0]
     batch = {}
     last = 0.0
     for meter, samples in (("inc", fac), ("ups", it)):
@@ -111,20 +116,27 @@ def test_incremental_live_equals_batch_energy_and_kpis(
             live.add(reading(meter, t, **fields))
             last = max(last, t)
         ts, cs, ps = zip(*samples, strict=True)
+        m = site.meter(meter)
+        assert m is not None
+        rules = counter_rules(site, m, s.kpi)
         batch[meter] = interval_series(
             ts,
             cs,
             ps,
             interval_seconds=60,
             max_gap_seconds=300,
+            rollover_wh=rules.rollover,
+            max_power_w=rules.max_power_w,
+            power_factor=rules.power_factor,
+            floor_w=rules.floor_w,
             start_s=T0,
             end_s=T0 + 3600 * 4,
         )
     snap = live.snapshot(T0 + 3600 * 4)
-    site = s.sites[0]
     expected = site_kpis(site, batch, Window(T0, T0 + 3600 * 4), load_factors(), s.kpi.min_coverage)
     got = snap.kpis["s1"][3600 * 4]
     for name in ("pue", "scope2_location"):
+        assert got.kpis[name].quality is expected.kpis[name].quality
         if expected.kpis[name].value is None:
             assert got.kpis[name].value is None
         else:
@@ -133,6 +145,7 @@ def test_incremental_live_equals_batch_energy_and_kpis(
         want, have = expected.inputs[name], got.inputs[name]
         assert have.value == pytest.approx(want.value, rel=1e-9, abs=1e-6), name
         assert have.coverage == pytest.approx(want.coverage, rel=1e-9, abs=1e-9), name
+        assert have.bridged == pytest.approx(want.bridged, rel=1e-9, abs=1e-6), name
         assert have.meters == want.meters, name
 
 
@@ -146,7 +159,7 @@ def test_memory_is_bounded_to_the_longest_window() -> None:
     # for a meter whose clock runs ahead, validation.max_future_seconds).
     assert hour.value == pytest.approx(600.0)
     assert hour.coverage == pytest.approx(1.0)
-    assert {r.capacity for rings in live._rings.values() for r in rings.values()} == {66}
+    assert {g.energy.capacity for gs in live._groups.values() for g in gs.values()} == {66}
     assert snap.energy_totals_wh[("s1", "it")] == pytest.approx(1200.0)
     # One covered run, however long the meter has been reporting.
     assert live._meters[("s1", "ups")].runs == [[T0, T0 + 7200]]
@@ -181,7 +194,7 @@ def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
     )
     live = LiveKPIs(s)
     # facility, cooling hall1, IT hall1, IT hall2: not a ring for each of 202 meters
-    assert len(live._rings["s1"]) == 4
+    assert len(live._groups["s1"]) == 4
     for t in range(T0, T0 + 601, 30):
         live.add(reading("inc", t, power_w=30_000.0))
         live.add(reading("crah1", t, power_w=1_000.0))
@@ -207,6 +220,7 @@ def test_one_silent_meter_lowers_its_role_coverage_even_when_the_others_report()
     # ...but the office sub-meter stopped at T0 + 600: E_DC covers 0 of its last 5 minutes.
     assert k.inputs["E_DC"].coverage == pytest.approx(0.0)
     assert k.kpis["pue"].value is None
+    assert k.kpis["pue"].quality is Quality.WITHHELD
 
 
 def test_totals_are_monotonic_and_stale_samples_are_ignored() -> None:
@@ -288,7 +302,12 @@ def test_a_meter_behind_or_ahead_of_its_group_leaves_the_others_exact(
     }
     want = site_kpis(s.sites[0], batch, Window(end - 300, end), load_factors(), 0.0)
     got = live.snapshot(end).kpis["s1"][300]
-    for name in ("E_IT", "E_DC"):
+    for name in ("E_IT", "E_DC", "pue.E_IT", "pue.E_DC"):
         assert got.inputs[name].value == pytest.approx(want.inputs[name].value, rel=1e-9)
         assert got.inputs[name].coverage == pytest.approx(want.inputs[name].coverage)
-    assert got.kpis["pue"].value == pytest.approx(want.kpis["pue"].value, rel=1e-9)
+    # A meter out of step leaves no interval where all IT meters are covered: PUE withheld.
+    assert got.kpis["pue"].quality is want.kpis["pue"].quality
+    if want.kpis["pue"].value is None:
+        assert got.kpis["pue"].value is None
+    else:
+        assert got.kpis["pue"].value == pytest.approx(want.kpis["pue"].value, rel=1e-9)
