@@ -199,9 +199,12 @@ class SnapshotCollector(Collector):
         quality = _family("greendc_site_kpi_quality")
         shares = _family("greendc_site_kpi_share_ratio")
         events = _family("greendc_meter_counter_events_total")
+        # A stale meter's series all disappear together, its counter events too.
+        fresh = {(m.site, m.meter) for m in snap.meters}
         for s in snap.sites:
             for (meter, kind), n in sorted(s.counter_events.items()):
-                events.add_metric([s.site, meter, kind], float(n))
+                if (s.site, meter) in fresh:
+                    events.add_metric([s.site, meter, kind], float(n))
             for role in sorted(s.energy_wh):
                 energy.add_metric([s.site, role], s.energy_wh[role] * WH_TO_JOULES)
             water.add_metric([s.site], s.water_l)

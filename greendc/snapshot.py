@@ -36,6 +36,10 @@ class LiveKPI:
     quality: str = "ok"
     bridged: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.value is None and self.quality != "withheld":
+            object.__setattr__(self, "quality", "withheld")
+
 
 @dataclass(frozen=True)
 class SiteLive:

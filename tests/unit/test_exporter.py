@@ -84,6 +84,7 @@ def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:
             3600: {"pue": LiveKPI(None, 0.4), "renewable_share": LiveKPI(None, 0.4)},
             86400: {"pue": LiveKPI(1.47, 0.99), "renewable_share": LiveKPI(0.2, 0.99)},
         },
+        counter_events={("incomer-a", "spike"): 1, ("incomer-a", "bridged"): 3},
     )
     jhr1 = replace(
         sg1,
@@ -178,6 +179,13 @@ def test_energy_is_exported_in_joules_and_pue_only_when_not_withheld() -> None:
     assert _value(c, "greendc_site_pue_withheld", site="sg1", window="1h") == 1.0
     assert _value(c, "greendc_site_pue_withheld", site="sg1", window="5m") == 0.0
     assert _value(c, "greendc_site_pue_coverage_ratio", site="sg1", window="1h") == 0.4
+    q = {"site": "sg1", "window": "1h", "kpi": "pue"}
+    assert _value(c, "greendc_site_kpi_quality", **q, quality="withheld") == 1.0
+    assert _value(c, "greendc_site_kpi_quality", **q, quality="ok") == 0.0
+    assert _value(c, "greendc_site_kpi_share_ratio", **q, share="missing") == pytest.approx(0.6)
+    assert _value(
+        c, "greendc_meter_counter_events_total", site="sg1", meter="incomer-a", event="spike"
+    ) == 1.0
     assert _value(c, "greendc_site_renewable_share_ratio", site="sg1", window="1h") is None
     # No intensity for a site whose factor is unknown, rather than a made-up zero.
     assert (

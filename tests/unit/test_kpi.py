@@ -25,6 +25,7 @@ from greendc.kpi import (
     pue,
     site_kpis,
 )
+from greendc.quality import Quality
 
 MIN_COV = 0.9
 NOV_2026 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
@@ -241,7 +242,10 @@ def test_location_based_with_hourly_factors() -> None:
     assert "hourly" in out.kpis["scope2_location"].label
     half = HourlyFactors.from_pairs([0], [0.2])
     out = site_kpis(site, energies, Window(0, 7200), factors_with(), MIN_COV, hourly_factors=half)
-    assert out.kpis["scope2_location"].value is None
+    # A quarter of the grid energy has an hourly factor: shown, incomplete, with that share.
+    assert out.kpis["scope2_location"].quality is Quality.INCOMPLETE
+    # (the hour without a factor at the annual factor, 0.5)
+    assert out.kpis["scope2_location"].value == pytest.approx(60 * 0.2 + 180 * 0.5)
     assert out.kpis["scope2_location"].coverage["factor"] == pytest.approx(0.25)
 
 
@@ -287,14 +291,103 @@ def test_erf_and_wue() -> None:
     assert out.kpis["wue"].unit == "L/kWh"
 
 
-def test_low_coverage_withholds_and_shows_coverage() -> None:
+def test_no_interval_covered_by_both_inputs_withholds_and_shows_coverage() -> None:
     site = make_site(BASIC[:2])
     energies = {"inc": series(100, 100, covered=30), "pdu": series(50, 50)}
     out = site_kpis(site, energies, Window(0, 120), factors_with(), MIN_COV)
     k = out.kpis["pue"]
-    assert k.value is None
-    assert k.coverage["E_DC"] == pytest.approx(0.5)
-    assert "E_DC" in (k.withheld or "")
+    assert k.value is None and k.quality is Quality.WITHHELD
+    assert out.inputs["E_DC"].coverage == pytest.approx(0.5)  # the total keeps its own
+    assert "E_DC and E_IT" in (k.withheld or "")
+
+
+def test_pue_stands_on_the_intervals_both_meters_cover() -> None:
+    # 100 minutes; IT 1000 Wh every minute, facility 1500 Wh for the first 83 minutes and
+    # silent after. From the totals: 124,500 / 100,000 = 1.245. On common ground: 1.50,
+    # incomplete at the 90 % threshold, coverage 83 %.
+    site = make_site(BASIC[:2])
+    fac = IntervalSeries(
+        0,
+        60,
+        np.array([1500.0] * 83 + [0.0] * 17),
+        np.array([60.0] * 83 + [0.0] * 17),
+    )
+    energies = {"inc": fac, "pdu": series(*[1000.0] * 100)}
+    out = site_kpis(site, energies, Window(0, 6000), factors_with(), 0.9)
+    k = out.kpis["pue"]
+    assert k.value == pytest.approx(1.5)
+    assert k.quality is Quality.INCOMPLETE
+    assert k.covered == pytest.approx(0.83)
+    assert k.shares is not None and k.shares.missing == pytest.approx(0.17)
+    assert "83.0%" in k.detail
+    # The totals keep their own coverage.
+    assert out.inputs["E_DC"].value == pytest.approx(124_500)
+    assert out.inputs["E_DC"].coverage == pytest.approx(0.83)
+    assert out.inputs["E_IT"].coverage == pytest.approx(1.0)
+    # At an 80 % threshold the same figure is ok, never 1.25.
+    out = site_kpis(site, energies, Window(0, 6000), factors_with(), 0.8)
+    assert out.kpis["pue"].value == pytest.approx(1.5)
+    assert out.kpis["pue"].quality is Quality.OK
+
+
+def test_bridged_energy_counts_in_totals_and_on_common_ground_but_not_hourly() -> None:
+    site = make_site(BASIC[:2])
+    # Facility: 2 hours, the second bridged (counter across a gap); IT measured throughout.
+    fac = IntervalSeries(
+        0,
+        3600,
+        np.array([3000.0, 3000.0]),
+        np.array([3600.0, 3600.0]),
+        bridged_amount=np.array([0.0, 3000.0]),
+        bridged_seconds=np.array([0.0, 3600.0]),
+    )
+    it = IntervalSeries(0, 3600, np.array([2000.0, 2000.0]), np.array([3600.0, 3600.0]))
+    hourly = HourlyFactors.from_pairs([0, 3600], [0.5, 0.5])
+    out = site_kpis(
+        site,
+        {"inc": fac, "pdu": it},
+        Window(0, 7200),
+        factors_with(),
+        0.9,
+        interval_seconds=3600,
+        hourly_factors=hourly,
+    )
+    assert out.inputs["E_DC"].value == pytest.approx(6000)
+    assert out.inputs["E_DC"].shares.bridged == pytest.approx(0.5)
+    pue_k = out.kpis["pue"]
+    assert pue_k.value == pytest.approx(1.5) and pue_k.quality is Quality.OK
+    assert pue_k.shares is not None and pue_k.shares.bridged == pytest.approx(0.5)
+    # Hourly emissions: only the measured hour (3 kWh x 0.5), incomplete at 50 %.
+    loc = out.kpis["scope2_location"]
+    assert loc.value == pytest.approx(3.0 * 0.5)
+    assert loc.quality is Quality.INCOMPLETE
+    assert "bridged" in loc.detail
+    opted = site.model_copy(update={"bridged_in_hourly": True})
+    out = site_kpis(
+        opted,
+        {"inc": fac, "pdu": it},
+        Window(0, 7200),
+        factors_with(),
+        0.9,
+        interval_seconds=3600,
+        hourly_factors=hourly,
+    )
+    assert out.kpis["scope2_location"].value == pytest.approx(6.0 * 0.5)
+
+
+def test_a_zone_without_overhead_meter_has_its_ppue_withheld() -> None:
+    site = make_site(
+        [
+            {"name": "inc", "role": "facility"},
+            {"name": "pdu", "role": "it", "point": "pdu_output", "zone": "h1"},
+        ]
+    )
+    out = site_kpis(
+        site, {"inc": series(100), "pdu": series(50)}, Window(0, 60), factors_with(), 0.9
+    )
+    k = out.kpis["ppue:h1"]
+    assert k.value is None and k.quality is Quality.WITHHELD
+    assert k.withheld == "no overhead meter in this zone"
 
 
 def test_missing_it_meter_withholds() -> None:
@@ -371,7 +464,7 @@ def test_pue_at_least_one_when_facility_at_least_it(it: float, extra: float) -> 
     st.floats(min_value=0, max_value=1),
     st.floats(min_value=0.01, max_value=1),
 )
-def test_coverage_below_threshold_always_withholds(
+def test_coverage_below_threshold_is_incomplete_and_none_is_withheld(
     cov_dc: float, cov_it: float, threshold: float
 ) -> None:
     k = pue(
@@ -381,21 +474,27 @@ def test_coverage_below_threshold_always_withholds(
         window_seconds=60,
         min_coverage=threshold,
     )
-    if min(cov_dc, cov_it) < threshold:
-        assert k.value is None and k.withheld
+    if min(cov_dc, cov_it) == 0:
+        assert k.value is None and k.withheld and k.quality is Quality.WITHHELD
+    elif min(cov_dc, cov_it) < threshold:
+        assert k.value == 2 and k.quality is Quality.INCOMPLETE
     else:
-        assert k.value == 2
+        assert k.value == 2 and k.quality is Quality.OK
     assert k.coverage == {"E_DC": cov_dc, "E_IT": cov_it}
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, 53))  # 54 s of 60 would be the 90 % threshold
-def test_site_kpis_withhold_everything_fed_by_an_under_covered_meter(covered_s: int) -> None:
+def test_site_kpis_never_call_ok_what_an_under_covered_meter_feeds(covered_s: int) -> None:
     site = make_site(BASIC)
     energies = {"inc": series(100, covered=float(covered_s)), "pdu": series(50), "crac": series(10)}
     out = site_kpis(site, energies, Window(0, 60), factors_with(cfe=0.5), MIN_COV)
-    for name in ("pue", "ref", "scope2_location", "scope2_market", "cfe"):
-        assert out.kpis[name].value is None, name
+    # Ratios: no interval where the facility meter is covered, so nothing to compute.
+    for name in ("pue", "ref"):
+        assert out.kpis[name].value is None and out.kpis[name].quality is Quality.WITHHELD, name
+    # Totals keep their own coverage: shown (when there is data), never ok.
+    for name in ("scope2_location", "scope2_market", "cfe"):
+        assert out.kpis[name].quality is not Quality.OK, name
     assert out.kpis["ppue:h1"].value == pytest.approx(1.2)
 
 
