@@ -212,8 +212,9 @@ def _steps(
     power_cap_w: float | None,
 ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]] | None:
     """Vectorised rules 1-4 per step: energy, covered seconds, bridged seconds (0 where
-    missing) and whether the counter rolled over; None when a counter step is implausible (the caller then runs the sequential
-    :class:`greendc.steps.CounterTrack`, which decides spikes and resets)."""
+    missing) and whether the counter rolled over; None when a counter step is implausible
+    (the caller then runs the sequential :class:`greendc.steps.CounterTrack`, which decides
+    spikes and resets)."""
     dt = np.diff(ts_s)
     c0, c1 = counter[:-1], counter[1:]
     p0, p1 = power_w[:-1], power_w[1:]

@@ -7,9 +7,11 @@ Energy per meter comes from :func:`greendc.energy.energy_by_meter` (water from
 status and a note) and :class:`DailyRow` objects, which every renderer draws from, so the
 CSV, XLSX, HTML and PDF show the same numbers.
 
-Totals obey principle 5 (docs/architecture.md): an energy total whose meters cover less
-than ``kpi.min_coverage`` of the period is withheld (shown with its coverage), never
-filled in.
+Every figure carries a quality word (:class:`greendc.quality.Quality`): ``ok``,
+``incomplete`` (its inputs cover less than the minimum coverage: shown with its coverage,
+never filled in) or ``withheld`` (nothing to compute: no meter, no data), and its measured,
+bridged and missing shares. Contracted energy is ``from contracts``. Counter events (spikes
+dropped, resets, meter swaps, rollovers, gaps bridged) are listed in the site's notes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from greendc._errors import KPIError
-from greendc.config import Settings, Site
+from greendc.config import KPISettings, Settings, Site
 from greendc.energy import IntervalSeries, energy_by_meter, water_series
 from greendc.exporters.report.periods import REPORT_INTERVAL_SECONDS, Period
 from greendc.exporters.report.source import Source
@@ -38,6 +40,8 @@ from greendc.factors import (
 )
 from greendc.kpi import KPI, Measured, SiteKPIs, Window, contract_wh_in_window, fleet_pue, site_kpis
 from greendc.model import Role
+from greendc.quality import Quality
+from greendc.steps import CounterEvent, counter_rules
 
 FLEET = "fleet"
 EMISSION_KPIS = ("scope2_location", "scope2_market", "cue", "cfe")
@@ -56,12 +60,21 @@ class Row:
     value: float | None
     unit: str
     coverage: float | None
-    status: str  # ok | withheld | not metered | from contracts
+    status: str  # a Quality word (ok | incomplete | withheld), or "from contracts"
     note: str = ""
     prev_month: float | None = None
     change_prev_month: float | None = None  # relative change, 0.05 = +5 %
     last_year: float | None = None
     change_last_year: float | None = None
+    measured_share: float | None = None  # of the period: measured, bridged (missing = rest)
+    bridged_share: float | None = None
+
+    @property
+    def missing_share(self) -> float | None:
+        """The share of the period no reading accounts for."""
+        if self.measured_share is None or self.bridged_share is None:
+            return None
+        return max(0.0, 1.0 - self.measured_share - self.bridged_share)
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,8 @@ class Report:
 
     @property
     def computed(self) -> bool:
-        """Whether at least one measured figure could be computed."""
-        return any(r.value is not None and r.status == "ok" for r in self.rows)
+        """Whether at least one measured figure is ok (contract figures do not count)."""
+        return any(r.value is not None and r.status == Quality.OK for r in self.rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,11 +168,15 @@ def site_energies(
     window: Window,
     *,
     max_gap_seconds: float,
+    kpi: KPISettings | None = None,
 ) -> dict[str, IntervalSeries]:
-    """Per-meter interval series over ``window`` (water meters in litres)."""
+    """Per-meter interval series over ``window`` (water meters in litres), with each
+    meter's counter rules (plausibility bound, register width) from the configuration."""
     water = {m.name for m in site.meters if m.role is Role.WATER}
     if samples.empty:
         return {}
+    settings = kpi or KPISettings(max_gap_seconds=max_gap_seconds)
+    rules = {m.name: counter_rules(site, m, settings) for m in site.meters}
     is_water = samples["meter"].isin(water)
     energy = energy_by_meter(
         samples.loc[~is_water, ["meter", "ts_s", "energy_wh", "power_w"]],
@@ -167,13 +184,17 @@ def site_energies(
         max_gap_seconds=max_gap_seconds,
         start_s=window.start_s,
         end_s=window.end_s,
+        rules=rules,
     )
     for meter, group in samples.loc[is_water].groupby("meter", sort=False):
+        r = rules.get(str(meter))
         energy[str(meter)] = water_series(
             group["ts_s"].to_numpy(dtype=np.float64),
             group["water_l"].to_numpy(dtype=np.float64),
             interval_seconds=REPORT_INTERVAL_SECONDS,
             max_gap_seconds=max_gap_seconds,
+            rollover_l=r.rollover if r else None,
+            max_rate_l_per_h=r.max_power_w if r else None,
             start_s=window.start_s,
             end_s=window.end_s,
         )
@@ -181,12 +202,18 @@ def site_energies(
 
 
 def read_energies(
-    source: Source, site: Site, window: Window, *, max_gap_seconds: float
-) -> dict[str, IntervalSeries]:
+    source: Source,
+    site: Site,
+    window: Window,
+    *,
+    max_gap_seconds: float,
+    kpi: KPISettings | None = None,
+) -> tuple[dict[str, IntervalSeries], list[str]]:
     """Read a site's samples around ``window`` and turn them into interval series.
 
     Samples up to ``max_gap_seconds`` outside the window are read too, so the steps that
-    cross its edges are counted in proportion to time.
+    cross its edges are counted in proportion to time. Also returns hints: meters whose
+    readings come further apart than ``kpi.max_gap_seconds`` (every step of theirs is a gap).
     """
     margin_ms = math.ceil(max_gap_seconds) * 1000
     frame = source.samples(
@@ -195,7 +222,48 @@ def read_energies(
         window.start_s * 1000 - margin_ms,
         window.end_s * 1000 + margin_ms,
     )
-    return site_energies(site, frame, window, max_gap_seconds=max_gap_seconds)
+    energies = site_energies(site, frame, window, max_gap_seconds=max_gap_seconds, kpi=kpi)
+    return energies, sparse_hints(frame, max_gap_seconds)
+
+
+def sparse_hints(frame: pd.DataFrame, max_gap_seconds: float) -> list[str]:
+    """A hint per meter whose median time between readings exceeds ``max_gap_seconds``."""
+    out: list[str] = []
+    if frame.empty:
+        return out
+    for meter, group in frame.groupby("meter", sort=True):
+        ts = np.sort(group["ts_s"].to_numpy(dtype=np.float64))
+        if len(ts) < 2:
+            continue
+        median = float(np.median(np.diff(ts)))
+        if median > max_gap_seconds:
+            out.append(
+                f"meter {meter} reports every {median:.0f} s, more than kpi.max_gap_seconds "
+                f"({max_gap_seconds:.0f} s): each of its steps counts as a gap (power is "
+                "not used, counters are only bridged); raise kpi.max_gap_seconds above its "
+                "reporting interval"
+            )
+    return out
+
+
+def counter_notes(energies: Mapping[str, IntervalSeries]) -> list[str]:
+    """One note per meter with counter events: what happened, how often, first when."""
+    out = []
+    for meter in sorted(energies):
+        events = energies[meter].events
+        if not events:
+            continue
+        counts: dict[CounterEvent, list[float]] = {}
+        for t, kind in events:
+            counts.setdefault(kind, []).append(t)
+        parts = []
+        for kind in CounterEvent:
+            times = counts.get(kind)
+            if times:
+                first = datetime.fromtimestamp(min(times), UTC).strftime("%Y-%m-%d %H:%M UTC")
+                parts.append(f"{len(times)} {kind.value} (first {first})")
+        out.append(f"meter {meter}: counter events: {', '.join(parts)}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,24 +338,83 @@ def _hourly_factors(site: Site) -> HourlyFactors | None:
 # Rows
 
 
+NOT_METERED = "not metered: no meter with this role"
+
+
 def _measured_row(
     site: str, key: str, label: str, m: Measured, scale: float, unit: str, min_cov: float
 ) -> Row:
+    """A total: ok, incomplete (shown with its coverage and shares) or withheld."""
     if m.meters == 0:
-        return Row(site, key, label, None, unit, None, "not metered", "no meter with this role")
-    if m.coverage < min_cov:
-        note = f"coverage {m.coverage:.1%} is below the minimum {min_cov:.0%}"
-        return Row(site, key, label, None, unit, m.coverage, "withheld", note)
-    return Row(site, key, label, m.value * scale, unit, m.coverage, "ok")
+        return Row(site, key, label, None, unit, None, Quality.WITHHELD, NOT_METERED)
+    shares = m.shares
+    if m.coverage <= 0:
+        note = "no data in the period"
+        return Row(
+            site,
+            key,
+            label,
+            None,
+            unit,
+            0.0,
+            Quality.WITHHELD,
+            note,
+            measured_share=0.0,
+            bridged_share=0.0,
+        )
+    quality = Quality.of(True, m.coverage, min_cov)
+    notes = []
+    if quality is Quality.INCOMPLETE:
+        notes.append(f"coverage {m.coverage:.1%} is below the minimum {min_cov:.0%}")
+    if m.bridged:
+        notes.append(f"{m.bridged * scale:.1f} {unit} bridged across gaps")
+    return Row(
+        site,
+        key,
+        label,
+        m.value * scale,
+        unit,
+        m.coverage,
+        quality,
+        "; ".join(notes),
+        measured_share=shares.measured,
+        bridged_share=shares.bridged,
+    )
 
 
 def _kpi_row(site: str, k: KPI, *, scale: float = 1.0, unit: str | None = None) -> Row:
-    cov = min(k.coverage.values()) if k.coverage else None
+    cov = k.covered if (k.shares is not None or k.coverage) else None
     u = k.unit if unit is None else unit
+    measured = k.shares.measured if k.shares is not None else None
+    bridged = k.shares.bridged if k.shares is not None else None
     if k.value is None:
-        status = "not metered" if (k.withheld or "").startswith("no meter") else "withheld"
-        return Row(site, k.name, k.label, None, u, cov, status, k.withheld or "")
-    return Row(site, k.name, k.label, k.value * scale, u, cov, "ok", k.detail)
+        reason = k.withheld or ""
+        if reason.startswith("no meter"):
+            reason = f"not metered: {reason}"
+        return Row(
+            site,
+            k.name,
+            k.label,
+            None,
+            u,
+            cov,
+            Quality.WITHHELD,
+            reason,
+            measured_share=measured,
+            bridged_share=bridged,
+        )
+    return Row(
+        site,
+        k.name,
+        k.label,
+        k.value * scale,
+        u,
+        cov,
+        k.quality,
+        k.detail,
+        measured_share=measured,
+        bridged_share=bridged,
+    )
 
 
 def contract_kwh(site: Site, window: Window) -> dict[str, float]:
@@ -337,8 +464,10 @@ def site_rows(
         rows.append(
             Row(s, f"E_renewable_{key}", label, kinds[key], "kWh", 1.0, "from contracts", note)
         )
-    if onsite.value is not None or onsite.status == "not metered":
+    if onsite.value is not None or onsite.note == NOT_METERED:
         total = (onsite.value or 0.0) + kinds["go_rec"] + kinds["ppa"]
+        # Without an on-site meter the total is contracts only: not a measured figure.
+        status = onsite.status if onsite.value is not None else "from contracts"
         rows.append(
             Row(
                 s,
@@ -347,8 +476,10 @@ def site_rows(
                 total,
                 "kWh",
                 onsite.coverage,
-                "ok",
+                status,
                 "on-site + GO/REC + PPA",
+                measured_share=onsite.measured_share,
+                bridged_share=onsite.bridged_share,
             )
         )
     else:
@@ -394,7 +525,7 @@ def site_rows(
         else:
             label_k = "ERF (energy reuse factor)" if name == "erf" else "WUE"
             unit_k = "ratio" if name == "erf" else "L/kWh"
-            rows.append(Row(s, name, label_k, None, unit_k, None, "not metered", "no meter"))
+            rows.append(Row(s, name, label_k, None, unit_k, None, Quality.WITHHELD, NOT_METERED))
     return rows
 
 
@@ -555,16 +686,17 @@ def _sum_rows(
 ) -> Row:
     rows = [r for s in sites for r in s.rows if r.kpi == key]
     if skip_unmetered:
-        rows = [r for r in rows if r.status != "not metered"]
+        rows = [r for r in rows if r.note != NOT_METERED]
     if not rows:
-        return Row(FLEET, key, label, None, unit, None, "not metered", "no site meters it")
+        return Row(FLEET, key, label, None, unit, None, Quality.WITHHELD, "no site meters it")
     missing = [r.site for r in rows if r.value is None]
     covs = [r.coverage for r in rows if r.coverage is not None]
     cov = min(covs) if covs else None
     if missing:
-        note = f"withheld: no figure for {', '.join(missing)}"
-        return Row(FLEET, key, label, None, unit, cov, "withheld", note)
-    status = "from contracts" if all(r.status == "from contracts" for r in rows) else "ok"
+        note = f"no figure for {', '.join(missing)}"
+        return Row(FLEET, key, label, None, unit, cov, Quality.WITHHELD, note)
+    measured = [Quality(r.status) for r in rows if r.status != "from contracts"]
+    status: str = Quality.worst(measured) if measured else "from contracts"
     note = f"sum over {len(rows)} sites"
     return Row(FLEET, key, label, float(sum(r.value for r in rows)), unit, cov, status, note)  # type: ignore[misc]
 
@@ -593,10 +725,23 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     label = "fleet REF (Σ renewable counted / ΣE_DC)"
     v = _weighted(refs, dc)
     if v is not None:
-        rows.append(Row(FLEET, "ref", label, v, "ratio", by_key["E_DC"].coverage, "ok"))
+        ref_status = Quality.worst(
+            [Quality(r.status) for s in sites for r in s.rows if r.kpi == "ref"]
+            + [Quality(by_key["E_DC"].status)]
+        )
+        rows.append(Row(FLEET, "ref", label, v, "ratio", by_key["E_DC"].coverage, ref_status))
     else:
         rows.append(
-            Row(FLEET, "ref", label, None, "ratio", None, "withheld", "a site's REF is withheld")
+            Row(
+                FLEET,
+                "ref",
+                label,
+                None,
+                "ratio",
+                None,
+                Quality.WITHHELD,
+                "a site's REF is withheld",
+            )
         )
     loc = _sum_rows(sites, "scope2_location", "Scope 2 location-based", "tCO2e")
     mkt = _sum_rows(sites, "scope2_market", "Scope 2 market-based", "tCO2e")
@@ -604,8 +749,9 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     it = by_key["E_IT"].value
     label = "fleet CUE (Σ location-based CO2e / ΣE_IT)"
     if loc.value is not None and it:
+        cue_status = Quality.worst([Quality(loc.status), Quality(by_key["E_IT"].status)])
         rows.append(
-            Row(FLEET, "cue", label, loc.value * 1000 / it, "kgCO2e/kWh", loc.coverage, "ok")
+            Row(FLEET, "cue", label, loc.value * 1000 / it, "kgCO2e/kWh", loc.coverage, cue_status)
         )
     else:
         rows.append(
@@ -616,7 +762,7 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
                 None,
                 "kgCO2e/kWh",
                 None,
-                "withheld",
+                Quality.WITHHELD,
                 "emissions or E_IT withheld",
             )
         )
@@ -636,9 +782,11 @@ def _notes_for(
     if factor_note:
         notes.append(f"emission factor missing: {factor_note}")
     for r in rows:
-        if r.status == "withheld" and r.note:
+        if r.status == Quality.WITHHELD and r.note:
             notes.append(f"{r.kpi} withheld: {r.note}")
-        elif r.coverage is not None and r.status == "ok" and r.coverage < 1.0:
+        elif r.status == Quality.INCOMPLETE:
+            notes.append(f"{r.kpi} incomplete: {r.note}")
+        elif r.coverage is not None and r.status == Quality.OK and r.coverage < 1.0:
             notes.append(f"{r.kpi}: inputs cover {r.coverage:.1%} of the period (gaps not filled)")
         elif r.kpi == "scope2_market" and "no residual mix" in r.note:
             notes.append(
@@ -662,21 +810,28 @@ def site_report(
     min_cov = settings.kpi.min_coverage
     gap = settings.kpi.max_gap_seconds
     w = period.window(site.timezone)
-    energies = read_energies(source, site, w, max_gap_seconds=gap)
+    energies, hints = read_energies(source, site, w, max_gap_seconds=gap, kpi=settings.kpi)
     out, factor_note = kpis_for(site, energies, w, factors, min_cov)
     rows = site_rows(site, out, min_cov, factor_note, factors)
     if with_history:
         history = []
         for p in (period.previous(), period.last_year()):
             pw = p.window(site.timezone)
-            e = read_energies(source, site, pw, max_gap_seconds=gap)
+            e, _ = read_energies(source, site, pw, max_gap_seconds=gap, kpi=settings.kpi)
             hk, _ = kpis_for(site, e, pw, factors, min_cov)
             history.append(_values(site_rows(site, hk, min_cov, factor_note, factors)))
         rows = with_deltas(rows, history[0], history[1])
     daily = site_daily(site, energies, period, factors, min_cov) if period.month else []
-    notes = _notes_for(site, rows, factor_note, min_cov)
-    if not any(r.value is not None and r.status == "ok" for r in rows):
+    notes = _notes_for(site, rows, factor_note, min_cov) + hints + counter_notes(energies)
+    measured = [r for r in rows if r.status != "from contracts"]
+    if not any(r.value is not None for r in measured):
         notes.insert(0, f"no data for {site.name} in {period.label}: nothing could be computed")
+    elif not any(r.value is not None and r.status == Quality.OK for r in measured):
+        notes.insert(
+            0,
+            f"no measured figure for {site.name} in {period.label} reached the minimum "
+            f"coverage of {min_cov:.0%}: every figure is incomplete or withheld",
+        )
     return SiteReport(site, w, rows, daily, notes, out)
 
 
@@ -751,8 +906,10 @@ __all__ = [
     "SiteReport",
     "build_report",
     "contract_kwh",
+    "counter_notes",
     "kpis_for",
     "read_energies",
     "site_energies",
     "site_report",
+    "sparse_hints",
 ]

@@ -4,8 +4,11 @@ greendc fills the energy and KPI fields it measures (installed IT power from the
 configuration, E_DC and its backup-generator part, E_IT, water input, reused heat,
 renewable energy by GO, PPA and on-site, and PUE, WUE, ERF, REF over the calendar year in
 the site's time zone). Every other Annex II field is listed with status ``not measured`` so
-the person filing sees what they must add from other records. A field whose inputs cover
-too little of the year is ``withheld`` with its coverage, never estimated.
+the person filing sees what they must add from other records. A measured field carries the
+quality word of the report and of /metrics: ``ok``, ``incomplete`` (its inputs cover less
+than the minimum coverage of the year: the value is what was accounted for, shown with its
+coverage, never estimated) or ``withheld`` (nothing to compute), with its measured, bridged
+(counter differences across gaps) and missing shares of the year.
 """
 
 from __future__ import annotations
@@ -82,14 +85,16 @@ def _field(field: str, label: str, unit: str, row: Row | None, scale: float) -> 
             "note": "",
         }
     value = None if row.value is None else row.value * scale
-    status = "measured" if row.status == "ok" else row.status
     return {
         "field": field,
         "label": label,
         "value": value,
         "unit": unit,
-        "status": status,
+        "status": str(row.status),
         "coverage": row.coverage,
+        "measured_share": row.measured_share,
+        "bridged_share": row.bridged_share,
+        "missing_share": row.missing_share,
         "note": row.note,
     }
 
@@ -137,8 +142,10 @@ def write_eed(report: Report, out_dir: Path, stem: str) -> list[Path]:
         "source": report.source,
         "note": (
             "Calendar year in each site's time zone. PUE of the fleet is ΣE_DC/ΣE_IT, not an"
-            " EDC-weighted average of site PUEs. Fields with status 'not measured' are not"
-            " measured by greendc and must be filled from other records."
+            " EDC-weighted average of site PUEs. Status of a measured field: ok, incomplete"
+            " (under the minimum coverage, shown with its coverage) or withheld; bridged"
+            " energy is a counter difference across a gap. Fields with status 'not measured'"
+            " are not measured by greendc and must be filled from other records."
         ),
         "sites": records,
     }
@@ -147,7 +154,22 @@ def write_eed(report: Report, out_dir: Path, stem: str) -> list[Path]:
     cpath = out_dir / f"{stem}.csv"
     with cpath.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["year", "site", "field", "label", "value", "unit", "status", "note"])
+        w.writerow(
+            [
+                "year",
+                "site",
+                "field",
+                "label",
+                "value",
+                "unit",
+                "status",
+                "coverage",
+                "measured_share",
+                "bridged_share",
+                "missing_share",
+                "note",
+            ]
+        )
         for rec in records:
             for fl in rec["fields"]:
                 w.writerow(
@@ -159,6 +181,10 @@ def write_eed(report: Report, out_dir: Path, stem: str) -> list[Path]:
                         num(fl["value"]),
                         fl["unit"],
                         fl["status"],
+                        num(fl.get("coverage")),
+                        num(fl.get("measured_share")),
+                        num(fl.get("bridged_share")),
+                        num(fl.get("missing_share")),
                         fl["note"],
                     ]
                 )

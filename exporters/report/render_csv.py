@@ -1,7 +1,9 @@
 """Tidy CSV: one row per site (or ``fleet``) and KPI, with its unit, coverage and status.
 
 Values are written in full precision (``repr`` of the float) so a spreadsheet or script gets
-exactly what was computed; an empty cell means withheld or not metered (see ``status``).
+exactly what was computed; an empty cell means withheld (see ``status`` and ``note``).
+``status`` is ok, incomplete or withheld (or "from contracts"); the shares say how much of
+the period was measured, bridged across gaps, or missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ ROW_COLUMNS = (
     "unit",
     "coverage",
     "status",
+    "measured_share",
+    "bridged_share",
+    "missing_share",
     "note",
     "prev_month",
     "change_prev_month",
@@ -43,7 +48,10 @@ def row_record(period: str, r: Row) -> list[str]:
         num(r.value),
         r.unit,
         num(r.coverage),
-        r.status,
+        str(r.status),
+        num(r.measured_share),
+        num(r.bridged_share),
+        num(r.missing_share),
         r.note,
         num(r.prev_month),
         num(r.change_prev_month),

@@ -54,13 +54,13 @@ def _table(rows: list[Row]) -> str:
     )
     body = []
     for r in rows:
-        cls = r.status.replace(" ", "")
+        cls = str(r.status).replace(" ", "")
         body.append(
             f"<tr class='{cls}'><td>{_e(r.label)}</td><td class='num'>{_e(row_text(r))}</td>"
             f"<td class='num'>{_e(fmt_coverage(r.coverage))}</td>"
             f"<td class='num'>{_e(fmt_change(r.change_prev_month))}</td>"
             f"<td class='num'>{_e(fmt_change(r.change_last_year))}</td>"
-            f"<td>{_e(r.status)}<div class='note'>{_e(r.note)}</div></td></tr>"
+            f"<td>{_e(str(r.status))}<div class='note'>{_e(r.note)}</div></td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 

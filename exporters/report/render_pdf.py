@@ -41,7 +41,10 @@ _WIDTHS = (0.12, 0.13, 0.13, 0.10, 0.07, 0.16, 0.16, 0.13)
 def _cell(r: Row | None) -> str:
     if r is None:
         return ""
-    return fmt_value(r.value, r.unit, with_unit=False) if r.value is not None else r.status
+    if r.value is None:
+        return str(r.status)
+    text = fmt_value(r.value, r.unit, with_unit=False)
+    return f"{text} (incomplete)" if r.status == "incomplete" else text
 
 
 def _overview_rows(report: Report) -> list[list[str]]:
@@ -121,7 +124,7 @@ def write_pdf(report: Report, out_dir: Path, stem: str) -> Path:
                 0.03,
                 "Fleet PUE = ΣE_DC/ΣE_IT over the sites (not an average of site PUEs);\nfleet CUE"
                 " = Σ location-based CO2e / ΣE_IT. CUE is location-based, kgCO2e/kWh."
-                " '—' or a status: withheld or not metered (see the notes page).",
+                " '—' or a status: withheld (see the notes page); incomplete figures are marked.",
                 fontsize=8,
                 color="#4a5568",
             )

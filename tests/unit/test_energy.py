@@ -370,7 +370,8 @@ def test_bridged_plus_measured_is_the_counter_difference_when_every_step_is_plau
         end_s=end,
     )
     assert s.total() == pytest.approx(cs[-1] - cs[0], rel=1e-9, abs=1e-6)
-    gaps = sum(c1 - c0 for t0, t1, c0, c1 in zip(ts, ts[1:], cs, cs[1:]) if t1 - t0 > GAP)
+    steps = zip(ts[:-1], ts[1:], cs[:-1], cs[1:], strict=True)
+    gaps = sum(c1 - c0 for t0, t1, c0, c1 in steps if t1 - t0 > GAP)
     assert float(s.bridged.sum()) == pytest.approx(gaps, rel=1e-9, abs=1e-6)
     assert not s.events or {k for _, k in s.events} == {CounterEvent.BRIDGED}
 

@@ -277,7 +277,8 @@ def test_golden_month_csv(golden: tuple[Path, Path, int]) -> None:
     # No carbon-free share for SG-T: CFE withheld with the reason, not a number.
     assert rows[("sgx", "cfe")]["value"] == ""
     assert "carbon-free share" in rows[("sgx", "cfe")]["note"]
-    assert rows[("sgx", "wue")]["status"] == "not metered"
+    assert rows[("sgx", "wue")]["status"] == "withheld"
+    assert rows[("sgx", "wue")]["note"].startswith("not metered")
 
 
 def test_golden_month_daily_follows_local_days_across_dst(golden: tuple[Path, Path, int]) -> None:
@@ -413,7 +414,8 @@ def test_site_without_it_meter_withholds_pue_but_reports_energy(
     assert code == 0
     rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
     assert rows[("ber1", "pue")]["value"] == ""
-    assert rows[("ber1", "pue")]["status"] == "not metered"
+    assert rows[("ber1", "pue")]["status"] == "withheld"
+    assert rows[("ber1", "pue")]["note"].startswith("not metered")
     assert float(rows[("ber1", "E_DC")]["value"]) == pytest.approx(E_DC_BER, rel=1e-9)
     assert "no IT meter" in capsys.readouterr().err
 
@@ -474,8 +476,12 @@ def test_eu_eed_annual_export(golden: tuple[Path, Path, int], tmp_path: Path) ->
     assert "2024/1364" in doc["regulation"]
     fields = {f["field"]: f for f in doc["sites"][0]["fields"]}
     assert fields["installed_it_power"]["value"] == 150
-    assert fields["total_energy_consumption"]["status"] == "withheld"
-    assert fields["total_energy_consumption"]["value"] is None
+    # Shown for what it is: the energy accounted for, incomplete, with its shares of the year.
+    total = fields["total_energy_consumption"]
+    assert total["status"] == "incomplete"
+    assert total["value"] > 0 and total["coverage"] < 0.2
+    assert total["measured_share"] + total["bridged_share"] == pytest.approx(total["coverage"])
+    assert total["missing_share"] == pytest.approx(1 - total["coverage"])
     assert fields["renewable_energy_go"]["value"] == pytest.approx(20000)
     for name, _, _ in NOT_MEASURED:
         assert fields[name]["status"] == "not measured"
@@ -512,7 +518,8 @@ def test_eu_eed_with_a_full_year(tmp_path: Path) -> None:
     assert f["pue"]["value"] == pytest.approx(1.3, rel=1e-9)
     assert f["total_water_input"]["value"] == pytest.approx(100 * 8760 / 1000, rel=1e-9)
     assert f["wue"]["value"] == pytest.approx(0.5, rel=1e-9)
-    assert f["backup_generator_energy"]["status"] == "not metered"
+    assert f["backup_generator_energy"]["status"] == "withheld"
+    assert f["backup_generator_energy"]["note"].startswith("not metered")
 
 
 def test_hourly_grid_factors_from_config_replace_the_annual_factor(tmp_path: Path) -> None:
