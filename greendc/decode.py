@@ -460,7 +460,8 @@ class Decoder:
         rejections: list[Rejection],
     ) -> None:
         """Judge each item by interpreting the mapping; append its reading or rejection."""
-        lo = now_s - self._max_past_s
+        # Never before 1970, whatever validation.max_past_seconds says (as the fast path).
+        lo = max(0.0, now_s - self._max_past_s)
         hi = now_s + self._max_future_s
         roles = self._site_roles.get(site, {})
         meter_path = c.meter_path

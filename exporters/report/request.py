@@ -53,6 +53,22 @@ def parse_formats(text: str) -> tuple[Format, ...]:
     return tuple(f for f in FORMATS if f in names)
 
 
+def parse_min_coverage(text: str) -> float:
+    """``"0.8"`` or ``"80%"`` -> 0.8: the ``--min-coverage`` option's text, within 0..1."""
+    raw = (text or "").strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ReportRequestError(
+            f"--min-coverage {text!r}: not a number such as 0.8 or 80%"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise ReportRequestError(
+            f"--min-coverage {text!r}: must be between 0 and 1 (or 0% and 100%)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ReportRequest:
     """What to report.
@@ -60,7 +76,8 @@ class ReportRequest:
     ``period`` is a month (the carbon report) or a year (with ``eu_eed``: the EU Delegated
     Regulation 2024/1364 Annex II export; without: the annual carbon report). ``site`` None
     means every site of ``settings``. ``source`` ``auto`` reads InfluxDB when one is
-    configured, else the embedded store.
+    configured, else the embedded store. ``min_coverage`` replaces ``kpi.min_coverage`` for
+    this report: the coverage a figure needs to be ``ok`` (under it, ``incomplete``).
     """
 
     settings: Settings
@@ -70,9 +87,12 @@ class ReportRequest:
     source: SourceName = "auto"
     site: str | None = None
     eu_eed: bool = False
+    min_coverage: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.min_coverage is not None and not 0.0 <= self.min_coverage <= 1.0:
+            problems.append(f"min_coverage: {self.min_coverage!r} is not between 0 and 1")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             problems.append(
@@ -91,6 +111,14 @@ class ReportRequest:
             problems.append(f"site: {self.site!r} is not in the config; sites: {known}")
         if problems:
             raise ReportRequestError("; ".join(problems), problems)
+
+    @property
+    def effective_settings(self) -> Settings:
+        """The settings with this request's ``min_coverage``, when it sets one."""
+        if self.min_coverage is None:
+            return self.settings
+        kpi = self.settings.kpi.model_copy(update={"min_coverage": self.min_coverage})
+        return self.settings.model_copy(update={"kpi": kpi})
 
     @property
     def sites(self) -> list[Site]:
@@ -120,7 +148,7 @@ class ReportResult:
 
     @property
     def computed(self) -> bool:
-        """Whether at least one measured figure could be computed (else the files say why)."""
+        """Whether at least one measured figure is ``ok`` (else the files say why)."""
         return self.report.computed
 
     @property
@@ -154,7 +182,7 @@ def write_report(request: ReportRequest) -> ReportResult:
     opened or queried; nothing is written then. A report with no computable figure is still
     written (each site's notes say why): check :attr:`ReportResult.computed`.
     """
-    settings = request.settings
+    settings = request.effective_settings
     factors = load_factors(settings.emission_factors_file)
     sites = request.sites
     t0 = time.monotonic()
@@ -190,6 +218,7 @@ __all__ = [
     "ReportResult",
     "SourceName",
     "parse_formats",
+    "parse_min_coverage",
     "write_outputs",
     "write_report",
 ]

@@ -131,8 +131,11 @@ def cmd_rules_build(args: argparse.Namespace) -> ExitCode:
 def cmd_report(args: argparse.Namespace) -> ExitCode:
     """Write the monthly carbon report (or the EU EED annual export)."""
     from greendc.exporters.report import ReportRequest, parse_formats, write_report
+    from greendc.exporters.report.request import parse_min_coverage
 
     formats = parse_formats(args.format)  # before reading anything: a typo costs nothing
+    text = getattr(args, "min_coverage", None)
+    min_coverage = parse_min_coverage(text) if text is not None else None
     request = ReportRequest(
         settings=load_config(args.config),
         period=args.month or args.year,
@@ -141,6 +144,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         source=args.source,
         site=args.site,
         eu_eed=args.eu_eed,
+        min_coverage=min_coverage,
     )
     result = write_report(request)
     for path in result.paths:
@@ -149,10 +153,11 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"{site}: {note}", file=sys.stderr)
     label, n_sites = request.period.label, len(request.sites)
     if not result.computed:
+        min_cov = request.effective_settings.kpi.min_coverage
         print(
-            f"greendc report: nothing could be computed for {label} from "
-            f"{result.report.source} ({n_sites} site(s)); the files written say why for each "
-            "site",
+            f"greendc report: no measured figure is ok for {label} from "
+            f"{result.report.source} ({n_sites} site(s), minimum coverage {min_cov:.0%}); "
+            "the files written say why for each site",
             file=sys.stderr,
         )
         return ExitCode.NO_DATA
@@ -227,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--site", default=None)
     c.add_argument("--format", default="csv,xlsx,html,pdf")
     c.add_argument("--source", choices=["auto", "influxdb", "embedded"], default="auto")
+    c.add_argument(
+        "--min-coverage",
+        default=None,
+        metavar="SHARE",
+        help="coverage a figure needs to be ok, for this run (0.8 or 80%%; default: "
+        "kpi.min_coverage); under it a figure is incomplete",
+    )
     c.set_defaults(func=cmd_report)
 
     c = sub.add_parser("dashboards", help="Grafana dashboards as code")

@@ -21,8 +21,9 @@ class ExitCode(IntEnum):
     INVALID = 2
     """Invalid configuration or arguments; nothing was done. The message names the field."""
     NO_DATA = 3
-    """``greendc report``: the files were written but no figure could be computed from the
-    data found (each site's notes in them say why)."""
+    """``greendc report``: the files were written but no measured figure is ``ok`` (no data,
+    no meter, every figure incomplete or withheld; contracted energy alone does not count).
+    Each site's notes in them say why."""
 
 
 __all__ = ["ExitCode"]

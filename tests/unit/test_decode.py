@@ -196,6 +196,31 @@ def test_unknown_meters_accepted_when_configured_and_capped() -> None:
     assert readings[0].role == "unknown"  # already admitted: still accepted
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("greendc/sg1/ups-1", {"ts": -5.0, "power_w": 1.0}),
+        ("greendc/sg1/ups-1", {"ts": -5, "power_w": 1.0}),
+        ("greendc/sg1/ups-1", {"ts": -1_000_000_000_000, "power_w": 1.0}),  # ms before 1970
+        ("greendc/sg1/ups-1", {"ts": "1969-12-31T23:59:00Z", "power_w": 1.0}),
+        ("greendc/sg1", [{"meter": "ups-1", "ts": -60.0, "power_w": 1.0}]),
+        ("vendor/sg1/gw/1", {"gw_ts": -60, "points": [{"id": "ups-1", "kW": 1.0}]}),
+    ],
+)
+def test_timestamps_before_1970_are_refused_on_every_path(
+    fast_path: bool, topic: str, payload: Any
+) -> None:
+    # A window reaching back past 1970 must not let a negative timestamp through.
+    d = Decoder(make_settings(validation={"max_past_seconds": 1e12}), fast_path=fast_path)
+    readings, reasons = dec(d, topic, payload)
+    assert readings == []
+    assert reasons and set(reasons) <= {"timestamp_past", "bad_timestamp"}
+    # The same reading now is accepted: the refusal is about the timestamp alone.
+    ok, _ = dec(d, "greendc/sg1/ups-1", {"ts": NOW, "power_w": 1.0})
+    assert len(ok) == 1
+
+
 def test_millisecond_timestamps_and_rfc3339() -> None:
     assert parse_timestamp(1_764_374_400_123) == pytest.approx(1_764_374_400.123)
     assert parse_timestamp("2025-11-29T00:00:00Z") == NOW
