@@ -565,3 +565,96 @@ def test_hourly_grid_factors_from_config_replace_the_annual_factor(tmp_path: Pat
     expected_kg = 12 * 1.0 * 0.3 + 12 * 1.0 * 0.6  # 10.8 kg, not 24 x 0.4057 = 9.74 kg
     unit_scale = {"kgCO2e": 1.0, "tCO2e": 1000.0, "gCO2e": 0.001}[loc.unit]
     assert loc.value * unit_scale == pytest.approx(expected_kg)
+
+
+# ---------------------------------------------------------------------------------------
+# What the report could not do: exit codes, hints, per-run minimum coverage
+
+
+def _sgx_store(tmp_path: Path, incomer_days: float | None) -> None:
+    """March 2026 for sgx: the IT meter complete, the incomer for ``incomer_days`` days."""
+    lo, hi = _ts(2026, 3, 1, "Asia/Singapore") - 900, _ts(2026, 4, 1, "Asia/Singapore") + 900
+    readings = list(counter_readings("sgx", "pdu", "it", "energy_wh", lo, hi, lambda t: 200e3))
+    if incomer_days is not None:
+        stop = _ts(2026, 3, 1, "Asia/Singapore") + int(incomer_days * 86400)
+        readings += counter_readings(
+            "sgx", "incomer", "facility", "energy_wh", lo, stop, lambda t: 260e3
+        )
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write(readings)
+    store.close()
+
+
+def _csv_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open(encoding="utf-8") as f:
+        return {(r["site"], r["kpi"]): r for r in csv.DictReader(f)}
+
+
+def test_contracted_energy_alone_is_not_a_computed_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No readings at all; the site holds a GO contract and has no on-site renewable meter:
+    # the renewable total is contracts only and must not make the run a success.
+    site = {**SGX, "contracts": [{"month": "2026-03", "kind": "go", "energy_kwh": 500}]}
+    config = write_config(tmp_path, [site])
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
+    assert code == 1
+    assert "no measured figure is ok" in capsys.readouterr().err
+    rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
+    assert rows[("sgx", "E_renewable")]["status"] == "from contracts"
+    assert rows[("sgx", "E_DC")]["status"] == "withheld"
+
+
+def test_min_coverage_per_run_decides_ok_or_incomplete(tmp_path: Path) -> None:
+    # The incomer reports for 26 of 31 days (83.9 %): PUE on the days both meters cover is
+    # 260/200 = 1.3; E_DC keeps its own coverage.
+    _sgx_store(tmp_path, incomer_days=26)
+    config = write_config(tmp_path, [SGX])
+    out = tmp_path / "out"
+    assert run_report(args_for(config, out, month="2026-03", format="csv")) == 0
+    rows = _csv_rows(out / "greendc-report-2026-03.csv")
+    pue_row = rows[("sgx", "pue")]
+    assert float(pue_row["value"]) == pytest.approx(1.3)
+    assert pue_row["status"] == "incomplete"
+    assert float(pue_row["coverage"]) == pytest.approx(26 / 31, abs=1e-3)
+    assert float(pue_row["missing_share"]) == pytest.approx(5 / 31, abs=1e-3)
+    assert rows[("sgx", "E_DC")]["status"] == "incomplete"
+    assert float(rows[("sgx", "E_DC")]["value"]) == pytest.approx(260 * 26 * 24, rel=1e-3)
+    assert rows[("sgx", "E_IT")]["status"] == "ok"
+    out80 = tmp_path / "out80"
+    args = args_for(config, out80, month="2026-03", format="csv", min_coverage="80%")
+    assert run_report(args) == 0
+    rows = _csv_rows(out80 / "greendc-report-2026-03.csv")
+    assert rows[("sgx", "pue")]["status"] == "ok"
+    assert float(rows[("sgx", "pue")]["value"]) == pytest.approx(1.3)
+
+
+@pytest.mark.parametrize("text", ["1.5", "-1", "lots", "120%"])
+def test_a_bad_min_coverage_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    config = write_config(tmp_path, [SGX])
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    code = run_report(args_for(config, tmp_path / "out", month="2026-03", min_coverage=text))
+    assert code == 2
+    assert "--min-coverage" in capsys.readouterr().err
+
+
+def test_meters_sparser_than_max_gap_get_a_hint_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Readings every 900 s, kpi.max_gap_seconds 300: every step is a gap. The counters are
+    # bridged (monthly totals stay right) and the report says which setting to change.
+    _sgx_store(tmp_path, incomer_days=31)
+    config = write_config(tmp_path, [SGX], kpi={"max_gap_seconds": 300})
+    out = tmp_path / "out"
+    run_report(args_for(config, out, month="2026-03", format="csv"))
+    err = capsys.readouterr().err
+    assert "meter incomer reports every 900 s" in err
+    assert "kpi.max_gap_seconds (300 s)" in err
+    rows = _csv_rows(out / "greendc-report-2026-03.csv")
+    e_dc = rows[("sgx", "E_DC")]
+    assert float(e_dc["value"]) == pytest.approx(260 * 744)
+    assert float(e_dc["bridged_share"]) == pytest.approx(1.0)
+    assert rows[("sgx", "pue")]["status"] == "ok"  # on common (bridged) ground
