@@ -9,6 +9,15 @@ energy counter over the window divided by ``increase()`` of the IT counter, per 
 fleet figure is ΣE_facility/ΣE_IT over the sites that report both, never an average of
 site ratios.
 
+A dead meter must not make a PUE: the agent keeps exporting a dead meter's (flat) energy
+counter, and a PUE of a flat facility counter over a growing IT one reads near 0 and would
+silence every high-PUE alert. So a site's PUE is recorded only while both counters advanced
+over the window **and** within the last ``kpi.max_gap_seconds`` (fresh); otherwise it is
+absent, and ``GreendcPUEMissing`` fires while the agent serving the site is up. A PUE alert
+that was firing keeps firing while PUE cannot be computed, and its hysteresis looks at the
+highest PUE of the freshness window, so the fading ratio of a meter that just died cannot
+clear it either.
+
 PUE alerts use value hysteresis so a PUE hovering at a threshold does not flap: an alert
 starts when PUE is above the threshold (for its ``for:`` duration) and, once firing, keeps
 firing until PUE falls to ``threshold - margin`` or below. The rule reads its own firing
@@ -17,6 +26,7 @@ state from the ``ALERTS`` series Prometheus writes for it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,7 @@ import yaml
 
 from greendc.catalogue import window_label
 from greendc.config import Settings, Site
+from greendc.model import Role
 
 RECORDING_FILE = "greendc-recording.rules.yml"
 ALERTS_FILE = "greendc-alerts.rules.yml"
@@ -70,26 +81,41 @@ def _energy_increase(role: str, window: str) -> str:
     return f'sum by (site) (increase({ENERGY}{{role="{role}"}}[{window}]))'
 
 
-def _recording_rules() -> list[dict[str, Any]]:
+def fresh_window(settings: Settings) -> str:
+    """How recently a PUE input counter must have advanced: ``kpi.max_gap_seconds``."""
+    return f"{math.ceil(settings.kpi.max_gap_seconds)}s"
+
+
+def _advanced(role: str, window: str, fresh: str) -> str:
+    """The role's energy over ``window``, only where it grew over it and within ``fresh``."""
+    return (
+        f"(\n  ({_energy_increase(role, window)} > 0)\n  and on (site)\n"
+        f"  ({_energy_increase(role, fresh)} > 0)\n)"
+    )
+
+
+def _recording_rules(fresh: str) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for w in PUE_WINDOWS:
-        fac, it = _energy_increase("facility", w), _energy_increase("it", w)
+        fac, it = _advanced("facility", w, fresh), _advanced("it", w, fresh)
         rules.append(
             {
                 "record": pue_record(w),
-                # "> 0" drops a site whose IT energy did not grow: no +Inf PUE from a dead meter.
-                "expr": f"{fac}\n/\n({it} > 0)\n",
+                # Both counters advanced over the window and lately: a dead meter (flat
+                # counter) makes no PUE, neither near 0 nor +Inf.
+                "expr": f"{fac}\n/ on (site)\n{it}\n",
             }
         )
     for w in PUE_WINDOWS:
         fac, it = _energy_increase("facility", w), _energy_increase("it", w)
-        # Only sites reporting both energies count, on both sides of the ratio.
+        # Only the sites with a recorded PUE count, on both sides of the ratio.
+        rec = pue_record(w)
         rules.append(
             {
                 "record": fleet_pue_record(w),
                 "expr": (
-                    f"sum(\n  {fac}\n  and on (site)\n  ({it} > 0)\n)\n/\n"
-                    f"sum(\n  ({it} > 0)\n  and on (site)\n  {fac}\n)\n"
+                    f"sum(\n  {fac}\n  and on (site)\n  {rec}\n)\n/\n"
+                    f"sum(\n  {it}\n  and on (site)\n  {rec}\n)\n"
                 ),
                 "labels": {"scope": "fleet"},
             }
@@ -134,9 +160,10 @@ class _Alerts:
         self.rules.setdefault(group, []).append(rule)
 
 
-def _pue_alerts(a: _Alerts, site: Site, margin: float) -> None:
+def _pue_alerts(a: _Alerts, site: Site, margin: float, fresh_seconds: int) -> None:
     t = site.targets
     rec = pue_record(PUE_ALERT_WINDOW)
+    hold = f"{fresh_seconds + 60}s"  # the freshness window and one evaluation more
     for severity, threshold, for_ in (
         ("warning", t.pue_warning, "10m"),
         ("critical", t.pue_critical, "5m"),
@@ -147,8 +174,14 @@ def _pue_alerts(a: _Alerts, site: Site, margin: float) -> None:
             f'ALERTS{{alertname="GreendcPUEHigh", alertstate="firing", '
             f"severity={_quote(severity)}, site={_quote(site.name)}}}"
         )
+        # Fires above the threshold. Once firing, it keeps firing while the highest PUE of
+        # the freshness window is above the clear level (a meter that just died fades the
+        # ratio before its PUE disappears), and while PUE cannot be computed at all.
         expr = (
-            f"{sel} > {_num(threshold)}\nor\n({sel} > {_num(clear)}\n  and on (site)\n  {firing})\n"
+            f"{sel} > {_num(threshold)}\n"
+            f"or\n(max_over_time({sel}[{hold}]) > {_num(clear)}\n  and on (site)\n  {firing})\n"
+            f"or\n(\n  (max_over_time({sel}[1h]) > {_num(clear)} unless on (site) {sel})\n"
+            f"  and on (site)\n  {firing}\n)\n"
         )
         a.add(
             "greendc_pue",
@@ -162,9 +195,37 @@ def _pue_alerts(a: _Alerts, site: Site, margin: float) -> None:
                 f"Energy-based PUE of site {site.name} over the last {PUE_ALERT_WINDOW} is "
                 '{{ $value | printf "%.3f" }}; the ' + severity + " threshold is "
                 f"{_num(threshold)} (target {_num(t.pue)}). The alert clears when PUE falls to "
-                f"{_num(clear)} or below."
+                f"{_num(clear)} or below; it stays while PUE cannot be computed."
             ),
         )
+
+
+def _pue_missing_alert(a: _Alerts, sites: list[Site]) -> None:
+    """PUE cannot be computed for a site whose agent is up (its config gauges are exported)."""
+    with_pue = sorted(
+        s.name
+        for s in sites
+        if any(m.role is Role.FACILITY for m in s.meters)
+        and any(m.role is Role.IT for m in s.meters)
+    )
+    if not with_pue:
+        return
+    rec = pue_record(PUE_ALERT_WINDOW)
+    a.add(
+        "greendc_pue",
+        "GreendcPUEMissing",
+        f'greendc_site_pue_target_ratio{{site=~"{_regex_alternatives(with_pue)}"}}\n'
+        f"unless on (site)\n{rec}\n",
+        for_="10m",
+        severity="warning",
+        summary="PUE of {{ $labels.site }} cannot be computed",
+        description=(
+            "The agent serving site {{ $labels.site }} is up, but its facility or IT energy "
+            f"counter did not advance over the last {PUE_ALERT_WINDOW} or within "
+            "kpi.max_gap_seconds: a meter is dead, stale or stuck. No PUE is recorded (a "
+            "dead meter would read as a PUE near 0 and silence the high-PUE alerts)."
+        ),
+    )
 
 
 def _renewable_alert(a: _Alerts, site: Site, window: str) -> None:
@@ -240,10 +301,11 @@ def _pipeline_alerts(a: _Alerts, job: str, withheld_window: str) -> None:
         f'greendc_site_pue_withheld{{window="{withheld_window}"}} == 1\n',
         for_="15m",
         severity="warning",
-        summary="Live PUE of {{ $labels.site }} is withheld for low coverage",
+        summary="Live PUE of {{ $labels.site }} is not ok (incomplete or withheld)",
         description=(
-            "The facility or IT energy of site {{ $labels.site }} covers too little of the "
-            f"{withheld_window} window, so PUE is withheld rather than estimated."
+            "The facility and IT energy of site {{ $labels.site }} cover too little of the "
+            f"{withheld_window} window together: PUE is incomplete (shown with its coverage) "
+            "or withheld, never estimated."
         ),
     )
     a.add(
@@ -376,8 +438,10 @@ def build_rules(
     shortest, longest = window_label(windows[0]), window_label(windows[-1])
     a = _Alerts(runbook_base_url)
     sites = sorted(settings.sites, key=lambda s: s.name)
+    fresh_seconds = math.ceil(settings.kpi.max_gap_seconds)
     for site in sites:
-        _pue_alerts(a, site, pue_margin)
+        _pue_alerts(a, site, pue_margin, fresh_seconds)
+    _pue_missing_alert(a, sites)
     for site in sites:
         _renewable_alert(a, site, longest)
     for site in sites:
@@ -385,7 +449,9 @@ def build_rules(
     _pipeline_alerts(a, job, shortest)
     alert_groups = [{"name": name, "rules": a.rules[name]} for name in sorted(a.rules)]
     return {
-        RECORDING_FILE: _dump([{"name": "greendc_pue_recording", "rules": _recording_rules()}]),
+        RECORDING_FILE: _dump(
+            [{"name": "greendc_pue_recording", "rules": _recording_rules(fresh_window(settings))}]
+        ),
         ALERTS_FILE: _dump(alert_groups),
     }
 

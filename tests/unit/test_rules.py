@@ -201,6 +201,50 @@ def _increase(values: list[float], t: int, window: int) -> float | None:
     return values[t] - values[max(0, t - window)]
 
 
+def _fresh_minutes(settings: Settings) -> int:
+    """The recording rules' freshness window in minutes (kpi.max_gap_seconds)."""
+    seconds = settings.kpi.max_gap_seconds
+    assert seconds % 60 == 0, "the scenarios sample each minute"
+    return int(seconds // 60)
+
+
+def _recorded_pue(fac: list[float], it: list[float], fresh: int) -> Callable[[int], float | None]:
+    """The recording rule: 15-minute ratio, only while both counters advanced over the
+    window and within the freshness window."""
+
+    def ratio(m: int) -> float | None:
+        d_fac, d_it = _increase(fac, m, 15), _increase(it, m, 15)
+        f_fac, f_it = _increase(fac, m, fresh), _increase(it, m, fresh)
+        if d_fac is None or d_it is None or f_fac is None or f_it is None:
+            return None
+        if d_fac <= 0 or d_it <= 0 or f_fac <= 0 or f_it <= 0:
+            return None
+        return d_fac / d_it
+
+    return ratio
+
+
+def _pue_high(ratio: Callable[[int], float | None], thr: float, clr: float, fresh: int) -> Active:
+    """GreendcPUEHigh: above the threshold; once firing, while the highest PUE of the last
+    fresh + 1 minutes is above the clear level, or while PUE is missing and the highest of
+    the last hour was."""
+
+    def highest(m: int, minutes: int) -> float | None:
+        seen = [r for t in range(max(0, m - minutes), m + 1) if (r := ratio(t)) is not None]
+        return max(seen) if seen else None
+
+    def active(m: int, was: bool) -> bool:
+        r = ratio(m)
+        if r is not None and r > thr:
+            return True
+        if not was:
+            return False
+        h = highest(m, fresh + 1) if r is not None else highest(m, 60)
+        return h is not None and h > clr
+
+    return active
+
+
 def _sel(name: str, **labels: str) -> str:
     inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     return f"{name}{{{inner}}}"
@@ -227,31 +271,17 @@ def _pue(settings: Settings) -> list[Scenario]:
                 )
             )
             it = _counter([it_per_min] * minutes)
-
-            def ratio(m: int, fac: list[float] = fac, it: list[float] = it) -> float | None:
-                d_fac, d_it = _increase(fac, m, 15), _increase(it, m, 15)
-                return None if d_fac is None or not d_it else d_fac / d_it
-
+            fresh = _fresh_minutes(settings)
+            ratio = _recorded_pue(fac, it, fresh)
             cands = []
             for sev in ("warning", "critical"):
                 thr = t.pue_warning if sev == "warning" else t.pue_critical
                 clr = round(thr - PUE_MARGIN, 9)
-
-                def active(
-                    m: int,
-                    was: bool,
-                    thr: float = thr,
-                    clr: float = clr,
-                    ratio: Callable[[int], float | None] = ratio,
-                ) -> bool:
-                    r = ratio(m)
-                    return r is not None and (r > thr or (was and r > clr))
-
                 cands.append(
                     Candidate(
                         {"severity": sev, "site": site.name},
                         _for_minutes(settings, "GreendcPUEHigh", sev),
-                        active,
+                        _pue_high(ratio, thr, clr, fresh),
                     )
                 )
             sc = Scenario(
@@ -270,6 +300,76 @@ def _pue(settings: Settings) -> list[Scenario]:
             sc.claims.append((195, me, True, "keeps firing above the clear level (hysteresis)"))
             out.append(sc)
     return out
+
+
+def _pue_dead_meter(settings: Settings) -> list[Scenario]:
+    """sg1's facility meter dies at minute 60 (the agent keeps exporting its flat counter)
+    and comes back at minute 100 with the energy of the outage (bridged: one counter step).
+
+    The site runs at PUE 1.9, above both thresholds, until minute 150, then at 1.5. A
+    plain ratio would fall towards 0 while the meter is dead and clear GreendcPUEHigh; the
+    recording rule records nothing instead, GreendcPUEMissing fires, and GreendcPUEHigh
+    keeps firing until PUE is really below its clear level.
+    """
+    site = settings.site("sg1")
+    assert site is not None
+    minutes, it_per_min = 200, 1000.0
+    fac_inc = []
+    for m in range(minutes):
+        if m <= 60 or 101 <= m <= 150:
+            fac_inc.append(1900.0)
+        elif m < 100:
+            fac_inc.append(0.0)  # dead: no readings, the counter stands still
+        elif m == 100:
+            fac_inc.append(1900.0 * 40)  # back: the counter difference across the gap
+        else:
+            fac_inc.append(1500.0)
+    fac, it = _counter(fac_inc), _counter([it_per_min] * minutes)
+    fresh = _fresh_minutes(settings)
+    ratio = _recorded_pue(fac, it, fresh)
+    series: dict[str, list[Value]] = {
+        _sel("greendc_site_energy_joules_total", site="sg1", role="facility"): [*fac],
+        _sel("greendc_site_energy_joules_total", site="sg1", role="it"): [*it],
+    }
+    t = site.targets
+    cands = [
+        Candidate(
+            {"severity": sev, "site": "sg1"},
+            _for_minutes(settings, "GreendcPUEHigh", sev),
+            _pue_high(ratio, thr, round(thr - PUE_MARGIN, 9), fresh),
+        )
+        for sev, thr in (("warning", t.pue_warning), ("critical", t.pue_critical))
+    ]
+    high = Scenario("GreendcPUEHigh", minutes, dict(series), cands)
+    # A plain 15-minute ratio at minute 64 is 11/15 x 1.9 = 1.39: it would have cleared.
+    assert ratio(64) == pytest.approx(1.9 * 11 / 15)
+    for cand in (0, 1):
+        high.claims += [
+            (59, cand, True, "firing before the meter dies"),
+            (64, cand, True, "the fading ratio of a dying meter does not clear it"),
+            (80, cand, True, "PUE cannot be computed: still firing"),
+            (120, cand, True, "the meter is back, PUE is still high"),
+            (minutes - 1, cand, False, "resolved once PUE is really low"),
+        ]
+    labels = {"job": JOB, "instance": INSTANCE, "site": "sg1"}
+    missing_series = {**series, _sel("greendc_site_pue_target_ratio", **labels): [1.45] * minutes}
+    missing = Scenario(
+        "GreendcPUEMissing",
+        minutes,
+        missing_series,
+        [
+            Candidate(
+                {**labels, "severity": _severity(settings, "GreendcPUEMissing")},
+                _for_minutes(settings, "GreendcPUEMissing"),
+                lambda m, was: ratio(m) is None,
+            )
+        ],
+    )
+    missing.standard_claims(
+        0, [(10, "computed"), (64, "the dead meter is still within its freshness window")], 30
+    )
+    missing.claims.append((99, 0, True, "still dead"))
+    return [high, missing]
 
 
 def _below(levels: list[float], target: float) -> Active:
@@ -490,6 +590,7 @@ def _rejections(settings: Settings) -> Scenario:
 def _scenarios(settings: Settings) -> list[Scenario]:
     return [
         *_pue(settings),
+        *_pue_dead_meter(settings),
         *_renewable(settings),
         *_meter_stale(settings),
         *_meter_missing(settings),
@@ -704,6 +805,12 @@ def test_recording_rules_are_energy_ratios() -> None:
     for expr in records.values():
         assert "avg" not in expr  # never an average of ratios
         assert expr.count("increase(greendc_site_energy_joules_total") >= 2
+    # A site's PUE needs both counters to have advanced over the window and lately.
+    fresh = f"[{int(_settings().kpi.max_gap_seconds)}s]"
+    for window in ("15m", "1h"):
+        expr = records[f"site:greendc_pue:ratio_{window}"]
+        assert expr.count(fresh) == 2 and expr.count(f"[{window}]") == 2
+        assert expr.count("> 0") == 4
 
 
 def test_example_prometheus_config_is_valid(tmp_path: Path) -> None:
