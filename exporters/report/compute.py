@@ -510,7 +510,10 @@ def site_rows(
     loc = _kpi_row(s, k["scope2_location"], scale=1e-3, unit="tCO2e")
     mkt = _kpi_row(s, k["scope2_market"], scale=1e-3, unit="tCO2e")
     if loc.value is not None:
-        loc = replace(loc, note=cite_loc)
+        # The factor's citation, and what the KPI says about coverage and bridged energy.
+        said = [p for p in k["scope2_location"].detail.split("; ") if "bridged" in p or "%" in p]
+        hourly = "hourly factors; hours without one at the annual " if "hourly" in loc.label else ""
+        loc = replace(loc, note="; ".join([hourly + cite_loc, *said]))
     if mkt.value is not None:
         mkt = replace(mkt, note=mkt.note + cite_mkt)
     rows.extend([loc, mkt, _kpi_row(s, k["cue"]), _kpi_row(s, k["cfe"])])
