@@ -295,21 +295,23 @@ class LiveKPIs:
             last_t = track.t
             c0 = track.c
             if (
-                track.pending is None
-                and last_t is not None
+                counter is not None
                 and c0 is not None
-                and counter is not None
+                and track.pending is None
                 and counter >= c0
-                and 0 < t_s - last_t <= max_gap
-                and (counter - c0) * 3600.0 <= state.quick_bound_w * (t_s - last_t)
+                and 0 < (dt := t_s - last_t) <= max_gap  # type: ignore[operator]
+                and (e := counter - c0) * 3600.0 <= state.quick_bound_w * dt
             ):
                 # Rule 1, the common case, inlined: a plausible counter step within the gap.
-                e = counter - c0
                 track.t, track.c, track.p = t_s, counter, power
                 g = state.group
-                g.energy.spread(last_t, t_s, e)
-                g.covered.spread(last_t, t_s, t_s - last_t)
-                state.cover(last_t, t_s)
+                g.energy.spread(last_t, t_s, e)  # type: ignore[arg-type]
+                g.covered.spread(last_t, t_s, dt)  # type: ignore[arg-type]
+                runs = state.runs
+                if runs and runs[-1][1] == last_t:
+                    runs[-1][1] = t_s
+                else:
+                    state.cover(last_t, t_s)  # type: ignore[arg-type]
                 if e > 0:
                     state.total[0] += e
                 continue
