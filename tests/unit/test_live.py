@@ -311,3 +311,38 @@ def test_a_meter_behind_or_ahead_of_its_group_leaves_the_others_exact(
         assert got.kpis["pue"].value is None
     else:
         assert got.kpis["pue"].value == pytest.approx(want.kpis["pue"].value, rel=1e-9)
+
+
+def test_live_counters_drop_spikes_survive_swaps_roll_over_and_bridge_gaps() -> None:
+    # 100 Wh a minute on each meter (6 kW, under 3 x the site's installed IT power).
+    meters = [
+        {"name": "inc", "role": "facility", "register_bits": 32},
+        {"name": "ups", "role": "it", "point": "ups_output", "max_power_w": 10_000},
+    ]
+    live = LiveKPIs(make_settings(windows=[3600], meters=meters, min_coverage=0.0))
+    top = 2.0**32
+    inc = [top - 250, top - 150, top - 50, 50, 150, 250, 350, 450, 550, 650, 750]  # wraps once
+    ups = [0, 100, 200, 1e9, 400, 500, 4_000_000, 12, 112, 212, 312]  # spike, then a swap
+    for i, (c_inc, c_ups) in enumerate(zip(inc, ups, strict=True)):
+        live.add(reading("inc", T0 + 60 * i, energy_wh=c_inc))
+        live.add(reading("ups", T0 + 60 * i, energy_wh=c_ups))
+    # Then both silent for 20 minutes; the counters say 2,000 Wh more when they return.
+    live.add(reading("inc", T0 + 60 * 30, energy_wh=2750))
+    live.add(reading("ups", T0 + 60 * 30, energy_wh=2312))
+    live.add(reading("ups", T0 + 60 * 31, energy_wh=2412))  # decides nothing: plain step
+    snap = live.snapshot(T0 + 60 * 31)
+    # Facility: 10 minutes x 100 Wh with a rollover, and the 2,000 Wh bridged across the gap.
+    assert snap.energy_totals_wh[("s1", "facility")] == pytest.approx(1000 + 2000)
+    # IT: the spike is one bad reading (0 -> 500 all counts); the jump to 4,000,000 and the
+    # swap to 12 lose their two steps; 12 -> 312 counts, the gap is bridged, one step more.
+    assert snap.energy_totals_wh[("s1", "it")] == pytest.approx(500 + 300 + 2000 + 100)
+    events = snap.counter_events
+    assert events[("s1", "inc", "rollover")] == 1
+    assert events[("s1", "inc", "bridged")] == 1
+    assert events[("s1", "ups", "spike")] == 1
+    assert events[("s1", "ups", "jump")] == 1
+    assert events[("s1", "ups", "reset")] == 1
+    assert events[("s1", "ups", "bridged")] == 1
+    k = snap.kpis["s1"][3600]
+    assert k.inputs["E_DC"].bridged == pytest.approx(2000.0)
+    assert k.inputs["E_DC"].shares.bridged == pytest.approx(20 * 60 / 3600)
