@@ -598,8 +598,8 @@ def test_contracted_energy_alone_is_not_a_computed_report(
     site = {**SGX, "contracts": [{"month": "2026-03", "kind": "go", "energy_kwh": 500}]}
     config = write_config(tmp_path, [site])
     EmbeddedStore(tmp_path / "store.sqlite").close()
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", format="csv"))
-    assert code == 1
+    code = report_cli(config, tmp_path / "out", month="2026-03", format="csv")
+    assert code == ExitCode.NO_DATA
     assert "no measured figure is ok" in capsys.readouterr().err
     rows = _csv_rows(tmp_path / "out" / "greendc-report-2026-03.csv")
     assert rows[("sgx", "E_renewable")]["status"] == "from contracts"
@@ -612,7 +612,7 @@ def test_min_coverage_per_run_decides_ok_or_incomplete(tmp_path: Path) -> None:
     _sgx_store(tmp_path, incomer_days=26)
     config = write_config(tmp_path, [SGX])
     out = tmp_path / "out"
-    assert run_report(args_for(config, out, month="2026-03", format="csv")) == 0
+    assert report_cli(config, out, month="2026-03", format="csv") == ExitCode.OK
     rows = _csv_rows(out / "greendc-report-2026-03.csv")
     pue_row = rows[("sgx", "pue")]
     assert float(pue_row["value"]) == pytest.approx(1.3)
@@ -623,8 +623,8 @@ def test_min_coverage_per_run_decides_ok_or_incomplete(tmp_path: Path) -> None:
     assert float(rows[("sgx", "E_DC")]["value"]) == pytest.approx(260 * 26 * 24, rel=1e-3)
     assert rows[("sgx", "E_IT")]["status"] == "ok"
     out80 = tmp_path / "out80"
-    args = args_for(config, out80, month="2026-03", format="csv", min_coverage="80%")
-    assert run_report(args) == 0
+    code = report_cli(config, out80, month="2026-03", format="csv", min_coverage="80%")
+    assert code == ExitCode.OK
     rows = _csv_rows(out80 / "greendc-report-2026-03.csv")
     assert rows[("sgx", "pue")]["status"] == "ok"
     assert float(rows[("sgx", "pue")]["value"]) == pytest.approx(1.3)
@@ -636,8 +636,8 @@ def test_a_bad_min_coverage_exits_2(
 ) -> None:
     config = write_config(tmp_path, [SGX])
     EmbeddedStore(tmp_path / "store.sqlite").close()
-    code = run_report(args_for(config, tmp_path / "out", month="2026-03", min_coverage=text))
-    assert code == 2
+    code = report_cli(config, tmp_path / "out", month="2026-03", min_coverage=text)
+    assert code == ExitCode.INVALID
     assert "--min-coverage" in capsys.readouterr().err
 
 
@@ -649,7 +649,7 @@ def test_meters_sparser_than_max_gap_get_a_hint_naming_the_setting(
     _sgx_store(tmp_path, incomer_days=31)
     config = write_config(tmp_path, [SGX], kpi={"max_gap_seconds": 300})
     out = tmp_path / "out"
-    run_report(args_for(config, out, month="2026-03", format="csv"))
+    report_cli(config, out, month="2026-03", format="csv")
     err = capsys.readouterr().err
     assert "meter incomer reports every 900 s" in err
     assert "kpi.max_gap_seconds (300 s)" in err
