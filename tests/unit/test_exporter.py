@@ -183,9 +183,12 @@ def test_energy_is_exported_in_joules_and_pue_only_when_not_withheld() -> None:
     assert _value(c, "greendc_site_kpi_quality", **q, quality="withheld") == 1.0
     assert _value(c, "greendc_site_kpi_quality", **q, quality="ok") == 0.0
     assert _value(c, "greendc_site_kpi_share_ratio", **q, share="missing") == pytest.approx(0.6)
-    assert _value(
-        c, "greendc_meter_counter_events_total", site="sg1", meter="incomer-a", event="spike"
-    ) == 1.0
+    assert (
+        _value(
+            c, "greendc_meter_counter_events_total", site="sg1", meter="incomer-a", event="spike"
+        )
+        == 1.0
+    )
     assert _value(c, "greendc_site_renewable_share_ratio", site="sg1", window="1h") is None
     # No intensity for a site whose factor is unknown, rather than a made-up zero.
     assert (
