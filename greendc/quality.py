@@ -60,7 +60,7 @@ class Shares:
         return max(0.0, 1.0 - self.measured - self.bridged)
 
     def describe(self) -> str:
-        """'measured 83.0 %, bridged 8.3 %, missing 8.7 %'."""
+        """'measured 83.0%, bridged 8.3%, missing 8.7%'."""
         return (
             f"measured {self.measured:.1%}, bridged {self.bridged:.1%}, missing {self.missing:.1%}"
         )

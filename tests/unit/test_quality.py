@@ -25,5 +25,5 @@ def test_shares_add_up_to_one() -> None:
     s = Shares(measured=0.8, bridged=0.05)
     assert s.covered == pytest.approx(0.85)
     assert s.missing == pytest.approx(0.15)
-    assert s.describe() == "measured 80.0 %, bridged 5.0 %, missing 15.0 %"
+    assert s.describe() == "measured 80.0%, bridged 5.0%, missing 15.0%"
     assert Shares(0.7, 0.4).missing == 0.0  # never negative
