@@ -90,8 +90,7 @@ def rounded(value: float | None, unit: str) -> str:
     if value is None:
         return ""
     d = MACHINE_DECIMALS.get(unit, 3)
-    text = f"{round(float(value), d):.{d}f}"
-    return "0" if float(text) == 0 else text  # no "-0.0"
+    return f"{round(float(value), d) + 0.0:.{d}f}"  # + 0.0: no "-0.0"
 
 
 def _ratio(value: float | None) -> str:
