@@ -62,11 +62,14 @@ tr.fleet td,tr.fleet th{font-weight:700;background:#f0fff4}
 tr.nofig td{color:#718096}
 .scroll th:first-child,.scroll td:first-child{position:sticky;left:0;background:#fff}
 .scroll thead th:first-child{background:#edf2f7}
+.scroll tr.fleet td:first-child{background:#f0fff4}
 .note{font-size:12px;color:#4a5568}
 a.def{color:inherit;text-decoration:underline dotted #718096}
 .charts{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:10px;margin:8px 0}
 .charts img{width:100%;height:auto;border:1px solid #e2e8f0;background:#fff;display:block}
 ul.notes li{margin:2px 0;font-size:13px}
+table.kpi{table-layout:fixed;min-width:640px}
+table.kpi td.cmp{white-space:normal}
 dl.defs dt{font-weight:600;margin-top:6px}dl.defs dd{margin:0 0 0 16px;font-size:13px}
 @media (max-width:720px){
 header{padding:14px 16px}header h1{font-size:21px}
@@ -91,7 +94,9 @@ section.scope{break-before:page;page-break-before:always}
 .cards{grid-template-columns:repeat(3,1fr)}
 .charts{grid-template-columns:1fr 1fr}
 .scroll{overflow:visible}
-table{font-size:8.5pt}th,td{padding:3px 5px}
+table{font-size:8pt}th,td{padding:2px 4px}
+table.kpi{min-width:0}
+.charts{width:88%;margin:4px auto}
 thead{display:table-header-group}
 .scroll th:first-child,.scroll td:first-child{position:static}
 a.def{text-decoration:none}
@@ -187,7 +192,9 @@ def overview(report: Report) -> str:
 def kpi_table(rows: Sequence[Row], period: Period) -> str:
     """Every figure of a site (or the fleet) with its comparisons, coverage and notes."""
     prev, last = period_name(period.previous()), period_name(period.last_year())
+    cols = "".join(f"<col style='width:{w}%'>" for w in (19, 13, 15, 13, 8, 32))
     head = (
+        f"<colgroup>{cols}</colgroup>"
         "<thead><tr><th>Figure</th><th class='num'>Value</th>"
         f"<th class='num'>vs {_e(prev)}</th><th class='num'>vs {_e(last)}</th>"
         "<th class='num'>Coverage</th><th>Status and source</th></tr></thead>"
@@ -197,12 +204,14 @@ def kpi_table(rows: Sequence[Row], period: Period) -> str:
         cls = " class='nofig'" if r.value is None else ""
         body.append(
             f"<tr{cls}><td>{_name_cell(r)}</td><td class='num'>{_e(row_text(r))}</td>"
-            f"<td class='num'>{_e(fmt_change(r, last_year=False, period_name=prev))}</td>"
-            f"<td class='num'>{_e(fmt_change(r, last_year=True, period_name=last))}</td>"
+            f"<td class='num cmp'>{_e(fmt_change(r, last_year=False, period_name=prev))}</td>"
+            f"<td class='num cmp'>{_e(fmt_change(r, last_year=True, period_name=last))}</td>"
             f"<td class='num'>{_e(fmt_coverage(r.coverage))}</td>"
             f"<td>{_e(r.status)}<div class='note'>{_e(r.note)}</div></td></tr>"
         )
-    return f"<div class='scroll'><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
+    return (
+        f"<div class='scroll'><table class='kpi'>{head}<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _charts(scope: Scope) -> str:

@@ -126,7 +126,7 @@ def _table(
             cell.set_facecolor("#2f855a")
             text.set_color("white")
             text.set_fontweight("bold")
-            cell.set_height(cell.get_height() * head_lines)
+            cell.set_height(cell.get_height() * (1 + (head_lines - 1) * 0.6))
         elif bold_last and r == len(rows):
             cell.set_facecolor("#f0fff4")
             text.set_fontweight("bold")
@@ -159,16 +159,16 @@ def _cards(fig: Figure, report: Report, top: float) -> None:
                 linewidth=1.2,
             )
         )
-        fig.text(x + 0.008, top - 0.025, c.label, fontsize=8.5, color=GREY)
+        fig.text(x + 0.008, top - 0.025, c.label, fontsize=8, color=GREY)
         fig.text(x + 0.008, top - 0.072, c.value, fontsize=17, fontweight="bold", color=INK)
-        detail = "\n".join(textwrap.wrap(c.detail, 38)[:4])
+        detail = "\n".join(textwrap.wrap(c.detail, 31)[:4])
         fig.text(x + 0.008, top - 0.088, detail, fontsize=7.5, color=GREY, va="top")
 
 
 def _first_page(fig: Figure, report: Report, rows: Sequence[Sequence[str]], unit: str) -> None:
     _cards(fig, report, 0.885)
     why = "Why the two emission figures differ: " + emissions_story(report)
-    fig.text(0.04, 0.705, "\n".join(textwrap.wrap(why, 190)[:3]), fontsize=8.5, va="top")
+    fig.text(0.04, 0.705, "\n".join(textwrap.wrap(why, 165)[:3]), fontsize=8.5, va="top")
     _table(
         fig,
         (0.04, 0.09, 0.92, 0.56),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.styles import Alignment
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.table import Table, TableStyleInfo
 from openpyxl.worksheet.worksheet import Worksheet
@@ -72,6 +72,9 @@ DAILY_HEADERS = (
     ("coverage_it", "Coverage of IT energy"),
 )
 _WRAP = Alignment(wrap_text=True, vertical="top")
+# Spelled out as well as the table style: LibreOffice does not draw Excel table styles.
+_HEAD_FONT = Font(bold=True, color="FFFFFF")
+_HEAD_FILL = PatternFill("solid", fgColor="2F855A")
 _MAX_WIDTH = {"Note": 44, "Formula": 36, "Figure": 32}
 _HEAD_WIDTH = 16  # long headers wrap onto two lines rather than widen their column
 
@@ -165,6 +168,18 @@ def _finish(
                 ws.row_dimensions[cell.row].height = max(old, 15.0 * max(1, lines))
     for cell in ws[1]:
         cell.alignment = Alignment(wrap_text=True, vertical="top")
+        cell.font = _HEAD_FONT
+        cell.fill = _HEAD_FILL
+    # Top-aligned, so a row made tall by a wrapped note still reads as one line of figures.
+    indented = {headers.index(h) for h in ("Unit", "Status") if h in headers}
+    for row in ws.iter_rows(min_row=2):
+        for i, cell in enumerate(row):
+            if headers[i] in wrap:
+                continue
+            indent = 1 if i in indented else 0
+            cell.alignment = Alignment(
+                vertical="top", horizontal="left" if indent else None, indent=indent
+            )
     ws.row_dimensions[1].height = 30.0
     ws.freeze_panes = "B2" if cols > 1 else "A2"
     ws.print_title_rows = "1:1"
