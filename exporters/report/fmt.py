@@ -137,7 +137,9 @@ def fmt_change(r: Row, *, last_year: bool, period_name: str) -> str:
         diff = "new"
     else:
         diff = f"{fmt_number((r.value - before) / abs(before) * 100.0, 1)} %"
-    if not diff.startswith(("−", "new")):
+    if diff.lstrip("−").rstrip(" %p").replace("0", "").replace(".", "") == "":
+        diff = "±" + diff.lstrip("−")  # rounds to no change: neither up nor down
+    elif not diff.startswith(("−", "new")):
         diff = "+" + diff
     return f"{diff} (was {fmt_value(before, r.unit)})"
 

@@ -72,6 +72,8 @@ DAILY_HEADERS = (
     ("coverage_it", "Coverage of IT energy"),
 )
 _WRAP = Alignment(wrap_text=True, vertical="top")
+_TOP = Alignment(vertical="top")
+_TOP_INDENT = Alignment(vertical="top", horizontal="left", indent=1)
 # Spelled out as well as the table style: LibreOffice does not draw Excel table styles.
 _HEAD_FONT = Font(bold=True, color="FFFFFF")
 _HEAD_FILL = PatternFill("solid", fgColor="2F855A")
@@ -167,7 +169,7 @@ def _finish(
                 old = ws.row_dimensions[cell.row].height or 15.0
                 ws.row_dimensions[cell.row].height = max(old, 15.0 * max(1, lines))
     for cell in ws[1]:
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
+        cell.alignment = _WRAP
         cell.font = _HEAD_FONT
         cell.fill = _HEAD_FILL
     # Top-aligned, so a row made tall by a wrapped note still reads as one line of figures.
@@ -176,10 +178,7 @@ def _finish(
         for i, cell in enumerate(row):
             if headers[i] in wrap:
                 continue
-            indent = 1 if i in indented else 0
-            cell.alignment = Alignment(
-                vertical="top", horizontal="left" if indent else None, indent=indent
-            )
+            cell.alignment = _TOP_INDENT if i in indented else _TOP
     ws.row_dimensions[1].height = 30.0
     ws.freeze_panes = "B2" if cols > 1 else "A2"
     ws.print_title_rows = "1:1"

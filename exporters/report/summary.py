@@ -78,10 +78,16 @@ def emissions_story(report: Report) -> str:
         )
     direction = "lower" if diff < 0 else "higher"
     pct = abs(diff) / loc.value * 100 if loc.value else 0.0
+    if diff > 0:
+        rest = (
+            "the rest of the grid energy is charged at the residual mix, which is more carbon-"
+            "intensive than the grid average because it leaves out renewable energy others claimed"
+        )
+    else:
+        rest = "the rest of the grid energy is charged at the residual mix where one is published"
     return (
         f"Market-based emissions are {fmt_value(abs(diff), loc.unit)} ({pct:.1f} %) {direction}"
-        f" than location-based: {why}; the rest of the grid energy is charged at the residual"
-        " mix where one is published."
+        f" than location-based: {why}; {rest}."
     )
 
 

@@ -188,6 +188,10 @@ def test_html_is_responsive_and_prints(report: Report) -> None:
         assert want in first
     assert "Emissions, location-based" in first and "Emissions, market-based" in first
     assert "Why the two emission figures differ" in first
+    # ber1's 20 MWh GO counts as zero, but its residual mix (0.5) is above the grid (0.4);
+    # sgx has no residual mix: both methods use its grid average.
+    assert "0.40 t CO₂e (0.3 %) higher than location-based" in first
+    assert "no residual mix is published for the grid of sgx" in first
     assert "March 2026" in first and "Berlin test" in first
 
 
@@ -293,3 +297,14 @@ def test_semicolon_csv_has_decimal_commas_and_the_same_figures(
     df = pd.read_csv(semi, sep=";", decimal=",", encoding="utf-8-sig")
     ber_dc = df[(df.site == "ber1") & (df.kpi == "E_DC")]["value_full"].iloc[0]
     assert ber_dc == pytest.approx(E_DC_BER, rel=1e-12)
+
+
+def test_a_change_that_rounds_to_nothing_has_no_sign() -> None:
+    from greendc.exporters.report.compute import Row
+
+    r = Row("s", "pue", "PUE1", 1.503, "", 1.0, "ok", prev_month=1.506)
+    assert fmt_change(r, last_year=False, period_name="October 2026") == "±0.00 (was 1.51)"
+    r = Row("s", "ref", "REF", 0.0073, "ratio", 1.0, "ok", prev_month=0.0079)
+    assert fmt_change(r, last_year=False, period_name="October 2026") == "−0.1 pp (was 0.79 %)"
+    r = Row("s", "E_DC", "E", 1000.0, "kWh", 1.0, "ok", prev_month=1000.0)
+    assert fmt_change(r, last_year=False, period_name="October 2026").startswith("±0.0 %")
