@@ -4,9 +4,8 @@ Pages: the first page answers like the HTML's first screen (headline cards, the 
 the two emission methods, the site table filling the rest; ``FIRST_PAGE_ROWS`` rows, then
 ``OVERVIEW_ROWS_PER_PAGE`` a page); one page per charted scope (see
 :func:`greendc.exporters.report.charts.chart_scopes`) with its KPI table beside its charts;
-the KPI tables of sites without charts, ``TABLES_PER_PAGE`` a page; then the notes, sources
-and definitions (``NOTE_LINES_PER_PAGE`` lines a page). The same figures, words and units
-as the HTML, from the same helpers.
+then the notes, sources and definitions (``NOTE_LINES_PER_PAGE`` lines a page). The same
+figures, words and units as the HTML, from the same helpers.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.transforms import Bbox
 
-from greendc.exporters.report.charts import Scope, chart_scopes, draw_panels
+from greendc.exporters.report.charts import MAX_CHARTED_SITES, Scope, chart_scopes, draw_panels
 from greendc.exporters.report.compute import FLEET, Report, Row
 from greendc.exporters.report.fmt import (
     NOT_AVAILABLE,
@@ -41,7 +40,6 @@ from greendc.exporters.report.summary import by_kpi, emissions_story, headline_c
 A4_LANDSCAPE = (11.69, 8.27)
 FIRST_PAGE_ROWS = 12
 OVERVIEW_ROWS_PER_PAGE = 24
-TABLES_PER_PAGE = 3
 NOTE_LINES_PER_PAGE = 34
 GREEN, GREY, INK = "#1c4532", "#4a5568", "#1a202c"
 _KEYS = ("E_DC", "E_IT", "pue", "ref", "scope2_location", "scope2_market", "cue")
@@ -219,27 +217,17 @@ def _scope_page(fig: Figure, report: Report, scope: Scope) -> None:
     )
 
 
-def _tables_page(fig: Figure, report: Report, sites: Sequence[int]) -> None:
-    _title(fig, "Site figures", period_name(report.period))
-    w = 0.92 / TABLES_PER_PAGE
-    for i, idx in enumerate(sites):
-        s = report.sites[idx]
-        x = 0.04 + i * w
-        fig.text(x, 0.865, f"{site_name(s.site)} ({s.site.name})", fontsize=10, fontweight="bold")
-        rows = _kpi_rows(s.rows, report)
-        _table(
-            fig,
-            (x, 0.06, w - 0.015, 0.79),
-            rows,
-            _kpi_heads(report),
-            (0.5, 0.27, 0.23),
-            fontsize=6.3,
-        )
-
-
 def note_lines(report: Report) -> list[str]:
     """Every note, source and definition as wrapped lines, as printed on the notes pages."""
     lines: list[str] = []
+    rest = _uncharted(report)
+    if rest:
+        # Drawing every figure of every site costs seconds a page: above MAX_CHARTED_SITES
+        # sites the PDF stays an overview, and the HTML and XLSX carry each site's figures.
+        lines.append(
+            f"• {len(rest)} sites have no page of their own (more than {MAX_CHARTED_SITES} sites):"
+            " their figures are in the HTML and XLSX, or run the report with --site."
+        )
     for n in report.notes:
         lines += textwrap.wrap("• " + n, 150)
     for s in report.sites:
@@ -281,7 +269,6 @@ def page_count(report: Report) -> int:
     return (
         len(_chunks(len(report.sites) + 1))
         + len(chart_scopes(report))
-        + -(-len(_uncharted(report)) // TABLES_PER_PAGE)
         + max(1, -(-lines // NOTE_LINES_PER_PAGE))
     )
 
@@ -337,11 +324,6 @@ def write_pdf(report: Report, out_dir: Path, stem: str) -> Path:
         for scope in chart_scopes(report):
             fig = plt.figure(figsize=A4_LANDSCAPE)
             _scope_page(fig, report, scope)
-            save(fig)
-        rest = _uncharted(report)
-        for start in range(0, len(rest), TABLES_PER_PAGE):
-            fig = plt.figure(figsize=A4_LANDSCAPE)
-            _tables_page(fig, report, rest[start : start + TABLES_PER_PAGE])
             save(fig)
         lines = note_lines(report) or ["(no notes)"]
         for start in range(0, len(lines), NOTE_LINES_PER_PAGE):
