@@ -112,7 +112,7 @@ def row_text(r: Row) -> str:
         return f"{NOT_AVAILABLE} ({r.status})"
     if r.kpi.startswith("ppue:") and "no overhead meter" in r.note:
         # pPUE 1.00 would claim a perfect zone: nothing measured the zone's overhead.
-        return f"{NOT_AVAILABLE} (no zone overhead metered)"
+        return f"{NOT_AVAILABLE} (not metered)"
     return fmt_value(r.value, r.unit)
 
 

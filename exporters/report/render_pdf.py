@@ -35,6 +35,7 @@ from greendc.exporters.report.fmt import (
     row_text,
 )
 from greendc.exporters.report.labels import MONTHS, kpi_label, period_name, site_name
+from greendc.exporters.report.periods import Period
 from greendc.exporters.report.summary import by_kpi, emissions_story, headline_cards
 
 A4_LANDSCAPE = (11.69, 8.27)
@@ -179,26 +180,36 @@ def _first_page(fig: Figure, report: Report, rows: Sequence[Sequence[str]], unit
     )
 
 
-def _short_change(r: Row, report: Report) -> str:
-    # The PDF table is narrow: the change without the earlier value (that is in the HTML).
-    text = fmt_change(r, last_year=False, period_name=period_name(report.period.previous()))
-    return text.split(" (was", 1)[0]
+def _short_change(r: Row, earlier: Period, *, last_year: bool) -> str:
+    # The PDF table is narrow: the change without the earlier value (that is in the HTML);
+    # the column header names the month, so "no data for <month>" becomes "no data".
+    text = fmt_change(r, last_year=last_year, period_name=period_name(earlier))
+    return "no data" if text.startswith("no data") else text.split(" (was", 1)[0]
 
 
 def _kpi_rows(rows: Sequence[Row], report: Report) -> list[list[str]]:
+    prev, last = report.period.previous(), report.period.last_year()
     out = []
     for r in rows:
-        name = kpi_label(r).name
+        name = textwrap.shorten(kpi_label(r).name, 34, placeholder="…")
         out.append(
-            [textwrap.shorten(name, 34, placeholder="…"), row_text(r), _short_change(r, report)]
+            [
+                name,
+                row_text(r),
+                _short_change(r, prev, last_year=False),
+                _short_change(r, last, last_year=True),
+            ]
         )
     return out
 
 
+def _short_month(p: Period) -> str:
+    return f"{MONTHS[p.month - 1][:3]} {p.year}" if p.month else period_name(p)
+
+
 def _kpi_heads(report: Report) -> list[str]:
-    prev = report.period.previous()
-    short = f"{MONTHS[prev.month - 1][:3]} {prev.year}" if prev.month else period_name(prev)
-    return ["Figure", "Value", f"vs {short}"]
+    prev, last = report.period.previous(), report.period.last_year()
+    return ["Figure", "Value", f"vs\n{_short_month(prev)}", f"vs\n{_short_month(last)}"]
 
 
 def _scope_rows(report: Report, scope: Scope) -> list[Row]:
@@ -213,7 +224,13 @@ def _scope_page(fig: Figure, report: Report, scope: Scope) -> None:
     draw_panels(fig, grid[0, 0], scope)
     rows = _kpi_rows(_scope_rows(report, scope), report)
     _table(
-        fig, (0.655, 0.06, 0.325, 0.80), rows, _kpi_heads(report), (0.5, 0.27, 0.23), fontsize=6.8
+        fig,
+        (0.655, 0.06, 0.325, 0.80),
+        rows,
+        _kpi_heads(report),
+        (0.41, 0.25, 0.17, 0.17),
+        fontsize=6.5,
+        head_lines=2,
     )
 
 
