@@ -30,7 +30,7 @@ from greendc.app.demo import backfill, demo_settings  # noqa: E402
 from greendc.exporters.report import Period, build_report, write_outputs  # noqa: E402
 from greendc.exporters.report.source import open_source  # noqa: E402
 from greendc.factors import load_factors  # noqa: E402
-from tests.report_programs import (  # noqa: E402
+from tests.support.programs import (  # noqa: E402
     pdf_page_png,
     screenshot,
     spreadsheet_to_pdf,

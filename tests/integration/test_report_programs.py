@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from greendc.exporters.report import write_outputs
-from tests.report_programs import (
+from tests.support.programs import (
     pdf_page_png,
     pdf_pages,
     pdf_text,

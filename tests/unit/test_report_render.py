@@ -308,3 +308,19 @@ def test_a_change_that_rounds_to_nothing_has_no_sign() -> None:
     assert fmt_change(r, last_year=False, period_name="October 2026") == "−0.1 pp (was 0.79 %)"
     r = Row("s", "E_DC", "E", 1000.0, "kWh", 1.0, "ok", prev_month=1000.0)
     assert fmt_change(r, last_year=False, period_name="October 2026").startswith("±0.0 %")
+
+
+def test_the_command_line_writes_the_semicolon_csv_only_when_asked(tmp_path: Path) -> None:
+    from greendc.exporters.report import ReportRequest, parse_formats
+    from tests.unit.test_report import report_cli
+
+    assert parse_formats("csv-semicolon,csv") == ("csv", "csv-semicolon")
+    assert "csv-semicolon" not in ReportRequest.__dataclass_fields__["formats"].default
+    config = write_config(tmp_path, [BER1])
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    store.write([r for r in golden_readings() if r.site == "ber1"])
+    store.close()
+    assert report_cli(config, tmp_path / "out", month="2026-03", format="csv-semicolon") == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    stem = "greendc-report-2026-03"
+    assert names == [f"{stem}-daily-semicolon.csv", f"{stem}-semicolon.csv"]
