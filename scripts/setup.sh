@@ -2,9 +2,9 @@
 # Prepare this checkout to run greendc and its tests. Safe to run again: it only does what is
 # missing.
 #
-#   scripts/setup.sh               as root: install the Debian servers the integration tests
-#                                  use (if any binary is missing); then create .venv and
-#                                  install greendc with its test extras into it
+#   scripts/setup.sh               as root: install the Debian servers and programs the
+#                                  integration tests use (if any binary is missing); then
+#                                  create .venv and install greendc with its test extras
 #   scripts/setup.sh --no-servers  only the virtual environment (enough for `greendc demo`)
 #
 # The Debian packages are installed WITHOUT starting their services: the tests start their
@@ -19,10 +19,14 @@ DEBIAN_PACKAGES=(
     mosquitto mosquitto-clients influxdb influxdb-client prometheus victoria-metrics
     prometheus-alertmanager docker-compose openssl
 )
+# The programs the carbon report is opened in by tests/integration/test_report_programs.py
+# (headless Chromium, LibreOffice Calc, poppler), without their recommends (no Java, no
+# desktop): about 700 MB.
+REPORT_PACKAGES=(chromium libreoffice-calc libreoffice-core poppler-utils fonts-dejavu-core)
 # One binary per package above; a missing one means the package set must be installed.
 REQUIRED_BINARIES=(
     mosquitto mosquitto_pub influxd influx prometheus promtool victoria-metrics
-    amtool docker-compose openssl
+    amtool docker-compose openssl chromium soffice pdftoppm
 )
 
 with_servers=1
@@ -68,7 +72,9 @@ install_debian_packages() {
     local rc=0
     {
         DEBIAN_FRONTEND=noninteractive apt-get update &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}" "${extra[@]}"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}" "${extra[@]}" &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                "${REPORT_PACKAGES[@]}"
     } || rc=$?
     if ((created_policy)); then
         rm -f "$policy"

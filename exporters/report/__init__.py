@@ -3,7 +3,8 @@
 source.py     where samples come from: the embedded SQLite store or InfluxDB (InfluxQL)
 periods.py    months, years and local days in each site's own time zone
 compute.py    per-site and fleet figures from greendc.energy and greendc.kpi
-render_*.py   CSV, XLSX, HTML and PDF; charts.py draws the charts; fmt.py formats figures
+render_*.py   CSV, XLSX, HTML and PDF; charts.py draws the charts; fmt.py formats figures;
+              labels.py names them for people; summary.py: the headline HTML and PDF open with
 eed.py        EU Delegated Regulation 2024/1364 Annex II fields (JSON and CSV)
 request.py    ReportRequest -> write_report(): the typed entry point the command line and demo call
 """

@@ -539,12 +539,15 @@ def _change(now: float | None, before: float | None) -> float | None:
 
 
 def with_deltas(
-    rows: Sequence[Row], prev: Mapping[str, float | None], last: Mapping[str, float | None]
+    rows: Sequence[Row],
+    prev: Mapping[str, float | None],
+    last: Mapping[str, float | None],
+    keys: Sequence[str] = DELTA_KPIS,
 ) -> list[Row]:
     """Rows with previous-month and last-year values and relative changes where known."""
     out = []
     for r in rows:
-        if r.kpi in DELTA_KPIS:
+        if r.kpi in keys:
             p, y = prev.get(r.kpi), last.get(r.kpi)
             r = replace(
                 r,
@@ -558,7 +561,9 @@ def with_deltas(
 
 
 def _values(rows: Sequence[Row]) -> dict[str, float | None]:
-    return {r.kpi: r.value for r in rows}
+    # An earlier period's figure is compared only when it is complete: a month that covers
+    # a quarter of an hour, set against a full one, reads as a jump of thousands of percent.
+    return {r.kpi: r.value for r in rows if r.status != Quality.INCOMPLETE}
 
 
 # ---------------------------------------------------------------------------------------
@@ -772,6 +777,32 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     return rows
 
 
+def fleet_history(
+    sites: Sequence[SiteReport], min_cov: float, attr: str
+) -> dict[str, float | None]:
+    """The fleet's figures for an earlier period (``attr``: ``prev_month`` or ``last_year``).
+
+    Built from the sites' figures of that period by the same rules as the fleet's own
+    (:func:`fleet_rows`, :func:`greendc.kpi.fleet_pue`), so the comparison is like with like.
+    """
+    past = [
+        SiteReport(s.site, s.window, [replace(r, value=getattr(r, attr)) for r in s.rows], [], [])
+        for s in sites
+    ]
+    values = _values(fleet_rows(past, min_cov))
+    kpis: list[SiteKPIs] = []
+    for s, p in zip(sites, past, strict=True):
+        by = _values(p.rows)
+        dc, it = by.get("E_DC"), by.get("E_IT")
+        if dc is None or it is None:
+            kpis = []
+            break
+        inputs = {"E_DC": Measured(dc * 1000.0, 1.0, 1), "E_IT": Measured(it * 1000.0, 1.0, 1)}
+        kpis.append(SiteKPIs(s.site.name, s.window, s.site.pue_category, inputs, {}))
+    values["fleet_pue"] = fleet_pue(kpis, min_coverage=min_cov).value if kpis else None
+    return values
+
+
 # ---------------------------------------------------------------------------------------
 # The whole report
 
@@ -888,12 +919,17 @@ def build_report(
             "PUE for a month is an interim figure (ISO/IEC 30134-2 asks for a year);"
             " the fleet PUE is ΣE_DC/ΣE_IT, not an average of site PUEs"
         )
+    fleet = fleet_rows(reports, min_cov) if reports else []
+    if fleet and with_deltas_from_history:
+        prev = fleet_history(reports, min_cov, "prev_month")
+        last = fleet_history(reports, min_cov, "last_year")
+        fleet = with_deltas(fleet, prev, last, (*DELTA_KPIS, "fleet_pue"))
     return Report(
         period=period,
         source=source.name,
         generated_utc=now or datetime.now(UTC),
         sites=reports,
-        fleet_rows=fleet_rows(reports, min_cov) if reports else [],
+        fleet_rows=fleet,
         fleet_daily=fleet_daily(reports),
         notes=notes,
         min_coverage=min_cov,
@@ -910,6 +946,7 @@ __all__ = [
     "build_report",
     "contract_kwh",
     "counter_notes",
+    "fleet_history",
     "kpis_for",
     "read_energies",
     "site_energies",

@@ -21,16 +21,19 @@ from greendc.config import Settings, Site
 from greendc.exporters.report.compute import Report, build_report
 from greendc.exporters.report.eed import write_eed
 from greendc.exporters.report.periods import Period
-from greendc.exporters.report.render_csv import write_csv
+from greendc.exporters.report.render_csv import SEMICOLON, write_csv
 from greendc.exporters.report.render_html import write_html
 from greendc.exporters.report.render_pdf import write_pdf
 from greendc.exporters.report.render_xlsx import write_xlsx
 from greendc.exporters.report.source import open_source
 from greendc.factors import load_factors
 
-Format = Literal["csv", "xlsx", "html", "pdf"]
+Format = Literal["csv", "xlsx", "html", "pdf", "csv-semicolon"]
 SourceName = Literal["auto", "influxdb", "embedded"]
 FORMATS: tuple[Format, ...] = get_args(Format)
+# What a request writes when it names no format: every format but the semicolon variant of
+# the CSV (for spreadsheets in a decimal-comma locale; ask for it with ``csv-semicolon``).
+DEFAULT_FORMATS: tuple[Format, ...] = ("csv", "xlsx", "html", "pdf")
 SOURCES: tuple[SourceName, ...] = get_args(SourceName)
 # Processes pay off only when there are enough sites to amortise their start-up.
 PARALLEL_MIN_SITES = 16
@@ -83,7 +86,7 @@ class ReportRequest:
     settings: Settings
     period: Period
     out_dir: Path
-    formats: tuple[Format, ...] = FORMATS
+    formats: tuple[Format, ...] = DEFAULT_FORMATS
     source: SourceName = "auto"
     site: str | None = None
     eu_eed: bool = False
@@ -165,6 +168,8 @@ def write_outputs(
     paths: list[Path] = []
     if "csv" in formats:
         paths += write_csv(report, out_dir, stem)
+    if "csv-semicolon" in formats:
+        paths += write_csv(report, out_dir, stem, SEMICOLON)
     if "xlsx" in formats:
         paths.append(write_xlsx(report, out_dir, stem))
     if "html" in formats:
@@ -210,6 +215,7 @@ def write_report(request: ReportRequest) -> ReportResult:
 
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "FORMATS",
     "SOURCES",
     "Format",

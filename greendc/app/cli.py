@@ -230,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eu-eed", action="store_true", help="with --year: EU 2024/1364 Annex II")
     c.add_argument("--out", required=True, metavar="DIR")
     c.add_argument("--site", default=None)
-    c.add_argument("--format", default="csv,xlsx,html,pdf")
+    c.add_argument(
+        "--format",
+        default="csv,xlsx,html,pdf",
+        help="comma-separated: csv, xlsx, html, pdf, csv-semicolon (';' and decimal commas)",
+    )
     c.add_argument("--source", choices=["auto", "influxdb", "embedded"], default="auto")
     c.add_argument(
         "--min-coverage",

@@ -8,6 +8,7 @@
     procfs.py     /proc sampling: CPU seconds, peak and current RSS, host ticks; measured processes
     machine.py    what a benchmark ran on (cores, CPU, memory, Python, server versions)
     polling.py    wait_until: poll with a deadline, never sleep blindly
+    programs.py   headless Chromium, LibreOffice Calc and poppler: the report opened as people do
 
 Production code never imports this package (tests/unit/test_support.py), and it is not in
 the wheel (tests/unit/test_packaging.py). The older module names tests.servers,

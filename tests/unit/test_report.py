@@ -184,21 +184,23 @@ EXPECTED: dict[tuple[str, str], float] = {
     ("fleet", "fleet_pue"): (E_DC_BER + E_DC_SGX) / (E_IT_BER + E_IT_SGX),
     ("fleet", "scope2_location"): (GRID_BER + E_DC_SGX) * 0.4 / 1000,
 }
-# What a reader sees in the HTML for some of them.
+# What a reader sees in the HTML for some of them (magnitudes and precision for people).
 EXPECTED_TEXT = (
-    "111,450.0 kWh",
-    "74,300.0 kWh",
-    "1.500",
-    "1.300",
-    "41.608 tCO2e",
-    "42.010 tCO2e",
-    "0.5600 kgCO2e/kWh",
+    "74.3 MWh",  # ber1 E_IT 74 300 kWh
+    "1.50",
+    "1.30",
+    "41.6 t CO₂e",
+    "42.0 t CO₂e",
+    "0.56 kg CO₂e/kWh",
     "53.3 %",
-    "1.200 L/kWh",
+    "1.20 L/kWh",
     "PUE1 (interim)",
     "PUE2 (interim)",
-    "1.367",  # fleet PUE 304 890 / 223 100
+    "1.37",  # fleet PUE 304 890 / 223 100
     "test grid average (2024; direct, production; kgCO2e/kWh)",
+    "March 2026",
+    "Berlin test",
+    "no data for March 2025",
 )
 
 
@@ -248,7 +250,7 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
 
 
 def _csv_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         return {(r["site"], r["kpi"]): r for r in csv.DictReader(f)}
 
 
@@ -263,7 +265,7 @@ def test_golden_month_exit_code_and_files(golden: tuple[Path, Path, int]) -> Non
 def test_golden_month_csv(golden: tuple[Path, Path, int]) -> None:
     rows = _csv_rows(golden[1] / "greendc-report-2026-03.csv")
     for key, want in EXPECTED.items():
-        assert float(rows[key]["value"]) == pytest.approx(want, rel=1e-9, abs=1e-9), key
+        assert float(rows[key]["value_full"]) == pytest.approx(want, rel=1e-9, abs=1e-9), key
     assert rows[("ber1", "pue")]["label"] == "PUE1 (interim)"
     assert rows[("ber1", "E_DC")]["unit"] == "kWh"
     assert rows[("ber1", "scope2_location")]["unit"] == "tCO2e"
@@ -282,30 +284,36 @@ def test_golden_month_csv(golden: tuple[Path, Path, int]) -> None:
 
 
 def test_golden_month_daily_follows_local_days_across_dst(golden: tuple[Path, Path, int]) -> None:
-    with (golden[1] / "greendc-report-2026-03-daily.csv").open(encoding="utf-8") as f:
+    with (golden[1] / "greendc-report-2026-03-daily.csv").open(encoding="utf-8-sig") as f:
         daily = list(csv.DictReader(f))
-    ber = {r["day"]: r for r in daily if r["site"] == "ber1"}
-    assert len(ber) == 31
-    assert float(ber["2026-03-29"]["e_it_kwh (kWh)"]) == pytest.approx(100 * 23, rel=1e-9)
-    assert float(ber["2026-03-28"]["e_it_kwh (kWh)"]) == pytest.approx(100 * 24, rel=1e-9)
-    total = sum(float(r["e_dc_kwh (kWh)"]) for r in ber.values())
+    ber_it = {r["day"]: r for r in daily if r["site"] == "ber1" and r["kpi"] == "E_IT"}
+    assert len(ber_it) == 31
+    assert {r["unit"] for r in ber_it.values()} == {"kWh"}
+    assert float(ber_it["2026-03-29"]["value_full"]) == pytest.approx(100 * 23, rel=1e-9)
+    assert float(ber_it["2026-03-28"]["value_full"]) == pytest.approx(100 * 24, rel=1e-9)
+    dc = [r for r in daily if r["site"] == "ber1" and r["kpi"] == "E_DC"]
+    total = sum(float(r["value_full"]) for r in dc)
     assert total == pytest.approx(E_DC_BER, rel=1e-9)
 
 
 def test_golden_month_xlsx(golden: tuple[Path, Path, int]) -> None:
     wb = load_workbook(golden[1] / "greendc-report-2026-03.xlsx", read_only=True)
-    assert wb.sheetnames[:2] == ["Summary", "Daily"]
-    rows = list(wb["Summary"].iter_rows(values_only=True))
-    head = list(rows[0])
-    got = {(r[head.index("site")], r[head.index("kpi")]): r[head.index("value")] for r in rows[1:]}
+    assert wb.sheetnames == ["Summary", "Fleet", "Daily", "Fleet daily", "Notes"]
+    got = {}
+    for sheet in ("Summary", "Fleet"):
+        rows = list(wb[sheet].iter_rows(values_only=True))
+        head = list(rows[0])
+        site, kpi, value = (head.index(h) for h in ("Site code", "KPI code", "Value"))
+        got.update({(r[site], r[kpi]): r[value] for r in rows[1:]})
     for key, want in EXPECTED.items():
         assert got[key] == pytest.approx(want, rel=1e-9, abs=1e-9), key
     daily = list(wb["Daily"].iter_rows(values_only=True))
     dh = list(daily[0])
+    code, day = dh.index("Site code"), dh.index("Day")
     it = [
-        r[dh.index("e_it_kwh (kWh)")]
+        r[dh.index("IT energy (kWh)")]
         for r in daily[1:]
-        if r[0] == "ber1" and r[1].date() == date(2026, 3, 29)
+        if r[code] == "ber1" and r[day].date() == date(2026, 3, 29)
     ]
     assert it == [pytest.approx(2300, rel=1e-9)]
     wb.close()
@@ -316,7 +324,7 @@ def test_golden_month_html_shows_the_figures(golden: tuple[Path, Path, int]) -> 
     for want in EXPECTED_TEXT:
         assert want in text, want
     # Self-contained: charts embedded, nothing fetched.
-    assert text.count("data:image/png;base64,") == 3  # fleet + 2 sites
+    assert text.count("data:image/png;base64,") == 3 * 4  # fleet + 2 sites, four panels each
     assert not re.search(r"""src=['"]https?:""", text)
 
 
@@ -324,8 +332,8 @@ def test_golden_month_pdf_pages(golden: tuple[Path, Path, int]) -> None:
     data = (golden[1] / "greendc-report-2026-03.pdf").read_bytes()
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", data))
-    # Overview (3 rows), one notes page, charts for the fleet and both sites.
-    assert pages == 1 + 1 + 3
+    # Overview (3 rows), charts with tables for the fleet and both sites, the notes.
+    assert pages >= 1 + 3 + 1
 
 
 def test_pdf_of_many_sites_paginates_and_charts_only_the_fleet(tmp_path: Path) -> None:
@@ -333,10 +341,10 @@ def test_pdf_of_many_sites_paginates_and_charts_only_the_fleet(tmp_path: Path) -
     config = write_config(tmp_path, sites)
     EmbeddedStore(tmp_path / "store.sqlite").close()
     report = _report(load_config(config), Period(2026, 3), with_history=False)
-    assert [t for t, *_ in chart_scopes(report)] == ["Fleet of 23 sites, 2026-03"]
+    assert [s.name for s in chart_scopes(report)] == ["Fleet of 23 sites"]
     path = write_pdf(report, tmp_path, "many")
     pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
-    # 24 overview rows take two pages; the notes at least one; one chart page.
+    # 24 overview rows take two pages; one chart page; the notes.
     assert pages == page_count(report)
     assert pages >= 2 + 1 + 1
 
