@@ -258,3 +258,40 @@ class BufferedClient(mqtt.Client):
             blob[o + 2] = mid >> 8
             blob[o + 3] = mid & 0xFF
         self._packet_queue(_PUBACK, bytes(blob), 0, 0)
+
+
+class PahoLogFilter(logging.Filter):
+    """Keeps paho's ordinary connection-loss chatter out of the ERROR level.
+
+    paho logs at ERROR what is routine for a long-running agent: "Client is not connected"
+    once its loop notices the socket it just closed (after every orderly disconnect, on every
+    SIGTERM), and "failed to receive on socket: ..." when a broker restarts. The agent
+    reports every disconnect itself (a WARNING naming the broker and this cause), so these
+    lines go to DEBUG, and the last socket error is kept for the agent's own message.
+    Any other paho ERROR stays an ERROR.
+    """
+
+    _ROUTINE = ("Client is not connected", "failed to receive on socket", "failed to send")
+
+    def __init__(self) -> None:
+        super().__init__("greendc.mqtt")
+        self._last_error: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade routine connection messages (dropped unless DEBUG is on)."""
+        msg = record.msg
+        if (
+            record.levelno >= logging.ERROR
+            and isinstance(msg, str)
+            and msg.startswith(self._ROUTINE)
+        ):
+            if "socket" in msg:
+                self._last_error = record.getMessage()
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+    def take_last_error(self) -> str | None:
+        """The last socket error paho reported, once (None if none since the last call)."""
+        last, self._last_error = self._last_error, None
+        return last
