@@ -424,8 +424,8 @@ class Agent:
         grouped: dict[mqttio.BufferedClient, list[int]] = {}
         for token in tokens:
             gen, client, mid, qos = cast(tuple[int, mqtt.Client, int, int], token)
-            if gen != generation:
-                continue
+            if gen != generation or not mqttio.network_loop_running(client):
+                continue  # redelivered by the broker (see mqttio.network_loop_running)
             if qos == 1 and isinstance(client, mqttio.BufferedClient):
                 grouped.setdefault(client, []).append(mid)
             else:
