@@ -14,9 +14,11 @@ counted as dropped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,11 +28,13 @@ from typing import Any
 import pytest
 
 from greendc.collector.agent import Agent
-from tests.helpers import Publisher, make_settings, wait_until
+from tests.helpers import SITES, Publisher, make_settings, wait_until
 from tests.integration.test_faults import (
     METERS,
     Key,
     PersistentPublisher,
+    _metric_now,
+    _start_collector,
     agent_metrics,
     assert_exactly,
     influx_count,
@@ -38,7 +42,7 @@ from tests.integration.test_faults import (
     metric,
     store_rows,
 )
-from tests.servers import InfluxDB1, Mosquitto
+from tests.servers import InfluxDB1, Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -443,3 +447,97 @@ def test_one_broker_of_two_stopped_mid_stream_all_stored(
             agent.stop()  # flushes the redelivered 50
     assert worker.stats.dropped == 0
     assert_exactly(store_rows(store), expected)
+
+
+# -- 6. quiet when all is well; the shutdown order ---------------------------------------------
+
+
+def test_sigterm_and_reconnect_are_quiet_and_stop_acknowledges_before_disconnecting(
+    mqtt_topic_prefix: str, tmp_path: Path
+) -> None:
+    """An ordinary broker restart and SIGTERM log no ERROR; stop sends the acknowledgement.
+
+    The one message sits in memory, unacknowledged (large batch, long flush timer), when
+    SIGTERM arrives. Stop must read no more, flush, acknowledge, then disconnect: the next
+    run with the same persistent session then gets nothing redelivered.
+    """
+    p = mqtt_topic_prefix
+    port = free_port()
+    with Mosquitto() as broker:
+        config = {
+            "mqtt": {
+                "url": broker.url,
+                "client_id": f"quiet-{p.replace('/', '-')}",
+                "reconnect_max_seconds": 1,
+            },
+            "mappings": [{"topic": f"{p}/greendc/{{site}}/{{meter}}"}],
+            "sinks": {
+                "embedded": {"path": str(tmp_path / "store.sqlite")},
+                "spool": {"dir": str(tmp_path / "spool")},
+                "batch_size": 100_000,
+                "flush_interval_seconds": 60,
+            },
+            "metrics": {"port": port},
+            "sites": SITES,
+        }
+        cfg = tmp_path / "collector.yaml"
+        cfg.write_text(json.dumps(config))
+        now = time.time()
+        logs = [tmp_path / "run1.log", tmp_path / "run2.log"]
+
+        proc = _start_collector(cfg, tmp_path, logs[0])
+        try:
+            assert wait_until(
+                lambda: _metric_now(port, "greendc_agent_mqtt_connected") == 1, timeout_s=30
+            ), logs[0].read_text()[-2000:]
+            broker.restart()  # an ordinary reconnect
+            assert wait_until(
+                lambda: (
+                    _metric_now(port, "greendc_agent_mqtt_reconnects_total") == 1
+                    and _metric_now(port, "greendc_agent_mqtt_connected") == 1
+                ),
+                timeout_s=30,
+            ), logs[0].read_text()[-2000:]
+            pub = Publisher(broker.host, broker.port)
+            pub.publish([(f"{p}/greendc/sg1/incomer", {"ts": now, "power_w": 1.0})])
+            pub.close()
+            assert wait_until(
+                lambda: _metric_now(port, "greendc_agent_messages_received_total") == 1
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+        proc = _start_collector(cfg, tmp_path, logs[1])
+        try:
+            assert wait_until(
+                lambda: _metric_now(port, "greendc_agent_mqtt_connected") == 1, timeout_s=30
+            ), logs[1].read_text()[-2000:]
+            pub = Publisher(broker.host, broker.port)
+            pub.publish([(f"{p}/greendc/sg1/solar", {"ts": now, "power_w": 2.0})])
+            pub.close()
+            # A session's queued messages come before newer ones: once the new one is live,
+            # any redelivery would have been counted.
+            assert wait_until(
+                lambda: _metric_now(port, "greendc_meter_power_watts", meter="solar") == 2.0
+            ), logs[1].read_text()[-2000:]
+            assert _metric_now(port, "greendc_agent_messages_received_total") == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    keys = {k for k, _ in store_rows(tmp_path / "store.sqlite")}
+    assert {(m, ts) for _s, m, ts in keys} == {
+        ("incomer", round(now * 1000)),
+        ("solar", round(now * 1000)),
+    }
+    for log in logs:
+        text = log.read_text()
+        assert "stopped: 1 messages" in text, text[-2000:]
+        assert " ERROR " not in text and "Traceback" not in text, text[-3000:]
+    assert "reconnecting with backoff" in logs[0].read_text()  # the reconnect is reported
