@@ -517,7 +517,7 @@ class Agent:
             # The acknowledgements are queued on the still-running network loop; DISCONNECT
             # goes after them on the same queue, and only once they are out.
             deadline = time.monotonic() + 5.0
-            while client.want_write() and time.monotonic() < deadline:
+            while client.is_connected() and client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.01)
             client.disconnect()
             client.loop_stop()
