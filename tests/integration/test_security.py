@@ -352,8 +352,12 @@ def test_tls_client_certs_passwords_acls_and_no_secret_in_logs(
         too_big = sg1.publish(
             "greendc/sg1/ups-1", json.dumps({"power_w": 1.0, "pad": "x" * 4096}), qos=1
         )
+        # The forged publish above makes Mosquitto 2.0 drop this gateway's connection ("Bad
+        # socket read/write ... Unknown error", eclipse-mosquitto/mosquitto#2579: its answer
+        # to an ACL-denied QoS 1 publish); paho reconnects and resends, and the resend gets
+        # reason code 135. That was the "TLS burst" failure once seen here (docs/security.md).
         # One at a time keeps this test about ACLs and secrets; TLS under load is the burst
-        # test below (docs/security.md, "TLS under load").
+        # test below.
         for i in range(n):
             body = json.dumps({"ts": (now_ms + i) / 1000, "power_w": 100.0 + i})
             sg1.publish(f"greendc/sg1/{meters[i % 5]}", body, qos=1).wait_for_publish(10)
@@ -507,7 +511,8 @@ class TLSBurstPublisher:
         ctx.load_cert_chain(str(pki.gateway_cert), str(pki.gateway_key))
         raw = socket.create_connection((broker.host, broker.port), timeout=30)
         self.sock = ctx.wrap_socket(raw, server_hostname=broker.host)
-        cid, u, pw = f"{user}-{secrets.token_hex(3)}".encode(), user.encode(), password.encode()
+        self.client_id = f"{user}-{secrets.token_hex(3)}"
+        cid, u, pw = self.client_id.encode(), user.encode(), password.encode()
         body = b"\x00\x04MQTT\x04\xc2\x02\x58"  # 3.1.1, user+password+clean, keepalive 600
         for field in (cid, u, pw):
             body += len(field).to_bytes(2, "big") + field
@@ -635,5 +640,12 @@ def test_tls_burst_of_200k_qos1_messages_is_stored_once(
     assert sorted(rows) == [(now_ms + i, float(i)) for i in range(n)]
     assert agent.stats.messages_received == n  # nothing redelivered: no reconnect
     assert worker.stats.written == n
-    assert "Bad socket" not in broker.log_tail(20_000)
+    # Neither side of the burst was dropped by the broker. (The module's first test makes the
+    # broker drop its gateway on purpose: Mosquitto 2.0 disconnects an MQTT 5 client that
+    # publishes QoS 1 where its ACL denies, logged as "Bad socket read/write ... Unknown
+    # error", eclipse-mosquitto/mosquitto#2579.)
+    log = broker.log_tail(50_000)
+    for client_id in (settings.mqtt.client_id, gw.client_id):
+        assert f"Bad socket read/write on client {client_id}" not in log, log[-3000:]
+        assert f"Client {client_id} disconnected." in log  # an orderly DISCONNECT
     print(f"\nTLS burst: published in {t_published - t0:.1f} s, stored in {t_stored - t0:.1f} s")
