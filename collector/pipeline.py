@@ -245,9 +245,10 @@ class SinkWorker:
                 log.info("sink %s: spool accepts batches again; reading resumes", self.name)
             if self._held and self.spool.batches > 0:
                 return moved
-        if not moved and self._held and self.spool.batches == 0:
-            # Nothing spooled to replay, yet the spool refuses (a full disk, or a batch larger
-            # than the whole spool): the sink itself is the way out, and the health probe.
+        if not moved and self._held and self.spool.batches == 0 and self._queue.empty():
+            # Nothing spooled or queued ahead of it, yet the spool refuses (a full disk, or a
+            # batch larger than the whole spool): the sink itself is the way out, and the
+            # health probe.
             batch = self._held[0]
             try:
                 ok = self._deliver(batch.payload)
