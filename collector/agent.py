@@ -1,9 +1,14 @@
 """The agent: subscribes over MQTT, decodes, keeps live state, hands readings to the sinks.
 
 Lifecycle: ``Agent(settings)`` builds everything; ``start()`` connects (asynchronously,
-with capped exponential reconnect) and starts the pipeline; ``stop()`` disconnects from
-MQTT first (no new messages), then flushes every sink (what cannot be written in time is
-spooled to disk). ``with Agent(settings) as agent:`` does both.
+with capped exponential reconnect, through ``mqtt.url`` then each of ``mqtt.fallback_urls``)
+and starts the pipeline; ``stop()`` stops reading, flushes every sink (what cannot be written
+in time is spooled to disk), sends the acknowledgements that flush earned, and only then
+disconnects. ``with Agent(settings) as agent:`` does both.
+
+Back-pressure (``ack: durable``): when a sink's spool refuses a batch (full, or the disk
+refuses the write) the pipeline holds it unacknowledged and the buffered reader stops
+reading until the spool drains; the broker keeps the messages meanwhile.
 
 paho-mqtt 2.x specifics: CallbackAPIVersion.VERSION2; subscriptions are made in
 ``on_connect`` so a reconnect resubscribes; MQTT 5 with a persistent session (clean start
@@ -28,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from greendc import __version__
 from greendc.collector import mqttio
+from greendc.collector.clock import SteadyClock
 from greendc.collector.health import AgentStats
 from greendc.collector.pipeline import Pipeline, build_pipeline
 from greendc.collector.sinks import Sink, build_sinks
@@ -46,6 +52,7 @@ class RateLimitedLog:
     """Logs the first rejection of each reason, then at most one line per interval."""
 
     def __init__(self, logger: logging.Logger, every_s: float = _LOG_EVERY_S) -> None:
+        """``now_s`` given to :meth:`warn` must be monotonic time."""
         self._log = logger
         self._every_s = every_s
         self._last: dict[str, float] = {}
@@ -87,10 +94,18 @@ class Agent:
         sinks: list[Sink] | None = None,
         agent_name: str | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.name = agent_name or settings.mqtt.client_id
+        # ``clock`` is the system clock, ``monotonic`` the clock of durations; dates come
+        # from the steady clock built on both (collector/clock.py). A test that injects only
+        # ``clock`` simulates time passing: durations then follow the same clock. A test of
+        # a clock step injects both.
         self._clock = clock
+        if monotonic is None:
+            monotonic = time.monotonic if clock is time.time else clock
+        self.clock = SteadyClock(clock, monotonic)
         self.decoder = Decoder(settings)
         self.stats = AgentStats()
         self._lock = threading.Lock()
@@ -104,6 +119,7 @@ class Agent:
         self._rejection_log = RateLimitedLog(log)
         self.started_at_s = clock()
         s = settings.sinks
+        self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
         self.pipeline: Pipeline = build_pipeline(
             sinks if sinks is not None else build_sinks(settings),
             s.spool.dir,
@@ -113,8 +129,9 @@ class Agent:
             s.flush_interval_seconds,
             # Flush before half the broker's in-flight window waits on us for an ack.
             max(1, settings.mqtt.max_inflight // 2),
+            # Only messages the broker still holds may wait on a full spool.
+            hold=self._manual_ack,
         )
-        self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
         self._dead_letter = settings.mqtt.dead_letter_topic
         self._generation = 0  # bumped per connection: a message id is only valid on its own
         # Messages taken but not yet acknowledged. Mosquitto 2.0.11 stops honouring our Receive
@@ -130,6 +147,10 @@ class Agent:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._subscribe_mid: int | None = None
+        self._brokers = settings.mqtt.brokers
+        self._broker = 0  # index into _brokers of the broker in use (or being tried)
+        self._held_back = False  # reading paused for a full spool (logged on change)
+        self.paho_log = mqttio.PahoLogFilter()
         self._site_live: Callable[[float], tuple[SiteLive, ...]] = lambda _now: ()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -154,9 +175,7 @@ class Agent:
         client: mqtt.Client
         if m.receive == "buffered" and mqttio.supported():
             client = mqttio.BufferedClient(
-                deliver=self._on_publish,
-                hold=self._too_many_unacknowledged if self._manual_ack else None,
-                **kwargs,
+                deliver=self._on_publish, hold=self._hold_reading, **kwargs
             )
         else:
             if m.receive == "buffered":
@@ -189,13 +208,22 @@ class Agent:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.enable_logger(logging.getLogger("greendc.mqtt"))
+        client.on_connect_fail = self._on_connect_fail
+        mqtt_log = logging.getLogger("greendc.mqtt")
+        if self.paho_log not in mqtt_log.filters:
+            mqtt_log.addFilter(self.paho_log)
+        client.enable_logger(mqtt_log)
         return client
 
     def _connect(self) -> None:
-        m = self.settings.mqtt
         client = self._make_client()
         self._client = client
+        self._connect_async(client)
+        client.loop_start()
+
+    def _connect_async(self, client: mqtt.Client) -> None:
+        """Point the client at the current broker; its network loop connects (with backoff)."""
+        m = self.settings.mqtt
         props = None
         kwargs: dict[str, Any] = {}
         if self._protocol == mqtt.MQTTv5:
@@ -203,8 +231,26 @@ class Agent:
             props.SessionExpiryInterval = m.session_expiry_seconds
             props.ReceiveMaximum = m.max_inflight
             kwargs["clean_start"] = m.clean_start
-        client.connect_async(m.host, m.port, m.keepalive_seconds, properties=props, **kwargs)
-        client.loop_start()
+        host, port = self._brokers[self._broker]
+        client.connect_async(host, port, m.keepalive_seconds, properties=props, **kwargs)
+
+    @property
+    def broker(self) -> str:
+        """host:port of the broker in use, or being tried."""
+        host, port = self._brokers[self._broker]
+        return f"{host}:{port}"
+
+    def _fail_over(self, client: mqtt.Client, why: str) -> None:
+        """Try the next broker of the list (called from the network loop; it backs off)."""
+        if len(self._brokers) < 2 or self._stopping.is_set():
+            return
+        before = self.broker
+        self._broker = (self._broker + 1) % len(self._brokers)
+        log.warning("MQTT broker %s %s; trying %s next", before, why, self.broker)
+        self._connect_async(client)
+
+    def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
+        self._fail_over(client, "cannot be reached")
 
     def _subscriptions(self) -> list[str]:
         group = self.settings.mqtt.shared_group
@@ -232,10 +278,9 @@ class Agent:
                 ).start()
                 return
             log.error(
-                "MQTT broker %s:%s refused the connection: %s (check mqtt.username/password, "
+                "MQTT broker %s refused the connection: %s (check mqtt.username/password, "
                 "TLS and ACLs)",
-                self.settings.mqtt.host,
-                self.settings.mqtt.port,
+                self.broker,
                 reason,
             )
             return
@@ -248,9 +293,8 @@ class Agent:
         _rc, self._subscribe_mid = client.subscribe([(s, qos) for s in subs])
         self._drop_stale_subscriptions(client, subs, bool(getattr(flags, "session_present", False)))
         log.info(
-            "connected to MQTT %s:%s (session present: %s); subscribing to %s",
-            self.settings.mqtt.host,
-            self.settings.mqtt.port,
+            "connected to MQTT %s (session present: %s); subscribing to %s",
+            self.broker,
             getattr(flags, "session_present", "?"),
             ", ".join(subs),
         )
@@ -304,18 +348,43 @@ class Agent:
             self._connect()
 
     def _on_disconnect(
-        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         with self._lock:
             was = self.stats.mqtt_connected
             self.stats.mqtt_connected = False
         self._connected.clear()
-        if was and not self._stopping.is_set():
-            log.warning("disconnected from MQTT (%s); reconnecting with backoff", reason)
+        if self._stopping.is_set():
+            return
+        if getattr(flags, "is_disconnect_packet_from_server", False):
+            why = f"closed the connection: {reason}"  # the broker's own reason code
+        else:
+            # paho reports a lost socket as "Unspecified error"; say what happened instead.
+            cause = self.paho_log.take_last_error()
+            why = f"connection lost ({cause})" if cause else "connection lost"
+        if was:
+            log.warning("MQTT broker %s %s; reconnecting with backoff", self.broker, why)
+        self._fail_over(client, "is unavailable" if was else why)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # paho's own reader (mqtt.receive: paho), and QoS 2 packets on the buffered one.
         self._on_publish(client, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _hold_reading(self) -> bool:
+        """Whether the buffered reader should leave the socket unread for now."""
+        if self._stopping.is_set():
+            return True  # stopping: nothing new is taken, unacknowledged ones are redelivered
+        # Only once subscribed: CONNACK and SUBACK must always be read.
+        if not self._manual_ack or not self._connected.is_set():
+            return False
+        saturated = self.pipeline.saturated()
+        if saturated != self._held_back:
+            self._held_back = saturated
+            if saturated:
+                log.warning("a sink's spool is full: MQTT reads paused, the broker is queueing")
+            else:
+                log.info("the spool takes batches again: MQTT reads resumed")
+        return saturated or self._too_many_unacknowledged()
 
     def _too_many_unacknowledged(self) -> bool:
         # Only once subscribed: CONNACK and SUBACK must always be read.
@@ -324,6 +393,8 @@ class Agent:
     def _on_publish(
         self, client: mqtt.Client, topic: str, payload: bytes, mid: int, qos: int
     ) -> None:
+        if self._manual_ack and qos > 0 and self._stopping.is_set():
+            return  # left unacknowledged: the broker redelivers it to the next session
         token = None
         if self._manual_ack and qos > 0:
             token = (self._generation, client, mid, qos)
@@ -353,8 +424,8 @@ class Agent:
         grouped: dict[mqttio.BufferedClient, list[int]] = {}
         for token in tokens:
             gen, client, mid, qos = cast(tuple[int, mqtt.Client, int, int], token)
-            if gen != generation:
-                continue
+            if gen != generation or not mqttio.network_loop_running(client):
+                continue  # redelivered by the broker (see mqttio.network_loop_running)
             if qos == 1 and isinstance(client, mqttio.BufferedClient):
                 grouped.setdefault(client, []).append(mid)
             else:
@@ -368,7 +439,9 @@ class Agent:
 
         ``token`` identifies the MQTT message to acknowledge once its readings are durable.
         """
-        now = self._clock()
+        now = self.clock.now()
+        self.decoder.clock_step_s = self.clock.step_seconds()
+        received = self.clock.monotonic()
         readings, rejections = self.decoder.decode(topic, payload, now)
         with self._lock:
             self.stats.messages_received += 1
@@ -380,7 +453,7 @@ class Agent:
                     live = meters.get(key)
                     if live is None:
                         live = meters[key] = _MeterLive(role)
-                    live.received_s = now
+                    live.received_s = received
                     ts = ts_ms / 1000.0
                     if ts >= live.last_seen_s:
                         live.last_seen_s = ts
@@ -400,14 +473,14 @@ class Agent:
             # final (counted, dead-lettered) and must not be redelivered forever.
             self._hand_over(readings, token)
         if rejections:
-            self._rejected(topic, payload, rejections, now)
+            self._rejected(topic, payload, rejections, now, received)
         return readings
 
     def _rejected(
-        self, topic: str, payload: bytes, rejections: list[Rejection], now: float
+        self, topic: str, payload: bytes, rejections: list[Rejection], now: float, mono: float
     ) -> None:
         for reason, detail in rejections:
-            self._rejection_log.warn(reason, detail, now)
+            self._rejection_log.warn(reason, detail, mono)
         dlq = self.settings.mqtt.dead_letter_topic
         client = self._client
         if dlq and client is not None and not topic.startswith(dlq):
@@ -432,13 +505,22 @@ class Agent:
         return self._connected.wait(timeout_s)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Disconnect from MQTT, then flush every sink (spooling what cannot be written)."""
-        self._stopping.set()
+        """Stop reading, flush every sink, send the acknowledgements, then disconnect.
+
+        What a sink cannot take in time is spooled; what the spool cannot take stays
+        unacknowledged, for the broker to redeliver to the next session.
+        """
+        self._stopping.set()  # the reader takes nothing more from here on
+        self.pipeline.stop(timeout_s)  # flush: what is stored or spooled is acknowledged
         client = self._client
         if client is not None:
+            # The acknowledgements are queued on the still-running network loop; DISCONNECT
+            # goes after them on the same queue, and only once they are out.
+            deadline = time.monotonic() + 5.0
+            while client.is_connected() and client.want_write() and time.monotonic() < deadline:
+                time.sleep(0.01)
             client.disconnect()
             client.loop_stop()
-        self.pipeline.stop(timeout_s)
         log.info(
             "stopped: %d messages, %d readings accepted, rejections %s",
             self.stats.messages_received,
@@ -456,13 +538,14 @@ class Agent:
     # -- what exporters see ----------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         """Copy live state under the lock; stale meters are left out."""
-        now = self._clock()
+        now = self.clock.now()
+        mono = self.clock.monotonic()
         default_expiry = self.settings.metrics.default_expiry_seconds
         with self._lock:
             meters = tuple(
                 MeterState(site, meter, m.role, m.last_seen_s, m.power_w, m.temp_c)
                 for (site, meter), m in self._meters.items()
-                if now - m.received_s <= self._expiry.get((site, meter), default_expiry)
+                if mono - m.received_s <= self._expiry.get((site, meter), default_expiry)
             )
             sites = self._site_live(now)
             st = self.stats

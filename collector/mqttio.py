@@ -42,7 +42,14 @@ _RECV_BYTES = 1 << 16
 _HOLD_SECONDS = 0.002
 _PUBLISH = 0x30
 _PUBACK = 0x40
-_REQUIRED = ("_packet_read", "_packet_handle", "_packet_queue", "_sock_recv", "_in_packet")
+_REQUIRED = (
+    "_packet_read",
+    "_packet_handle",
+    "_packet_queue",
+    "_sock_recv",
+    "_in_packet",
+    "_thread",
+)
 
 
 def _in_packet(header: int = 0, length: int = 0, body: bytearray | None = None) -> Any:
@@ -91,6 +98,20 @@ def supported() -> bool:
     """Whether this paho-mqtt has the internals the buffered path replaces."""
     probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     return all(hasattr(probe, name) for name in _REQUIRED) and hasattr(probe, "_msgtime_mutex")
+
+
+def network_loop_running(client: mqtt.Client) -> bool:
+    """Whether paho's network thread (``loop_start``) is running for this client.
+
+    paho queues an outgoing packet for its network thread, except when that thread is not
+    running: then ``_packet_queue`` writes to the socket at once, from the caller's thread.
+    An acknowledgement sent from a sink's thread at that moment (during shutdown, or while a
+    client is replaced) would write to the socket while another thread may too; over TLS
+    two threads on one SSL object corrupt the stream (OpenSSL objects are not thread-safe),
+    which the broker reports as "Bad socket read/write". So the agent acknowledges only
+    while the network thread runs; an acknowledgement skipped here is a redelivery later.
+    """
+    return getattr(client, "_thread", None) is not None
 
 
 class ProtocolError(Exception):
@@ -247,8 +268,12 @@ class BufferedClient(mqtt.Client):
 
     # -- acknowledgements -----------------------------------------------------------------------
     def ack_many(self, mids: list[int]) -> None:
-        """PUBACK every QoS 1 message id in ``mids`` with one queued write."""
-        if not mids:
+        """PUBACK every QoS 1 message id in ``mids`` with one queued write.
+
+        Only while the network thread runs (see :func:`network_loop_running`): the packets
+        are queued for it to write, never written from the caller's (a sink's) thread.
+        """
+        if not mids or not network_loop_running(self):
             return
         blob = bytearray(4 * len(mids))
         for k, mid in enumerate(mids):
@@ -258,3 +283,40 @@ class BufferedClient(mqtt.Client):
             blob[o + 2] = mid >> 8
             blob[o + 3] = mid & 0xFF
         self._packet_queue(_PUBACK, bytes(blob), 0, 0)
+
+
+class PahoLogFilter(logging.Filter):
+    """Keeps paho's ordinary connection-loss chatter out of the ERROR level.
+
+    paho logs at ERROR what is routine for a long-running agent: "Client is not connected"
+    once its loop notices the socket it just closed (after every orderly disconnect, on every
+    SIGTERM), and "failed to receive on socket: ..." when a broker restarts. The agent
+    reports every disconnect itself (a WARNING naming the broker and this cause), so these
+    lines go to DEBUG, and the last socket error is kept for the agent's own message.
+    Any other paho ERROR stays an ERROR.
+    """
+
+    _ROUTINE = ("Client is not connected", "failed to receive on socket", "failed to send")
+
+    def __init__(self) -> None:
+        super().__init__("greendc.mqtt")
+        self._last_error: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade routine connection messages (dropped unless DEBUG is on)."""
+        msg = record.msg
+        if (
+            record.levelno >= logging.ERROR
+            and isinstance(msg, str)
+            and msg.startswith(self._ROUTINE)
+        ):
+            if "socket" in msg:
+                self._last_error = record.getMessage()
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+    def take_last_error(self) -> str | None:
+        """The last socket error paho reported, once (None if none since the last call)."""
+        last, self._last_error = self._last_error, None
+        return last

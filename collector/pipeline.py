@@ -7,8 +7,17 @@
 A slow or dead sink never blocks the MQTT thread or another sink: each sink has its own
 bounded queue and thread, and a batch that does not fit the queue goes to that sink's
 durable spool. While a spool holds anything, new batches join it so replay stays in order.
-A batch is dropped only when the spool itself is full or the disk refuses it; that is
-counted (``greendc_spool_dropped_readings_total``) and logged as an error.
+
+When the spool itself is full or the disk refuses it (ENOSPC, EIO), what happens depends on
+whether the batch's messages can wait at the broker:
+
+- ``hold=True`` (``ack: durable`` with QoS 1): the batch is held in memory, unacknowledged,
+  and :meth:`Pipeline.saturated` turns true, so the agent stops reading from the broker
+  (which keeps the messages under the persistent session). As the spool drains, or the
+  sink returns, held batches move on in order and are acknowledged. Nothing is dropped;
+  memory is bounded by the broker's in-flight window.
+- otherwise (``ack: receipt`` or QoS 0: the broker has forgotten the messages): the batch is
+  dropped, counted (``greendc_spool_dropped_readings_total``) and logged as an error.
 
 When every sink takes line protocol (the InfluxDB sinks), readings are encoded as they
 arrive and batches are queued, spooled and posted as that text
@@ -24,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -81,10 +91,17 @@ class SinkWorker:
         spool: Spool,
         max_queue_batches: int,
         clock: Callable[[], float] = time.time,
+        *,
+        hold: bool = False,
     ) -> None:
         self.sink = sink
         self.spool = spool
         self.stats = SinkStats()
+        # hold: a batch the spool refuses waits in memory, unacknowledged, instead of being
+        # dropped (the broker still has its messages); see the module docstring.
+        self._hold = hold
+        self._held: deque[Batch] = deque()
+        self._held_readings = 0
         self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_queue_batches)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -113,7 +130,7 @@ class SinkWorker:
         spool is empty, so everything queued is older than everything spooled.
         """
         with self._submit_lock:
-            if self._healthy and self.spool.batches == 0:
+            if self._healthy and self.spool.batches == 0 and not self._held:
                 try:
                     self._queue.put_nowait(batch)
                     return
@@ -144,29 +161,107 @@ class SinkWorker:
                     pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            settled = []
             for b in reversed(pending):
-                if self.spool.put(b.payload, front=True) is None:
+                if self.spool.put(b.payload, front=True) is not None:
+                    settled.append(b)
+                elif self._hold:
+                    # Older than everything spooled, but the spool cannot take it: it waits
+                    # first in line in memory (replayed after the spool: order is kept for
+                    # every batch but these).
+                    self._held.appendleft(b)
+                    self._held_readings += readings_in(b.payload)
+                    self._report_full()
+                else:
                     self._count_dropped(b.payload)
-            for b in pending:
+                    settled.append(b)
+            for b in reversed(settled):
                 b.settle()
 
     def _to_spool(self, batch: Batch) -> None:
-        if self.spool.put(batch.payload) is None:
-            self._count_dropped(batch.payload)
+        """Spool a batch (lock held); when refused, hold it or drop it (counted)."""
+        if not self._held and self.spool.put(batch.payload) is not None:
+            batch.settle()
+            return
+        if self._hold:
+            self._held.append(batch)
+            self._held_readings += readings_in(batch.payload)
+            self._report_full()
+            return
+        self._count_dropped(batch.payload)
         batch.settle()
+
+    def _report_full(self) -> None:
+        """Log once per episode that the spool refused a batch and the agent holds back."""
+        if len(self._held) != 1:
+            return
+        report = log.error if self.spool.disk_error else log.warning
+        report(
+            "sink %s: %s. Holding batches unacknowledged and pausing MQTT reads (ack: "
+            "durable): the broker keeps the messages until the spool drains. Free disk "
+            "space, raise sinks.spool.max_bytes, or bring the sink back.",
+            self.name,
+            self.spool.refusal or f"spool {self.spool.dir} refused a batch",
+        )
 
     def _count_dropped(self, batch: Payload) -> None:
         self.stats.add_dropped(readings_in(batch))
         log.error(
-            "sink %s: spool %s is full (%d of %d bytes) or the disk refused the write: "
-            "DROPPED %d readings. Free disk space, raise sinks.spool.max_bytes, or bring "
-            "the sink back.",
+            "sink %s: %s: DROPPED %d readings (ack: receipt or QoS 0, so the broker no "
+            "longer has them). Free disk space, raise sinks.spool.max_bytes, or bring the "
+            "sink back.",
             self.name,
-            self.spool.dir,
-            self.spool.bytes,
-            self.spool.max_bytes,
+            self.spool.refusal or f"spool {self.spool.dir} refused a batch",
             readings_in(batch),
         )
+
+    @property
+    def held_batches(self) -> int:
+        """Batches waiting in memory, unacknowledged, because the spool refused them."""
+        return len(self._held)
+
+    def _release_held(self) -> bool:
+        """Move held batches on, oldest first: to the queue, the spool or the sink itself.
+
+        Called on the worker thread; True when something moved.
+        """
+        moved = False
+        with self._submit_lock:
+            while self._held:
+                batch = self._held[0]
+                if self._healthy and self.spool.batches == 0:
+                    try:
+                        self._queue.put_nowait(batch)
+                    except queue.Full:
+                        break
+                elif self.spool.put(batch.payload) is not None:
+                    batch.settle()
+                else:
+                    break
+                self._held.popleft()
+                self._held_readings -= readings_in(batch.payload)
+                moved = True
+            if moved and not self._held:
+                log.info("sink %s: spool accepts batches again; reading resumes", self.name)
+            if self._held and self.spool.batches > 0:
+                return moved
+        if not moved and self._held and self.spool.batches == 0 and self._queue.empty():
+            # Nothing spooled or queued ahead of it, yet the spool refuses (a full disk, or a
+            # batch larger than the whole spool): the sink itself is the way out, and the
+            # health probe.
+            batch = self._held[0]
+            try:
+                ok = self._deliver(batch.payload)
+            except SinkError as exc:
+                self._refused(batch.payload, exc, None)
+                ok = True
+            if ok:
+                with self._submit_lock:
+                    self._held.popleft()
+                    self._held_readings -= readings_in(batch.payload)
+                batch.settle()
+                moved = True
+        return moved
 
     # -- worker side -----------------------------------------------------------------------
     def _deliver(self, batch: Payload) -> bool:
@@ -213,6 +308,11 @@ class SinkWorker:
         if not self._healthy:
             with self._submit_lock:
                 self._spill_queue()
+        if self._held:
+            if self._release_held():
+                return True
+            if not self._healthy and self.spool.batches == 0:
+                return True  # the direct attempt failed: back off before the next
         try:
             batch = self._queue.get_nowait()
         except queue.Empty:
@@ -279,7 +379,19 @@ class SinkWorker:
             if ok:
                 batch.settle()
             else:
-                self._to_spool(batch)
+                with self._submit_lock:
+                    self._to_spool(batch)
+        if self._held:
+            self._release_held()
+        if self._held:
+            # Unacknowledged: the broker redelivers them to the next session.
+            log.warning(
+                "sink %s: %d readings in %d batches were held unacknowledged at shutdown "
+                "(the spool refused them); the broker redelivers them on the next start",
+                self.name,
+                self._held_readings,
+                len(self._held),
+            )
         self.sink.close()
 
     def health(self, now_s: float) -> SinkHealth:
@@ -295,6 +407,9 @@ class SinkWorker:
             spool_batches=self.spool.batches,
             spool_oldest_age_s=self.spool.oldest_age_seconds(now_s),
             dropped=s.dropped,
+            spool_full=bool(self._held),
+            held_readings=self._held_readings,
+            spool_free_bytes=self.spool.free_bytes(),
             write_seconds=s.write_seconds.snapshot(),
             batch_readings=s.batch_readings.snapshot(),
         )
@@ -407,6 +522,10 @@ class Pipeline:
         for w in self.workers:
             w.submit(batch)
 
+    def saturated(self) -> bool:
+        """Whether some sink holds batches its spool refused (the agent then stops reading)."""
+        return any(w.held_batches for w in self.workers)
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             self.flush()
@@ -429,9 +548,15 @@ def build_pipeline(
     batch_size: int,
     flush_interval_s: float,
     max_tokens: int = 1 << 30,
+    *,
+    hold: bool = False,
 ) -> Pipeline:
-    """A pipeline with one worker and one spool directory per sink."""
+    """A pipeline with one worker and one spool directory per sink.
+
+    ``hold``: hold batches a full spool refuses instead of dropping them (``ack: durable``).
+    """
     workers = [
-        SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches) for s in sinks
+        SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches, hold=hold)
+        for s in sinks
     ]
     return Pipeline(workers, batch_size, flush_interval_s, max_tokens)

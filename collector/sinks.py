@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -302,7 +303,16 @@ class EmbeddedSink:
         try:
             self.store.write(batch)
         except sqlite3.Error as exc:
-            raise SinkUnavailable(self.name, f"{self.store.path}: {exc}") from exc
+            # A full disk (SQLITE_FULL) or an I/O error rolls the transaction back: nothing of
+            # the batch is stored, it is spooled and retried, and writes resume by themselves
+            # once space returns.
+            try:
+                free = f"{shutil.disk_usage(self.store.path.parent).free} bytes free"
+            except OSError:
+                free = "free space unknown"
+            raise SinkUnavailable(
+                self.name, f"cannot write to {self.store.path} ({free} on its file system): {exc}"
+            ) from exc
 
     def close(self) -> None:
         """Close the database."""

@@ -6,14 +6,19 @@ sequence number so name order is arrival order, written to a temporary name, fsy
 renamed, so a crash leaves either the whole batch or nothing. A spool may hold both kinds
 (one written by an older greendc, which spooled readings only); each replays as it is.
 Replay reads the oldest batch, hands it to the sink and deletes the file only after the
-sink confirmed the write. When the spool holds ``max_bytes``, a new batch is refused and
-the caller counts its readings as dropped: never silent.
+sink confirmed the write. When the spool holds ``max_bytes``, or the disk refuses the write
+(ENOSPC, EIO), a new batch is refused and ``refusal`` says why, naming the path and the free
+space; the caller then holds the batch unacknowledged (``ack: durable``) or counts its
+readings as dropped: never silent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -72,6 +77,8 @@ class Spool:
         self._first = int(files[0].stem) if files else _SEQ_START
         self._bytes = sum(f.stat().st_size for f in files)
         self._count = len(files)
+        self.refusal: str | None = None  # why the last put was refused; None after a success
+        self.disk_error = False  # the last refusal came from the disk, not from max_bytes
 
     def _files(self) -> list[Path]:
         files = [f for f in self.dir.iterdir() if f.suffix in _SUFFIXES and f.stem.isdigit()]
@@ -86,6 +93,13 @@ class Spool:
     def batches(self) -> int:
         """Batches held."""
         return self._count
+
+    def free_bytes(self) -> int:
+        """Bytes free on the spool's file system (for the unprivileged user); -1 if unknown."""
+        try:
+            return shutil.disk_usage(self.dir).free
+        except OSError:
+            return -1
 
     def oldest_age_seconds(self, now_s: float | None = None) -> float:
         """Age of the oldest batch file (0 when empty)."""
@@ -110,6 +124,11 @@ class Spool:
             data, suffix = _encode(batch), ".jsonl"
         with self._lock:
             if self._bytes + len(data) > self.max_bytes:
+                self.refusal = (
+                    f"spool {self.dir} is full: {self._bytes} of sinks.spool.max_bytes "
+                    f"{self.max_bytes} bytes held, a batch of {len(data)} bytes does not fit"
+                )
+                self.disk_error = False
                 return None
             if self._count == 0:
                 self._first = self._seq
@@ -122,9 +141,18 @@ class Spool:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.dir / name)
-            except OSError:
-                tmp.unlink(missing_ok=True)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                code = errno.errorcode.get(exc.errno or 0, "error")
+                self.refusal = (
+                    f"the disk refused a write to spool {self.dir} ({code}: {exc.strerror}); "
+                    f"{self.free_bytes()} bytes free on its file system"
+                )
+                self.disk_error = True
                 return None
+            self.refusal = None
+            self.disk_error = False
             if seq == self._seq:
                 self._seq += 1
             else:

@@ -308,6 +308,9 @@ class SnapshotCollector(Collector):
                 "greendc_spool_bytes",
                 "greendc_spool_batches",
                 "greendc_spool_oldest_age_seconds",
+                "greendc_spool_full",
+                "greendc_spool_held_readings",
+                "greendc_spool_free_bytes",
                 "greendc_spool_dropped_readings_total",
             )
         }
@@ -328,6 +331,10 @@ class SnapshotCollector(Collector):
             per_sink["greendc_spool_bytes"].add_metric(lv, sink.spool_bytes)
             per_sink["greendc_spool_batches"].add_metric(lv, sink.spool_batches)
             per_sink["greendc_spool_oldest_age_seconds"].add_metric(lv, sink.spool_oldest_age_s)
+            per_sink["greendc_spool_full"].add_metric(lv, 1.0 if sink.spool_full else 0.0)
+            per_sink["greendc_spool_held_readings"].add_metric(lv, sink.held_readings)
+            if sink.spool_free_bytes >= 0:
+                per_sink["greendc_spool_free_bytes"].add_metric(lv, sink.spool_free_bytes)
             per_sink["greendc_spool_dropped_readings_total"].add_metric(lv, sink.dropped)
         yield from histograms.values()
         yield from per_sink.values()

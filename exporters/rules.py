@@ -359,6 +359,21 @@ def _pipeline_alerts(a: _Alerts, job: str, withheld_window: str) -> None:
     )
     a.add(
         g,
+        "GreendcSpoolFull",
+        "greendc_spool_full == 1\n",
+        for_="2m",
+        severity="critical",
+        summary="The spool of sink {{ $labels.sink }} refuses batches: the broker is queueing",
+        description=(
+            "The durable spool of sink {{ $labels.sink }} on {{ $labels.instance }} is full "
+            "or its disk refuses writes. With ack: durable the agent has stopped "
+            "acknowledging and reading, so the broker holds the readings (within its own "
+            "limits); with ack: receipt they are being dropped. The agent's log names the "
+            "path and the free space."
+        ),
+    )
+    a.add(
+        g,
         "GreendcSpoolDropping",
         "increase(greendc_spool_dropped_readings_total[5m]) > 0\n",
         for_="0m",

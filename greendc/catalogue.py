@@ -305,6 +305,29 @@ _METRICS = [
         ("sink",),
     ),
     Metric(
+        "greendc_spool_full",
+        "gauge",
+        "boolean",
+        "1 while a sink's spool refuses batches (sinks.spool.max_bytes reached, or the disk"
+        " refused the write: ENOSPC, EIO); with ack: durable the agent then holds them"
+        " unacknowledged and stops reading, so the broker queues.",
+        ("sink",),
+    ),
+    Metric(
+        "greendc_spool_held_readings",
+        "gauge",
+        "readings",
+        "Readings held in memory, unacknowledged, because a sink's spool refused them.",
+        ("sink",),
+    ),
+    Metric(
+        "greendc_spool_free_bytes",
+        "gauge",
+        "bytes",
+        "Free bytes on the file system of a sink's spool directory.",
+        ("sink",),
+    ),
+    Metric(
         "greendc_spool_dropped_readings_total",
         "counter",
         "readings",

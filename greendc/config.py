@@ -63,6 +63,10 @@ class MqttSettings(_Frozen):
     """How the agent connects to the broker."""
 
     url: str = "mqtt://127.0.0.1:1883"
+    # Fail-over: more brokers, tried in order after ``url`` (each with the same credentials
+    # and TLS settings), the next one whenever a connection is lost or refused, with capped
+    # exponential backoff. A persistent session lives on one broker: see the README.
+    fallback_urls: tuple[str, ...] = ()
     client_id: str = "greendc-collector"
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     qos: Literal[0, 1] = 1
@@ -100,6 +104,41 @@ class MqttSettings(_Frozen):
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return v
+
+    @field_validator("fallback_urls")
+    @classmethod
+    def _fallback_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, url in enumerate(v):
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+                raise ValueError(
+                    f"[{i}] {url!r} must look like mqtt://host:1883 or mqtts://host:8883"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _same_transport(self) -> MqttSettings:
+        tls = {urlsplit(u).scheme in ("mqtts", "ssl") for u in (self.url, *self.fallback_urls)}
+        if len(tls) > 1:
+            raise ValueError(
+                "url and fallback_urls must all use TLS (mqtts://) or all not (mqtt://): "
+                "one TLS setting serves every broker"
+            )
+        return self
+
+    @property
+    def brokers(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of ``url`` then of each fallback URL, in the order they are tried."""
+        out = []
+        for url in (self.url, *self.fallback_urls):
+            parts = urlsplit(url)
+            out.append(
+                (
+                    parts.hostname or "127.0.0.1",
+                    parts.port or (8883 if parts.scheme in ("mqtts", "ssl") else 1883),
+                )
+            )
+        return tuple(out)
 
     @property
     def host(self) -> str:

@@ -255,6 +255,9 @@ class Decoder:
         self._max_items = v.max_readings_per_message
         self._max_future_s = v.max_future_seconds
         self._max_past_s = v.max_past_seconds
+        # The agent's system clock minus its steady clock after a step (collector/clock.py):
+        # the timestamp window then spans both clocks, so no batch is refused for the step.
+        self.clock_step_s = 0.0
         self._accept_unknown = v.unknown_meters == "accept"
         self._max_meters = v.max_meters
         self._roles: dict[tuple[str, str], str] = {
@@ -439,8 +442,8 @@ class Decoder:
             topic_meter,
             self._site_roles[site],
             default_ts,
-            max(0.0, now_s - self._max_past_s),
-            min(_FAST_TS_MAX, now_s + self._max_future_s),
+            max(0.0, now_s - self._max_past_s + min(0.0, self.clock_step_s)),
+            min(_FAST_TS_MAX, now_s + self._max_future_s + max(0.0, self.clock_step_s)),
             readings,
             rejections,
             self._general_items,
@@ -460,9 +463,10 @@ class Decoder:
         rejections: list[Rejection],
     ) -> None:
         """Judge each item by interpreting the mapping; append its reading or rejection."""
-        # Never before 1970, whatever validation.max_past_seconds says (as the fast path).
-        lo = max(0.0, now_s - self._max_past_s)
-        hi = now_s + self._max_future_s
+        # Never before 1970, whatever validation.max_past_seconds says (as the fast path); a
+        # recent step of the agent's clock widens the window by the step (collector/clock.py).
+        lo = max(0.0, now_s - self._max_past_s + min(0.0, self.clock_step_s))
+        hi = now_s + self._max_future_s + max(0.0, self.clock_step_s)
         roles = self._site_roles.get(site, {})
         meter_path = c.meter_path
         meter_key = meter_path[0] if len(meter_path) == 1 else None

@@ -82,6 +82,11 @@ class SinkHealth:
     dropped: int
     write_seconds: Histogram
     batch_readings: Histogram
+    # The spool refuses batches (limit reached or disk error); with ack: durable the agent
+    # holds them unacknowledged and stops reading until it drains.
+    spool_full: bool = False
+    held_readings: int = 0  # readings held in memory, unacknowledged, waiting for the spool
+    spool_free_bytes: int = -1  # free bytes on the spool's file system (-1: unknown)
 
 
 @dataclass(frozen=True)

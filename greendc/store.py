@@ -81,7 +81,10 @@ class EmbeddedStore:
                 self._db.executemany(_UPSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
+                # second ROLLBACK would then raise and hide the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return len(rows)
 

@@ -118,13 +118,18 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
 fi
 
-# Reinstall only when pyproject.toml changed: the install is editable, so code changes
-# need no reinstall.
+# Dependencies come from the lock file (requirements.lock: every package pinned, runtime and
+# test extras; scripts/test.sh audits it), then greendc itself, editable, without resolving
+# anything more. Reinstall only when pyproject.toml or the lock changed: code changes need no
+# reinstall.
 stamp="$VENV/.greendc-install-stamp"
-wanted="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+wanted="$(cat "$REPO/pyproject.toml" "$REPO/requirements.lock" | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
-    log "installing greendc (editable) with test extras into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO[test]"
+    log "installing the locked dependencies (requirements.lock) and greendc (editable) into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r "$REPO/requirements.lock"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        -e "$REPO[test]"
     echo "$wanted" >"$stamp"
 else
     log "greendc already installed in $VENV"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: set up (scripts/setup.sh), then `ruff check .`, `mypy` and `pytest`,
-# passing any arguments to pytest:
+# The test command: set up (scripts/setup.sh), then `ruff check .`, `mypy`, the dependency
+# audit (scripts/audit_deps.py check: requirements.lock against the committed PyPA
+# advisories, fails on a known-vulnerable pin) and `pytest`, passing any arguments to pytest:
 #
 #   scripts/test.sh                                  everything
 #   scripts/test.sh tests/integration -k influx      a subset
@@ -79,6 +80,7 @@ run_step() {
 
 run_step ruff "$BIN/ruff" check .
 run_step mypy "$BIN/mypy"
+run_step audit "$BIN/python" "$REPO/scripts/audit_deps.py" check
 run_step pytest "$BIN/pytest" "$@"
 
 if ((status == 0)); then

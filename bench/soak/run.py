@@ -3,6 +3,8 @@
     .venv/bin/python bench/soak/run.py                         # 1 h, 2 sites x 500 meters / 10 s
     .venv/bin/python bench/soak/run.py --duration-seconds 600  # 10 minutes
     .venv/bin/python bench/soak/run.py --outage-at-seconds 180 --outage-seconds 60
+    .venv/bin/python bench/soak/run.py --interval-seconds 1 --spool-max-bytes 1048576 \
+        --outage-at-seconds 60 --outage-seconds 180   # an outage longer than the spool holds
 
 A real Mosquitto (persistence on) and a real InfluxDB 1.x are started on free loopback ports;
 ``greendc collect`` runs as a subprocess with the InfluxDB sink and its durable spool. Every
@@ -10,6 +12,9 @@ meter publishes one native QoS 1 message per interval. Every ``--sample-seconds`
 collector's RSS (/proc/PID/status VmRSS) and its /metrics (readings accepted and written,
 spool bytes/batches/age, queue, drops) are sampled. With ``--outage-seconds`` InfluxDB is
 stopped for that long mid-run: the spool must grow, then drain to zero after the restart.
+With ``--spool-max-bytes`` smaller than the outage needs, the spool fills and the collector
+(``ack: durable``) holds back: it stops acknowledging and reading, the broker queues, and
+nothing may be dropped.
 At the end the collector gets SIGTERM (it flushes) and InfluxDB is asked how many points it
 holds: published == stored is the verdict. Results go to ``--out`` as Markdown.
 """
@@ -61,6 +66,7 @@ class Sample:
     spool_bytes: int
     spool_age_s: float
     dropped: int
+    held: int
     influx_up: bool
 
 
@@ -84,6 +90,7 @@ def write_config(
     meters: int,
     metrics_port: int,
     workdir: Path,
+    spool_max_bytes: int | None = None,
 ) -> None:
     """A collector config for ``sites`` sites of ``meters`` meters each."""
     site_list = []
@@ -105,7 +112,10 @@ def write_config(
         "mqtt": {"url": broker.url, "client_id": "greendc-soak", "reconnect_max_seconds": 5},
         "sinks": {
             "influxdb_v1": {"url": influx.url, "db": DB, "timeout_seconds": 5},
-            "spool": {"dir": str(workdir / "spool")},
+            "spool": {
+                "dir": str(workdir / "spool"),
+                **({"max_bytes": spool_max_bytes} if spool_max_bytes else {}),
+            },
         },
         "metrics": {"port": metrics_port},
         "sites": site_list,
@@ -181,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         cfg = work / "soak.yaml"
-        write_config(cfg, broker, influx, args.sites, args.meters, port, work)
+        write_config(cfg, broker, influx, args.sites, args.meters, port, work, args.spool_max_bytes)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GREENDC_")}
         log = (work / "collector.log").open("wb")
         proc = subprocess.Popen(
@@ -234,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(
                         f"[{elapsed:6.0f} s] published {s.published} written {s.written} "
                         f"rss {s.rss_kib} KiB spool {s.spool_batches} batches/"
-                        f"{s.spool_bytes} B",
+                        f"{s.spool_bytes} B held {s.held}",
                         flush=True,
                     )
                     next_sample += args.sample_seconds
@@ -282,6 +292,7 @@ def take_sample(url: str, pid: int, published: int, elapsed: float, up: bool) ->
         spool_bytes=int(m.get("greendc_spool_bytes", 0)),
         spool_age_s=round(m.get("greendc_spool_oldest_age_seconds", 0.0), 1),
         dropped=int(m.get("greendc_spool_dropped_readings_total", 0)),
+        held=int(m.get("greendc_spool_held_readings", 0)),
         influx_up=up,
     )
 
@@ -310,6 +321,8 @@ def summarise(
         "rss_min_kib": min(rss),
         "rss_max_kib": max(rss),
         "spool_max_bytes": max(s.spool_bytes for s in samples),
+        "spool_limit_bytes": args.spool_max_bytes,
+        "held_max": max(s.held for s in samples),
         "spool_max_age_s": max(s.spool_age_s for s in samples),
         "spool_end_batches": samples[-1].spool_batches if samples else 0,
         "samples": [s.__dict__ for s in samples],
@@ -330,16 +343,19 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- spool peak {summary['spool_max_bytes']} bytes, oldest batch at most "
         f"{summary['spool_max_age_s']} s old; batches left at the end: "
         f"{summary['spool_end_batches']}",
+        f"- spool limit (sinks.spool.max_bytes): {summary['spool_limit_bytes'] or 'default'}; "
+        f"readings held unacknowledged at most: {summary['held_max']}",
         "",
         "| t (s) | published | written | RSS (KiB) | queue | spool batches | spool bytes "
-        "| spool age (s) | dropped | InfluxDB up |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| spool age (s) | dropped | held | InfluxDB up |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for s in summary["samples"]:
         lines.append(
             f"| {s['elapsed_s']} | {s['published']} | {s['written']} | {s['rss_kib']} "
             f"| {s['queue_batches']} | {s['spool_batches']} | {s['spool_bytes']} "
-            f"| {s['spool_age_s']} | {s['dropped']} | {'yes' if s['influx_up'] else 'no'} |"
+            f"| {s['spool_age_s']} | {s['dropped']} | {s.get('held', 0)} "
+            f"| {'yes' if s['influx_up'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -358,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="stop InfluxDB this long mid-run (0: no outage)",
+    )
+    p.add_argument(
+        "--spool-max-bytes",
+        type=int,
+        default=None,
+        help="sinks.spool.max_bytes (default: the collector's)",
     )
     p.add_argument("--workdir", default=str(ROOT / "var" / "soak"))
     p.add_argument("--out", default=None, help="append the Markdown results to this file")

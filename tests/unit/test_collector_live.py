@@ -139,6 +139,7 @@ class _FakeClient:
 
     def __init__(self) -> None:
         self.acked: list[int] = []
+        self._thread = "paho's network thread"  # acknowledgements go out only while it runs
 
     def ack(self, mid: int, qos: int) -> None:
         self.acked.append(mid)

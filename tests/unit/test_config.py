@@ -211,3 +211,17 @@ def test_a_json_config_loads_the_same_settings_as_its_yaml(tmp_path: Path) -> No
     broken.write_text('{"sites": [}')
     with pytest.raises(ConfigError, match="not valid YAML at line 1"):
         load_config(broken, env={})
+
+
+def test_fallback_brokers_are_tried_after_the_url_and_share_one_transport() -> None:
+    data = example_data()
+    data["mqtt"] = {
+        "url": "mqtts://a.example:8883",
+        "fallback_urls": ["mqtts://b.example", "ssl://c.example:9883"],
+    }
+    s = parse_config(data, env={})
+    assert s.mqtt.brokers == (("a.example", 8883), ("b.example", 8883), ("c.example", 9883))
+    data["mqtt"]["fallback_urls"] = ["mqtt://b.example:1883"]
+    assert any("all use TLS" in p for p in problems(data))
+    data["mqtt"]["fallback_urls"] = ["http://b.example"]
+    assert any("fallback_urls" in p and "http://b.example" in p for p in problems(data))

@@ -106,6 +106,9 @@ def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:
         dropped=4,
         write_seconds=_HIST,
         batch_readings=_HIST,
+        spool_full=True,
+        held_readings=500,
+        spool_free_bytes=1 << 20,
     )
     health = Health(
         agent="collector-1",

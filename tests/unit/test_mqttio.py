@@ -7,6 +7,7 @@ reads the other end exactly as it reads a broker connection.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
@@ -193,11 +194,21 @@ def test_a_new_connection_never_parses_bytes_left_from_the_old_one(h: Harness) -
 
 
 def test_ack_many_writes_one_puback_per_message_id(h: Harness) -> None:
+    h.client._thread = threading.current_thread()  # as while loop_start's thread runs
     h.client.ack_many([1, 258, 65535])
+    assert len(h.client._out_packet) == 1  # queued for the network thread, not written
     assert h.client._packet_write() == MQTTErrorCode.MQTT_ERR_SUCCESS
     h.broker.settimeout(2)
     got = h.broker.recv(100)
     assert got == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2, 0x40, 2, 0xFF, 0xFF])
+
+
+def test_ack_many_without_a_network_thread_writes_nothing(h: Harness) -> None:
+    # paho would write at once from this thread: an acknowledgement is skipped instead
+    # (the broker redelivers), so no thread but paho's ever writes the socket.
+    assert h.client._thread is None
+    h.client.ack_many([1, 2])
+    assert len(h.client._out_packet) == 0
 
 
 def test_ack_many_of_nothing_writes_nothing(h: Harness) -> None:

@@ -557,6 +557,22 @@ def _spool_growing(settings: Settings) -> Scenario:
     return sc
 
 
+def _spool_full(settings: Settings) -> Scenario:
+    minutes = 40
+    levels = _phases([(0, 0.0), (10, 1.0), (25, 0.0)], minutes)
+    labels = {"job": JOB, "instance": INSTANCE, "sink": "influxdb_v2"}
+    cand = Candidate(
+        {**labels, "severity": _severity(settings, "GreendcSpoolFull")},
+        _for_minutes(settings, "GreendcSpoolFull"),
+        lambda m, was: levels[m] == 1.0,
+    )
+    sc = Scenario(
+        "GreendcSpoolFull", minutes, {_sel("greendc_spool_full", **labels): levels}, [cand]
+    )
+    sc.standard_claims(0, [(9, "the spool takes batches")], 0)
+    return sc
+
+
 def _rejections(settings: Settings) -> Scenario:
     minutes = 90
     accepted_per_min = 900.0
@@ -611,6 +627,7 @@ def _scenarios(settings: Settings) -> list[Scenario]:
             {"sink": "influxdb_v2"},
         ),
         _spool_growing(settings),
+        _spool_full(settings),
         _counter_alert(
             settings,
             "GreendcSpoolDropping",

@@ -344,3 +344,48 @@ def _spooled(path: Path) -> list[Reading]:
     import json
 
     return [Reading(*json.loads(line)) for line in path.read_text().splitlines()]
+
+
+def test_durable_mode_holds_what_a_full_spool_refuses_and_drops_nothing(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.up = False
+    w = SinkWorker(sink, Spool(tmp_path, max_bytes=2000), max_queue_batches=1, hold=True)
+    p = Pipeline([w], batch_size=10, flush_interval_s=10)
+    acked: list[object] = []
+    p.on_settled = acked.extend
+    p.start()
+    for k in range(30):
+        p.add(readings(k * 10, 10), f"m{k}")
+    assert wait_until(lambda: w.held_batches > 0)
+    assert p.saturated()  # the agent stops reading while this is true
+    assert w.stats.dropped == 0
+    spooled_tokens = len(acked)
+    assert spooled_tokens < 30  # only what reached the spool is acknowledged
+    health = w.health(0)
+    assert health.spool_full and health.held_readings == 10 * w.held_batches
+    assert w.spool.refusal is not None and "sinks.spool.max_bytes" in w.spool.refusal
+    sink.up = True  # the sink returns: spool and held batches drain, in order
+    assert wait_until(lambda: len(sink.rows) == 300 and not p.saturated(), 20)
+    assert sorted(r.ts_ms for r in sink.rows) == list(range(300))
+    assert sorted(acked, key=lambda t: int(str(t)[1:])) == [f"m{k}" for k in range(30)]
+    p.stop(2)
+    assert w.stats.dropped == 0 and not w.health(0).spool_full
+
+
+def test_durable_mode_delivers_held_batches_straight_to_the_sink_when_the_spool_is_empty(
+    tmp_path: Path,
+) -> None:
+    # A batch larger than the whole spool can never be spooled: it waits for the sink.
+    sink = MemorySink()
+    sink.up = False
+    w = SinkWorker(sink, Spool(tmp_path, max_bytes=1024), max_queue_batches=1, hold=True)
+    p = Pipeline([w], batch_size=100, flush_interval_s=10)
+    acked: list[object] = []
+    p.on_settled = acked.extend
+    p.start()
+    p.add(readings(0, 100), "big")
+    assert wait_until(lambda: w.held_batches == 1)
+    assert acked == [] and w.spool.batches == 0
+    sink.up = True
+    assert wait_until(lambda: acked == ["big"] and len(sink.rows) == 100)
+    p.stop(2)
