@@ -175,6 +175,47 @@ def _period_type(parse: str) -> Callable[[str], Period]:
     return convert
 
 
+# -- greendc bridge ----------------------------------------------------------------------------
+def run_bridge(settings: Settings, stop: threading.Event) -> int:
+    """Poll the configured devices until ``stop`` is set; serve the bridge's /metrics."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from greendc.collector.bridge import Bridge, BridgeCollector
+
+    bridge = Bridge(settings)
+    server = None
+    b = settings.bridges
+    assert b is not None  # Bridge() refused a config without bridges:
+    if b.metrics.enabled:
+        registry = CollectorRegistry()
+        registry.register(BridgeCollector(bridge.snapshot))
+        server, _thread = start_http_server(b.metrics.port, b.metrics.listen, registry)
+        log.info(
+            "bridge metrics on http://%s:%d/metrics", b.metrics.listen, server.server_address[1]
+        )
+    bridge.start()
+    try:
+        stop.wait()
+    finally:
+        bridge.stop()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """Poll Modbus devices and publish native readings over MQTT until SIGTERM/SIGINT."""
+    settings = load_config(args.config)
+    if settings.bridges is None or not settings.bridges.devices:
+        raise ConfigError(
+            f"{args.config}: bridges.devices: is empty or missing; list the devices to poll"
+            " (see the README's 'Sensor bridges' section)"
+        )
+    _setup_logging(settings.log_level)
+    return run_bridge(settings, _wait_for_signal())
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
@@ -188,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="run the agent (MQTT -> sinks, /metrics)")
     c.add_argument("--config", required=True, metavar="PATH")
     c.set_defaults(func=cmd_collect)
+
+    c = sub.add_parser("bridge", help="poll Modbus devices, publish native readings over MQTT")
+    c.add_argument("--config", required=True, metavar="PATH")
+    c.set_defaults(func=cmd_bridge)
 
     c = sub.add_parser("simulate", help="publish a simulated data centre over MQTT")
     c.add_argument("--config", required=True, metavar="PATH")
