@@ -272,3 +272,71 @@ def _count_after_settle(agent: Agent, tmp_path: Path, meter: str) -> int:
         20,
     )
     return _count(tmp_path, meter)
+
+
+def test_the_greendc_bridge_command_publishes_and_stops_cleanly(
+    mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.helpers import SITES
+    from tests.servers import free_port
+
+    metrics_port = free_port()
+    topic = f"{mqtt_topic_prefix}/greendc"
+    with ModbusDevices({5: IEM}) as gw:
+        gw.set(5, IEM.registers[0], 12.5)
+        gw.set(5, IEM.registers[1], 777)
+        config = {
+            "mqtt": {"url": mosquitto.url},
+            "sites": SITES,
+            "bridges": {
+                "client_id": f"cli-{mqtt_topic_prefix.replace('/', '-')}",
+                "topic_prefix": topic,
+                "interval_seconds": 0.2,
+                "metrics": {"port": metrics_port},
+                "devices": [_device(gw, 5, "schneider-iem3000", "incomer")],
+            },
+        }
+        path = tmp_path / "bridge.yaml"
+        path.write_text(yaml.safe_dump(config))
+        got: list[tuple[str, dict[str, float]]] = []
+        sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        sub.on_message = lambda _c, _u, m: got.append((m.topic, json.loads(m.payload)))
+        sub.connect(mosquitto.host, mosquitto.port)
+        sub.subscribe(f"{topic}/#", qos=1)
+        sub.loop_start()
+        log = tmp_path / "bridge.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "greendc.app.cli", "bridge", "--config", str(path)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        try:
+            assert wait_until(lambda: len(got) >= 2 or proc.poll() is not None, 30)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            up = wait_until(lambda: scrape(url).get("greendc_bridge_device_up"), 10)
+            assert [s.value for s in up] == [1.0]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            sub.loop_stop()
+            sub.disconnect()
+    t, payload = got[0]
+    assert t == f"{topic}/sg1/incomer"
+    assert payload["power_w"] == 12500.0 and payload["energy_wh"] == 777.0
+    assert set(payload) == {"ts", "power_w", "energy_wh"}
