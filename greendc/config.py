@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -502,7 +502,104 @@ class ModbusDevice(_BridgeDevice):
     profile: str = Field(pattern=IDENT_RE)
 
 
-BridgeDevice = ModbusDevice
+_OID_RE = r"^[0-2](\.[0-9]+)+(\.\{index\})?(\.[0-9]+)*$"
+
+
+class SnmpValue(_Frozen):
+    """One value of an SNMP profile: an OID (``{index}`` = the device's index) and its unit.
+
+    ``read: get`` reads the one instance; ``read: sum`` walks a table column with GETBULK and
+    adds up its rows (a UPS's output power per output line, for example).
+    """
+
+    quantity: Quantity
+    oid: str = Field(pattern=_OID_RE)
+    read: Literal["get", "sum"] = "get"
+    scale: float = 1.0
+    unit: str
+    min: float | None = None  # plausible range in canonical units
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SnmpValue:
+        allowed = UNITS[self.quantity]
+        if self.unit not in allowed:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
+            )
+        if self.scale == 0 or self.scale != self.scale:
+            raise ValueError("scale must be a non-zero number")
+        lo, hi = self.limits
+        if lo >= hi:
+            raise ValueError(f"min ({lo}) must be below max ({hi})")
+        return self
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The plausible range (canonical units): the value's own, else the quantity's."""
+        lo, hi = _DEFAULT_LIMITS[self.quantity]
+        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
+
+    def oid_for(self, index: int) -> tuple[int, ...]:
+        """The OID with the device's index put in, as integers."""
+        return tuple(int(p) for p in self.oid.replace("{index}", str(index)).split("."))
+
+
+class SnmpProfile(_Frozen):
+    """A MIB's power, energy and temperature objects as the bridge reads them."""
+
+    name: str = Field(pattern=IDENT_RE)
+    description: str = ""
+    source: str = ""  # the MIB (and objects) the profile was written from
+    values: list[SnmpValue] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SnmpProfile:
+        counts = Counter(v.quantity for v in self.values)
+        dup = sorted(q.value for q, k in counts.items() if k > 1)
+        if dup:
+            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        return self
+
+
+class SnmpDevice(_BridgeDevice):
+    """An SNMP agent (UPS, rack PDU): v2c with a community, or v3 with USM authPriv."""
+
+    protocol: Literal["snmp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=161, ge=1, le=65535)
+    version: Literal["2c", "3"] = "2c"
+    community: SecretStr | None = None  # v2c; or community_file / community_env
+    user: str | None = None  # v3 USM user; v3 is always authPriv here
+    auth_protocol: Literal["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5"] = "SHA"
+    auth_key: SecretStr | None = None  # or auth_key_file / auth_key_env
+    priv_protocol: Literal["AES", "AES192", "AES256", "DES", "3DES"] = "AES"
+    priv_key: SecretStr | None = None  # or priv_key_file / priv_key_env
+    context_name: str = ""
+    profile: str = Field(pattern=IDENT_RE)
+    index: int = Field(default=1, ge=0)  # the row a profile's {index} stands for
+    max_repetitions: int = Field(default=16, ge=1, le=64)  # rows per GETBULK
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SnmpDevice:
+        if self.version == "2c":
+            if self.community is None or not self.community.get_secret_value():
+                raise ValueError("SNMP v2c needs community (or community_file / community_env)")
+            return self
+        missing = [n for n in ("user", "auth_key", "priv_key") if not getattr(self, n)]
+        if missing:
+            raise ValueError(
+                f"SNMP v3 (authPriv) needs {', '.join(missing)}"
+                " (keys may come from *_file or *_env)"
+            )
+        for name in ("auth_key", "priv_key"):
+            key = getattr(self, name)
+            if len(key.get_secret_value()) < 8:
+                raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
+        return self
+
+
+BridgeDevice = Annotated[ModbusDevice | SnmpDevice, Field(discriminator="protocol")]
 
 
 class BridgeMetricsSettings(_Frozen):
@@ -530,6 +627,7 @@ class BridgeSettings(_Frozen):
     backoff_max_seconds: float = Field(default=300.0, gt=0)  # cap of the failure backoff
     metrics: BridgeMetricsSettings = Field(default_factory=BridgeMetricsSettings)
     modbus_profiles: list[ModbusProfile] = Field(default_factory=list)
+    snmp_profiles: list[SnmpProfile] = Field(default_factory=list)
     devices: list[BridgeDevice] = Field(default_factory=list)
 
     @field_validator("topic_prefix")
@@ -541,13 +639,19 @@ class BridgeSettings(_Frozen):
 
     @model_validator(mode="after")
     def _references(self) -> BridgeSettings:
+        problems = []
         shipped = shipped_modbus_profiles()
         own = Counter(p.name for p in self.modbus_profiles)
         dup = sorted(n for n, k in own.items() if k > 1)
         if dup:
-            raise ValueError(f"modbus_profiles names must be unique; repeated: {', '.join(dup)}")
+            problems.append(f"modbus_profiles names must be unique; repeated: {', '.join(dup)}")
         known = set(shipped) | set(own)
-        problems = []
+        snmp_shipped = shipped_snmp_profiles()
+        snmp_own = Counter(p.name for p in self.snmp_profiles)
+        dup = sorted(n for n, k in snmp_own.items() if k > 1)
+        if dup:
+            problems.append(f"snmp_profiles names must be unique; repeated: {', '.join(dup)}")
+        snmp_known = set(snmp_shipped) | set(snmp_own)
         ids = Counter(d.id for d in self.devices)
         dup = sorted(n for n, k in ids.items() if k > 1)
         if dup:
@@ -562,6 +666,11 @@ class BridgeSettings(_Frozen):
                     f"devices[{i}].profile: {d.profile!r} is neither a shipped profile"
                     f" ({', '.join(sorted(shipped))}) nor one under bridges.modbus_profiles"
                 )
+            if isinstance(d, SnmpDevice) and d.profile not in snmp_known:
+                problems.append(
+                    f"devices[{i}].profile: {d.profile!r} is neither a shipped SNMP profile"
+                    f" ({', '.join(sorted(snmp_shipped))}) nor one under bridges.snmp_profiles"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -573,6 +682,13 @@ class BridgeSettings(_Frozen):
                 return p
         return shipped_modbus_profiles()[name]
 
+    def snmp_profile(self, name: str) -> SnmpProfile:
+        """The SNMP profile of that name: the config's own first, then the shipped ones."""
+        for p in self.snmp_profiles:
+            if p.name == name:
+                return p
+        return shipped_snmp_profiles()[name]
+
 
 @functools.cache
 def shipped_modbus_profiles() -> dict[str, ModbusProfile]:
@@ -580,6 +696,14 @@ def shipped_modbus_profiles() -> dict[str, ModbusProfile]:
     path = Path(__file__).parent / "data" / "modbus_profiles.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return {p.name: p for p in (ModbusProfile.model_validate(x) for x in raw["profiles"])}
+
+
+@functools.cache
+def shipped_snmp_profiles() -> dict[str, SnmpProfile]:
+    """The SNMP profiles shipped with greendc (greendc/data/snmp_profiles.yaml), by name."""
+    path = Path(__file__).parent / "data" / "snmp_profiles.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {p.name: p for p in (SnmpProfile.model_validate(x) for x in raw["profiles"])}
 
 
 def _apply_bridge_secrets(data: dict[str, Any], env: AbcMapping[str, str]) -> None:

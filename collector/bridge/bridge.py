@@ -16,7 +16,7 @@ from greendc.collector.bridge._base import Poller
 from greendc.collector.bridge.health import DeviceHealth, Health, HealthSnapshot
 from greendc.collector.bridge.publish import Publisher
 from greendc.collector.bridge.scheduler import Job, Scheduler
-from greendc.config import BridgeDevice, BridgeSettings, ModbusDevice, Settings
+from greendc.config import BridgeDevice, BridgeSettings, ModbusDevice, Settings, SnmpDevice
 
 log = logging.getLogger("greendc.bridge")
 
@@ -37,6 +37,12 @@ def build_pollers(b: BridgeSettings) -> list[tuple[BridgeDevice, Poller]]:
 
         triples = [(d, b.modbus_profile(d.profile), _timeout(b, d)) for d in modbus]
         out += zip(modbus, modbus_pollers(triples), strict=True)
+    snmp = [d for d in b.devices if isinstance(d, SnmpDevice)]
+    if snmp:
+        from greendc.collector.bridge.snmp import snmp_pollers
+
+        snmp_triples = [(d, b.snmp_profile(d.profile), _timeout(b, d)) for d in snmp]
+        out += zip(snmp, snmp_pollers(snmp_triples), strict=True)
     return out
 
 

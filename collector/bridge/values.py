@@ -21,10 +21,21 @@ REFUSAL_REASONS: dict[str, str] = {
     "non_finite": "the device sent NaN or an infinity (a float register's 'no value')",
     "out_of_range": "the value is outside the plausible range of its register or quantity",
     "negative_counter": "a cumulative counter (energy, water) is negative",
+    "missing": "the device has no such value (SNMP noSuchObject / noSuchInstance, no rows)",
 }
 
 # Enough digits that an integer register (up to 2^64) times a decimal scale is exact.
 _EXACT = Context(prec=60)
+
+
+class Missing:
+    """The raw value of something the device says it does not have."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Missing({self.what!r})"
 
 
 class Refused(Exception):
@@ -62,6 +73,8 @@ def to_canonical(value: RawValue, default_limits: tuple[float, float]) -> float:
     correctly rounded multiplication.
     """
     raw = value.raw
+    if isinstance(raw, Missing):
+        raise Refused("missing", f"{value.quantity.value}: {raw.what}")
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise Refused("wrong_type", f"{value.quantity.value}: {type(raw).__name__} {raw!r:.40}")
     if isinstance(raw, float) and not math.isfinite(raw):

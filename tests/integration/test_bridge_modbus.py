@@ -9,20 +9,20 @@ nothing published (stale, never zero) and the bridge's /metrics says which devic
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
 
-from greendc.collector.agent import Agent
-from greendc.collector.bridge import Bridge, BridgeCollector
-from greendc.config import Settings, shipped_modbus_profiles
-from greendc.store import EmbeddedStore
-from tests.helpers import make_settings, wait_until
+from greendc.config import shipped_modbus_profiles
+from tests.helpers import wait_until
+from tests.integration.bridge_support import (
+    bridge_settings,
+    failing,
+    running,
+    settled_count,
+    stored,
+)
 from tests.integration.e2e_support import scrape
 from tests.modbus_devices import GarbageServer, ModbusDevices
 from tests.servers import Mosquitto
@@ -60,24 +60,6 @@ GENERIC = {
 }
 
 
-def _settings(
-    broker: Mosquitto, prefix: str, tmp_path: Path, devices: list[dict[str, Any]], **kw: Any
-) -> Settings:
-    bridges = {
-        "client_id": f"bridge-{prefix.replace('/', '-')}",
-        "topic_prefix": f"{prefix}/greendc",
-        "interval_seconds": 0.2,
-        "jitter_fraction": 0.1,
-        "timeout_seconds": 0.5,
-        "backoff_max_seconds": 0.4,
-        "metrics": {"port": 0},
-        "modbus_profiles": [GENERIC],
-        "devices": devices,
-        **kw,
-    }
-    return make_settings(broker.url, prefix, tmp_path, bridges=bridges)
-
-
 def _device(gw: ModbusDevices, unit: int, profile: str, meter: str) -> dict[str, Any]:
     return {
         "protocol": "modbus",
@@ -89,38 +71,6 @@ def _device(gw: ModbusDevices, unit: int, profile: str, meter: str) -> dict[str,
         "site": "sg1",
         "meter": meter,
     }
-
-
-def _stored(path: Path) -> dict[str, list[dict[str, float]]]:
-    store = EmbeddedStore(path)
-    try:
-        out: dict[str, list[dict[str, float]]] = defaultdict(list)
-        for r in store.readings():
-            out[r.meter].append(dict(r.fields))
-        return out
-    finally:
-        store.close()
-
-
-@contextmanager
-def _running(settings: Settings) -> Iterator[tuple[Agent, Bridge, str]]:
-    """The collector and the bridge (with its /metrics) on one config."""
-    agent = Agent(settings)
-    agent.start()
-    registry = CollectorRegistry()
-    bridge = Bridge(settings)
-    registry.register(BridgeCollector(bridge.snapshot))
-    server, _thread = start_http_server(0, "127.0.0.1", registry)
-    try:
-        assert agent.wait_connected(10)
-        bridge.start()
-        assert bridge.wait_connected(10)
-        yield agent, bridge, f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        bridge.stop()
-        server.shutdown()
-        server.server_close()
-        agent.stop()
 
 
 def test_every_shipped_profile_reaches_the_store_exactly(
@@ -150,8 +100,10 @@ def test_every_shipped_profile_reaches_the_store_exactly(
             _device(gateway, 3, "em24-like", "ups-2"),
             _device(direct, 7, "schneider-iem3000", "chiller"),
         ]
-        settings = _settings(mosquitto, mqtt_topic_prefix, tmp_path, devices)
-        with _running(settings) as (agent, bridge, _url):
+        settings = bridge_settings(
+            mosquitto, mqtt_topic_prefix, tmp_path, devices, modbus_profiles=[GENERIC]
+        )
+        with running(settings) as (agent, bridge, _url):
             assert wait_until(lambda: agent.stats.readings_accepted >= 12, 30), agent.stats
             # Counters stay the device's own cumulative value as it moves on.
             gateway.set(2, IEM.registers[1], 123456790012)
@@ -162,13 +114,13 @@ def test_every_shipped_profile_reaches_the_store_exactly(
         assert dict(agent.stats.rejections) == {}
         assert all(d.up and not d.refused and not d.errors for d in snap.devices), snap
         assert snap.acknowledged == snap.published >= 24
-        stored = _stored(tmp_path / "s.sqlite")
-        assert set(stored) == set(expected)
-        for meter, rows in stored.items():
+        rows_by_meter = stored(tmp_path / "s.sqlite")
+        assert set(rows_by_meter) == set(expected)
+        for meter, rows in rows_by_meter.items():
             assert all(set(r) == {"power_w", "energy_wh"} for r in rows), meter
             assert rows[-1] == expected[meter], meter
             assert {r["power_w"] for r in rows} == {expected[meter]["power_w"]}, meter
-        energy = [r["energy_wh"] for r in stored["ups-1"]]
+        energy = [r["energy_wh"] for r in rows_by_meter["ups-1"]]
         assert set(energy) == {123456789012.0, 123456790012.0}
         assert energy == sorted(energy)
         # Three units behind one gateway, polled over one connection; batching means the
@@ -186,17 +138,6 @@ def shipped_or_generic() -> Any:
     return ModbusProfile.model_validate(GENERIC)
 
 
-def _failing(url: str, device: str) -> dict[str, str] | None:
-    for s in scrape(url).get("greendc_bridge_device_failing", []):
-        if s.labels.get("device") == device:
-            return dict(s.labels)
-    return None
-
-
-def _count(tmp_path: Path, meter: str) -> int:
-    return len(_stored(tmp_path / "s.sqlite").get(meter, []))
-
-
 def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
     mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -212,37 +153,40 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
             _device(flaky, 1, "eastron-sdm630", "ups-1"),
             {**_device(good, 1, "eastron-sdm630", "ups-2"), "name": "junk", "port": garbage.port},
         ]
-        settings = _settings(mosquitto, mqtt_topic_prefix, tmp_path, devices)
+        settings = bridge_settings(
+            mosquitto, mqtt_topic_prefix, tmp_path, devices, modbus_profiles=[GENERIC]
+        )
         flaky_name = f"gw{flaky.port}-u1"
-        with _running(settings) as (agent, bridge, url):
+        store = tmp_path / "s.sqlite"
+        with running(settings) as (agent, bridge, url):
             assert wait_until(lambda: bridge.snapshot().device(flaky_name).up, 20)
             # Garbage: bytes that are not Modbus; the device fails, nothing is published.
-            junk = wait_until(lambda: _failing(url, "junk"), 20)
+            junk = wait_until(lambda: failing(url, "junk"), 20)
             assert junk is not None and junk["reason"] == "garbage", junk
             assert "not a Modbus response" in junk["detail"]
 
             # Slow: every answer takes longer than the request timeout.
             flaky.delay_s = 1.0
-            slow = wait_until(lambda: _failing(url, flaky_name), 20)
+            slow = wait_until(lambda: failing(url, flaky_name), 20)
             assert slow is not None and slow["reason"] == "timeout", slow
             flaky.delay_s = 0.0
             assert wait_until(lambda: bridge.snapshot().device(flaky_name).up, 20)
 
             # Gone: the device stops listening, then comes back on the same port.
             flaky.stop()
-            gone = wait_until(lambda: _failing(url, flaky_name), 20)
+            gone = wait_until(lambda: failing(url, flaky_name), 20)
             assert gone is not None and gone["reason"] in ("unreachable", "timeout"), gone
-            before = _count_after_settle(agent, tmp_path, "ups-1")
+            before = settled_count(agent, store, "ups-1")
             # While it is gone, nothing is invented for its meter.
             mark = agent.stats.readings_accepted
             assert wait_until(lambda: agent.stats.readings_accepted >= mark + 6, 20)
-            assert _count_after_settle(agent, tmp_path, "ups-1") == before
+            assert settled_count(agent, store, "ups-1") == before
             assert bridge.snapshot().device(flaky_name).consecutive_failures >= 2
             flaky.set(1, SDM.registers[0], 2000.0)
             flaky.start()
             assert wait_until(lambda: bridge.snapshot().device(flaky_name).up, 20)
-            assert wait_until(lambda: _failing(url, flaky_name) is None, 20)
-            assert wait_until(lambda: _count_after_settle(agent, tmp_path, "ups-1") > before, 20)
+            assert wait_until(lambda: failing(url, flaky_name) is None, 20)
+            assert wait_until(lambda: settled_count(agent, store, "ups-1") > before, 20)
             metrics = scrape(url)
             snap = bridge.snapshot()
         errors = {
@@ -253,7 +197,7 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
         assert errors[(flaky_name, "timeout")] >= 1
         assert snap.device("junk").up is False
         assert snap.device(f"gw{good.port}-u1").errors == {}
-        rows = _stored(tmp_path / "s.sqlite")
+        rows = stored(tmp_path / "s.sqlite")
         assert "ups-2" not in rows  # the garbage device never produced a reading
         assert {r["power_w"] for r in rows["ups-1"]} == {1000.0, 2000.0}  # no zero, no guess
         assert dict(agent.stats.rejections) == {}
@@ -261,17 +205,6 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
         garbage.__exit__(None, None, None)
         good.close()
         flaky.close()
-
-
-def _count_after_settle(agent: Agent, tmp_path: Path, meter: str) -> int:
-    """Stored readings of ``meter`` once every accepted reading has reached the store."""
-    assert wait_until(
-        lambda: (
-            sum(w.stats.written for w in agent.pipeline.workers) >= agent.stats.readings_accepted
-        ),
-        20,
-    )
-    return _count(tmp_path, meter)
 
 
 def test_the_greendc_bridge_command_publishes_and_stops_cleanly(

@@ -269,6 +269,17 @@ def _config(bridges: dict[str, Any], env: dict[str, str] | None = None) -> Any:
     return parse_config({"sites": SITES, "bridges": bridges}, env=env or {})
 
 
+def _snmp(**kw: Any) -> dict[str, Any]:
+    return {
+        "protocol": "snmp",
+        "host": "10.0.0.9",
+        "profile": "ups-mib",
+        "site": "sg1",
+        "meter": "ups-1",
+        **kw,
+    }
+
+
 def _modbus(**kw: Any) -> dict[str, Any]:
     return {
         "protocol": "modbus",
@@ -315,7 +326,10 @@ def test_a_bridges_section_with_shipped_and_generic_profiles_validates() -> None
     [
         ({"devices": [_modbus(profile="nope")]}, "devices[0].profile: 'nope' is neither"),
         ({"devices": [_modbus(), _modbus(unit_id=2)]}, "two devices publish the same meter"),
-        ({"devices": [_modbus(port=70000)]}, "bridges.devices[0].port: Input should be less than"),
+        (
+            {"devices": [_modbus(port=70000)]},
+            "bridges.devices[0].modbus.port: Input should be less than",
+        ),
         ({"devices": [_modbus(protocol="zigbee")]}, "bridges.devices[0]"),
         (
             {
@@ -349,6 +363,17 @@ def test_a_bridges_section_with_shipped_and_generic_profiles_validates() -> None
             "runs past register 65535",
         ),
         ({"jitter_fraction": 0.9}, "bridges.jitter_fraction"),
+        ({"devices": [_snmp()]}, "SNMP v2c needs community (or community_file / community_env)"),
+        (
+            {"devices": [_snmp(version="3", user="u", auth_key="12345678")]},
+            "SNMP v3 (authPriv) needs priv_key",
+        ),
+        (
+            {"devices": [_snmp(version="3", user="u", auth_key="short", priv_key="12345678")]},
+            "auth_key must be at least 8 characters",
+        ),
+        ({"devices": [_snmp(community="c", profile="x")]}, "is neither a shipped SNMP profile"),
+        ({"devices": [_snmp(community_env="NOT_SET")]}, "'NOT_SET' is not set or empty"),
     ],
 )
 def test_bridge_config_errors_name_the_field(bridges: dict[str, Any], expected: str) -> None:
@@ -369,3 +394,36 @@ def test_greendc_bridge_without_devices_is_a_configuration_error(
     assert main(["bridge", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "bridges.devices: is empty or missing" in err and str(path) in err
+
+
+def test_snmp_secrets_come_from_files_or_the_environment_and_are_never_shown(
+    tmp_path: Any,
+) -> None:
+    key = tmp_path / "priv.key"
+    key.write_text("priv-secret-1\n")
+    s = _config(
+        {
+            "devices": [
+                _snmp(
+                    version="3",
+                    user="greendc",
+                    auth_key_env="AUTH",
+                    priv_key_file=str(key),
+                    auth_protocol="SHA256",
+                    priv_protocol="AES256",
+                ),
+                _snmp(meter="ups-2", community_env="COMMUNITY"),
+            ]
+        },
+        env={"AUTH": "auth-secret-1", "COMMUNITY": "community-secret"},
+    )
+    assert s.bridges is not None
+    v3, v2 = s.bridges.devices
+    assert v3.priv_key.get_secret_value() == "priv-secret-1"  # type: ignore[union-attr]
+    assert v3.auth_key.get_secret_value() == "auth-secret-1"  # type: ignore[union-attr]
+    assert v2.community.get_secret_value() == "community-secret"  # type: ignore[union-attr]
+    shown = repr(s) + str(s.redacted())
+    assert not any(x in shown for x in ("priv-secret-1", "auth-secret-1", "community-secret"))
+    with pytest.raises(ConfigError) as info:
+        _config({"devices": [_snmp(community_file=str(tmp_path / "missing"))]})
+    assert "bridges.devices[0].community_file: cannot read secret file" in str(info.value)
