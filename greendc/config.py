@@ -599,7 +599,35 @@ class SnmpDevice(_BridgeDevice):
         return self
 
 
-BridgeDevice = Annotated[ModbusDevice | SnmpDevice, Field(discriminator="protocol")]
+class RedfishDevice(_BridgeDevice):
+    """A Redfish service (a server's BMC, a chassis manager): chassis power and energy.
+
+    The chassis is found from the service root; its EnvironmentMetrics (PowerWatts,
+    EnergykWh) are read, or the older Power resource (PowerControl PowerConsumedWatts), or
+    the PowerSubsystem's power supplies (InputPowerWatts summed).
+    """
+
+    protocol: Literal["redfish"]
+    url: str  # https://bmc.example:443 (the service root is <url>/redfish/v1)
+    auth: Literal["session", "basic"] = "session"
+    username: str = Field(min_length=1)
+    password: SecretStr  # or password_file / password_env
+    chassis: str | None = None  # the chassis Id; default: the first one with power readings
+    verify_tls: bool = True  # certificate checking is on unless turned off here
+    ca_file: Path | None = None  # a private CA for the BMCs' certificates
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must look like https://bmc.example.net")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: use username and password_file")
+        return v.rstrip("/")
+
+
+BridgeDevice = Annotated[ModbusDevice | SnmpDevice | RedfishDevice, Field(discriminator="protocol")]
 
 
 class BridgeMetricsSettings(_Frozen):

@@ -14,6 +14,7 @@ FAILURE_REASONS: dict[str, str] = {
     "device_error": "the device answered with an error (a Modbus exception, an SNMP error)",
     "garbage": "the answer could not be decoded (wrong length, wrong type, not the protocol)",
     "auth": "the device refused the credentials",
+    "tls": "the TLS handshake failed (an untrusted or mismatched certificate)",
     "internal": "a bug in the bridge: the traceback is in its log",
 }
 

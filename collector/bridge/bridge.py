@@ -16,7 +16,14 @@ from greendc.collector.bridge._base import Poller
 from greendc.collector.bridge.health import DeviceHealth, Health, HealthSnapshot
 from greendc.collector.bridge.publish import Publisher
 from greendc.collector.bridge.scheduler import Job, Scheduler
-from greendc.config import BridgeDevice, BridgeSettings, ModbusDevice, Settings, SnmpDevice
+from greendc.config import (
+    BridgeDevice,
+    BridgeSettings,
+    ModbusDevice,
+    RedfishDevice,
+    Settings,
+    SnmpDevice,
+)
 
 log = logging.getLogger("greendc.bridge")
 
@@ -43,6 +50,13 @@ def build_pollers(b: BridgeSettings) -> list[tuple[BridgeDevice, Poller]]:
 
         snmp_triples = [(d, b.snmp_profile(d.profile), _timeout(b, d)) for d in snmp]
         out += zip(snmp, snmp_pollers(snmp_triples), strict=True)
+    redfish = [d for d in b.devices if isinstance(d, RedfishDevice)]
+    if redfish:
+        from greendc.collector.bridge.redfish import redfish_pollers
+
+        pairs = [(d, _timeout(b, d)) for d in redfish]
+        workers = min(32, b.max_concurrency, len(redfish))
+        out += zip(redfish, redfish_pollers(pairs, workers), strict=True)
     return out
 
 
@@ -104,6 +118,7 @@ class Bridge:
                 d.meter,
                 poller,
                 d.interval_seconds if d.interval_seconds is not None else self.b.interval_seconds,
+                deadline_s=max(30.0, 20 * _timeout(self.b, d)),
             )
             for d, poller in pairs
         ]

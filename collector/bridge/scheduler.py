@@ -39,6 +39,9 @@ class Job:
     meter: str
     poller: Poller
     interval_s: float
+    # A backstop above the pollers' own per-request timeouts: a poll still running after
+    # this long (a bug, a hung thread) fails as a timeout instead of stalling the device.
+    deadline_s: float = 60.0
 
 
 def backoff_seconds(interval_s: float, failures: int, cap_s: float) -> float:
@@ -110,7 +113,11 @@ class Scheduler:
     async def poll_once(self, job: Job) -> int:
         """Poll ``job`` once, publish what validates; return the failures in a row."""
         try:
-            values = await job.poller.poll()
+            values = await asyncio.wait_for(job.poller.poll(), job.deadline_s)
+        except TimeoutError:
+            return self.health.failure(
+                job.device, "timeout", f"the whole poll took over {job.deadline_s:g} s"
+            )
         except DeviceError as exc:
             failures = self.health.failure(job.device, exc.reason, exc.detail)
             if failures == 1:

@@ -427,3 +427,22 @@ def test_snmp_secrets_come_from_files_or_the_environment_and_are_never_shown(
     with pytest.raises(ConfigError) as info:
         _config({"devices": [_snmp(community_file=str(tmp_path / "missing"))]})
     assert "bridges.devices[0].community_file: cannot read secret file" in str(info.value)
+
+
+def test_a_poll_that_hangs_past_its_deadline_fails_as_a_timeout() -> None:
+    class Hangs:
+        async def poll(self) -> list[RawValue]:
+            await asyncio.Event().wait()  # never set: a poller stuck forever
+            return []
+
+        async def close(self) -> None:
+            return None
+
+    health = Health([DeviceHealth("m1", "redfish", "sg1", "incomer")])
+    job = Job("m1", "sg1", "incomer", Hangs(), 10.0, deadline_s=0.01)
+    sched = Scheduler(
+        [job], health, lambda *_: None, jitter_fraction=0, max_concurrency=1, backoff_max_s=60
+    )
+    assert asyncio.run(sched.poll_once(job)) == 1
+    d = health.snapshot().device("m1")
+    assert d.last_reason == "timeout" and "whole poll" in d.last_detail
