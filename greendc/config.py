@@ -627,7 +627,62 @@ class RedfishDevice(_BridgeDevice):
         return v.rstrip("/")
 
 
-BridgeDevice = Annotated[ModbusDevice | SnmpDevice | RedfishDevice, Field(discriminator="protocol")]
+_BACNET_OBJECT_RE = r"^(analog-input|analog-output|analog-value),[0-9]{1,7}$"
+
+
+class BacnetPoint(_Frozen):
+    """One analog point of a BACnet device: its object and the quantity it measures.
+
+    The unit comes from the object's own ``units`` property (watts, kilowatts,
+    kilowatt-hours, degrees-celsius, degrees-fahrenheit, ...); ``unit`` here is only used
+    when the device reports ``no-units``.
+    """
+
+    object: str = Field(pattern=_BACNET_OBJECT_RE)  # e.g. analog-input,3
+    quantity: Quantity
+    unit: str | None = None
+    scale: float = 1.0
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BacnetPoint:
+        if self.unit is not None and self.unit not in UNITS[self.quantity]:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(UNITS[self.quantity])}"
+                f" for {self.quantity.value}"
+            )
+        if self.scale == 0 or self.scale != self.scale:
+            raise ValueError("scale must be a non-zero number")
+        return self
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The plausible range (canonical units): the point's own, else the quantity's."""
+        lo, hi = _DEFAULT_LIMITS[self.quantity]
+        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
+
+
+class BacnetDevice(_BridgeDevice):
+    """A BACnet/IP device (a chiller, a CRAH, a BMS controller): analog present values."""
+
+    protocol: Literal["bacnet"]
+    address: str = Field(pattern=r"^[0-9.]+(:[0-9]{1,5})?$")  # 10.30.0.12 or 10.30.0.12:47808
+    device_instance: int | None = Field(default=None, ge=0, le=4194303)  # for the logs only
+    points: list[BacnetPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BacnetDevice:
+        counts = Counter(p.quantity for p in self.points)
+        dup = sorted(q.value for q, k in counts.items() if k > 1)
+        if dup:
+            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        return self
+
+
+BridgeDevice = Annotated[
+    ModbusDevice | SnmpDevice | RedfishDevice | BacnetDevice, Field(discriminator="protocol")
+]
 
 
 class BridgeMetricsSettings(_Frozen):
@@ -656,6 +711,9 @@ class BridgeSettings(_Frozen):
     metrics: BridgeMetricsSettings = Field(default_factory=BridgeMetricsSettings)
     modbus_profiles: list[ModbusProfile] = Field(default_factory=list)
     snmp_profiles: list[SnmpProfile] = Field(default_factory=list)
+    # The bridge's own BACnet/IP address and device instance (it is a BACnet client device).
+    bacnet_local_address: str = "host:47808"
+    bacnet_device_instance: int = Field(default=4194000, ge=0, le=4194302)
     devices: list[BridgeDevice] = Field(default_factory=list)
 
     @field_validator("topic_prefix")

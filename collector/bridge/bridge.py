@@ -17,6 +17,7 @@ from greendc.collector.bridge.health import DeviceHealth, Health, HealthSnapshot
 from greendc.collector.bridge.publish import Publisher
 from greendc.collector.bridge.scheduler import Job, Scheduler
 from greendc.config import (
+    BacnetDevice,
     BridgeDevice,
     BridgeSettings,
     ModbusDevice,
@@ -57,6 +58,13 @@ def build_pollers(b: BridgeSettings) -> list[tuple[BridgeDevice, Poller]]:
         pairs = [(d, _timeout(b, d)) for d in redfish]
         workers = min(32, b.max_concurrency, len(redfish))
         out += zip(redfish, redfish_pollers(pairs, workers), strict=True)
+    bacnet = [d for d in b.devices if isinstance(d, BacnetDevice)]
+    if bacnet:
+        from greendc.collector.bridge.bacnet import bacnet_pollers
+
+        bpairs = [(d, _timeout(b, d)) for d in bacnet]
+        pollers = bacnet_pollers(bpairs, b.bacnet_local_address, b.bacnet_device_instance)
+        out += zip(bacnet, pollers, strict=True)
     return out
 
 

@@ -22,6 +22,7 @@ REFUSAL_REASONS: dict[str, str] = {
     "out_of_range": "the value is outside the plausible range of its register or quantity",
     "negative_counter": "a cumulative counter (energy, water) is negative",
     "missing": "the device has no such value (SNMP noSuchObject / noSuchInstance, no rows)",
+    "wrong_unit": "the device's own unit does not fit the quantity (a kW point read as C)",
 }
 
 # Enough digits that an integer register (up to 2^64) times a decimal scale is exact.
@@ -36,6 +37,16 @@ class Missing:
 
     def __repr__(self) -> str:
         return f"Missing({self.what!r})"
+
+
+class WrongUnit:
+    """The raw value of a point whose device-reported unit does not fit its quantity."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+
+    def __repr__(self) -> str:
+        return f"WrongUnit({self.unit!r})"
 
 
 class Refused(Exception):
@@ -75,6 +86,8 @@ def to_canonical(value: RawValue, default_limits: tuple[float, float]) -> float:
     raw = value.raw
     if isinstance(raw, Missing):
         raise Refused("missing", f"{value.quantity.value}: {raw.what}")
+    if isinstance(raw, WrongUnit):
+        raise Refused("wrong_unit", f"{value.quantity.value}: the device says {raw.unit}")
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise Refused("wrong_type", f"{value.quantity.value}: {type(raw).__name__} {raw!r:.40}")
     if isinstance(raw, float) and not math.isfinite(raw):

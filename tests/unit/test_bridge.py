@@ -269,6 +269,29 @@ def _config(bridges: dict[str, Any], env: dict[str, str] | None = None) -> Any:
     return parse_config({"sites": SITES, "bridges": bridges}, env=env or {})
 
 
+def _bacnet(**kw: Any) -> dict[str, Any]:
+    return {
+        "protocol": "bacnet",
+        "address": "10.30.0.12",
+        "site": "sg1",
+        "meter": "chiller",
+        "points": [{"object": "analog-input,1", "quantity": "power_w"}],
+        **kw,
+    }
+
+
+def _redfish(**kw: Any) -> dict[str, Any]:
+    return {
+        "protocol": "redfish",
+        "url": "https://bmc.example",
+        "username": "greendc",
+        "password": "x",
+        "site": "sg1",
+        "meter": "ups-1",
+        **kw,
+    }
+
+
 def _snmp(**kw: Any) -> dict[str, Any]:
     return {
         "protocol": "snmp",
@@ -374,6 +397,25 @@ def test_a_bridges_section_with_shipped_and_generic_profiles_validates() -> None
         ),
         ({"devices": [_snmp(community="c", profile="x")]}, "is neither a shipped SNMP profile"),
         ({"devices": [_snmp(community_env="NOT_SET")]}, "'NOT_SET' is not set or empty"),
+        (
+            {"devices": [_bacnet(points=[{"object": "binary-input,1", "quantity": "power_w"}])]},
+            "bridges.devices[0].bacnet.points[0].object: String should match pattern",
+        ),
+        (
+            {
+                "devices": [
+                    _bacnet(
+                        points=[{"object": "analog-input,1", "quantity": "temp_c", "unit": "kW"}]
+                    )
+                ]
+            },
+            "unit 'kW' is not one of C for temp_c",
+        ),
+        (
+            {"devices": [_redfish(url="https://user:pw@bmc.example")]},
+            "must not carry credentials",
+        ),
+        ({"devices": [_redfish(password_env="UNSET")]}, "'UNSET' is not set or empty"),
     ],
 )
 def test_bridge_config_errors_name_the_field(bridges: dict[str, Any], expected: str) -> None:
