@@ -16,8 +16,8 @@ from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 
+from greendc.simulator.devices.snmp import free_udp_port
 from tests.servers import LOOPBACK
-from tests.snmp_agent import free_udp_port
 
 _CLASSES: dict[str, Any] = {"analog-input": AnalogInputObject, "analog-value": AnalogValueObject}
 

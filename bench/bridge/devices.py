@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from greendc.config import shipped_modbus_profiles
-from tests.modbus_devices import ModbusDevices
-from tests.snmp_agent import SnmpAgent
+from greendc.simulator.devices.modbus import ModbusDevices
+from greendc.simulator.devices.snmp import SnmpAgent
 
 OUTLET_POWER = "1.3.6.1.4.1.318.1.1.26.9.4.3.1.7"
 OUTLET_ENERGY = "1.3.6.1.4.1.318.1.1.26.9.4.3.1.11"

@@ -1,30 +1,20 @@
-"""Modbus register maps as data: which reads a profile needs, and how words become numbers.
+"""Modbus register maps as data: which reads a profile needs (the word codec is in the core,
+:mod:`greendc.registers`, shared with the simulator's devices).
 
 Pure functions, no I/O: :func:`plan_reads` batches a profile's registers into as few
-requests as its gap allowance permits; :func:`decode` turns a value's 16-bit words into an
-int or float by its type, word order and byte order.
+requests as its gap allowance permits.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from greendc.config import ModbusProfile, ModbusRegister
+from greendc.registers import decode, encode
+
+__all__ = ["MAX_READ_REGISTERS", "Read", "decode", "encode", "plan_reads"]
 
 MAX_READ_REGISTERS = 125  # the Modbus limit for one read of holding or input registers
-
-_STRUCT = {
-    "int16": ">h",
-    "uint16": ">H",
-    "int32": ">i",
-    "uint32": ">I",
-    "float32": ">f",
-    "int64": ">q",
-    "uint64": ">Q",
-    "float64": ">d",
-}
 
 
 @dataclass(frozen=True)
@@ -66,29 +56,3 @@ def plan_reads(profile: ModbusProfile) -> list[Read]:
         if group:
             out.append(Read(function, start, end - start, tuple(group)))
     return out
-
-
-def decode(register: ModbusRegister, words: Sequence[int]) -> int | float:
-    """The value of ``register`` from its own words (``register.count`` of them).
-
-    ``word_order`` big means the most significant word comes first (the Modbus convention
-    most meters follow); ``byte_order`` is the order of the two bytes within each word.
-    Raises ValueError for a wrong number of words or a word outside 0..65535.
-    """
-    if len(words) != register.count:
-        raise ValueError(f"{register.type} needs {register.count} registers, got {len(words)}")
-    ordered = list(words) if register.word_order == "big" else list(reversed(words))
-    data = bytearray()
-    for w in ordered:
-        if not 0 <= w <= 0xFFFF:
-            raise ValueError(f"register value {w} is not a 16-bit word")
-        data += w.to_bytes(2, register.byte_order)
-    value: int | float = struct.unpack(_STRUCT[register.type], bytes(data))[0]
-    return value
-
-
-def encode(register: ModbusRegister, value: int | float) -> list[int]:
-    """The words a device holds for ``value`` (the inverse of :func:`decode`)."""
-    data = struct.pack(_STRUCT[register.type], value)
-    words = [int.from_bytes(data[i : i + 2], register.byte_order) for i in range(0, len(data), 2)]
-    return words if register.word_order == "big" else list(reversed(words))

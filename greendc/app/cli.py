@@ -88,7 +88,11 @@ def cmd_collect(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_simulate(args: argparse.Namespace) -> ExitCode:
-    """Publish a simulated data centre over MQTT."""
+    """Publish a simulated data centre over MQTT (or serve it as bridge devices)."""
+    if args.devices:
+        from greendc.app.simulate import simulate_devices
+
+        return simulate_devices(args, _wait_for_signal())
     from greendc.app.simulate import simulate
 
     return simulate(args, _wait_for_signal())
@@ -243,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--style", default="native", help="native, batch, gateway or plain")
     c.add_argument("--faults", default="", help="e.g. dropout=0.01,spike=0.001,malformed=0.001")
     c.add_argument("--seed", type=int, default=1)
+    c.add_argument(
+        "--devices",
+        action="store_true",
+        help="serve the config's bridges.devices (Modbus, SNMP) as simulated devices instead",
+    )
     c.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("demo", help="everything on embedded defaults, no external server")

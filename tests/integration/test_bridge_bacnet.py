@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from greendc.simulator.devices.snmp import free_udp_port
 from tests.bacnet_device import BacnetTestDevice
 from tests.helpers import wait_until
 from tests.integration.bridge_support import (
@@ -23,7 +24,6 @@ from tests.integration.bridge_support import (
     stored,
 )
 from tests.servers import Mosquitto
-from tests.snmp_agent import free_udp_port
 
 pytestmark = pytest.mark.integration
 

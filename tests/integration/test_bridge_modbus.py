@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from greendc.config import shipped_modbus_profiles
+from greendc.simulator.devices.modbus import GarbageServer, ModbusDevices
 from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
@@ -24,7 +25,6 @@ from tests.integration.bridge_support import (
     stored,
 )
 from tests.integration.e2e_support import scrape
-from tests.modbus_devices import GarbageServer, ModbusDevices
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from greendc.simulator.devices.snmp import SnmpAgent
 from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
@@ -24,7 +25,6 @@ from tests.integration.bridge_support import (
     stored,
 )
 from tests.servers import Mosquitto
-from tests.snmp_agent import SnmpAgent
 
 pytestmark = pytest.mark.integration
 

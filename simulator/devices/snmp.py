@@ -1,10 +1,11 @@
-"""A real SNMP agent for tests and the bench: pysnmp's command responder on loopback UDP.
+"""A simulated SNMP agent: pysnmp's command responder on UDP (simulator, tests, bench).
 
 :class:`SnmpAgent` answers GET, GETNEXT and GETBULK for SNMP v2c (one community) and v3
-(one USM user, authPriv: HMAC-SHA and AES-128) over a value table the test sets, laid out
-like the MIB a profile reads (the recordings are written from the MIB texts: see
-tests/integration/test_bridge_snmp.py). The agent runs in its own thread and event loop; it
-can be stopped (the device goes away) and started again on the same port.
+(one USM user, authPriv: HMAC-SHA and AES-128) over a value table set by its owner, laid
+out like the MIB a profile reads (tests/integration/test_bridge_snmp.py writes its
+recordings from the MIB texts; the simulator from the SNMP profiles). The agent runs in its
+own thread and event loop; it can be stopped (the device goes away) and started again on
+the same port.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
 
-from tests.servers import LOOPBACK
+LOOPBACK = "127.0.0.1"
 
 Oid = tuple[int, ...]
 # snmprec-style type tags: 2 Integer32, 4 OCTET STRING, 65 Counter32, 66 Gauge32, 70 Counter64
@@ -34,10 +35,10 @@ _TYPES: dict[int, Any] = {
 }
 
 
-def free_udp_port() -> int:
-    """A UDP port on the loopback interface that is free right now."""
+def free_udp_port(host: str = LOOPBACK) -> int:
+    """A UDP port on ``host`` that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -91,13 +92,15 @@ class SnmpAgent:
         user: str = "greendc",
         auth_key: str = "auth-key-123",
         priv_key: str = "priv-key-456",
+        host: str = LOOPBACK,
+        port: int = 0,
     ) -> None:
         self.community = community
         self.user = user
         self.auth_key = auth_key
         self.priv_key = priv_key
-        self.host = LOOPBACK
-        self.port = 0
+        self.host = host
+        self.port = port
         self.table = _Table()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="snmp-agent")

@@ -1,4 +1,4 @@
-"""Real Modbus TCP devices for tests and the bench: pymodbus's own server on loopback.
+"""Simulated Modbus TCP devices: pymodbus's own server (for the simulator, tests, bench).
 
 :class:`ModbusDevices` runs one pymodbus ``ModbusTcpServer`` (one gateway, several unit ids)
 in its own thread and event loop. Each unit is laid out like a profile: a register block per
@@ -19,20 +19,32 @@ from collections.abc import Mapping
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from greendc.collector.bridge.registers import encode
 from greendc.config import ModbusProfile, ModbusRegister
-from tests.servers import LOOPBACK, free_port
+from greendc.registers import encode
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_tcp_port(host: str = LOOPBACK) -> int:
+    """A TCP port on ``host`` that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
 
 _FUNCTION_CODE = {"holding": 3, "input": 4}
 
 
 class ModbusDevices:
-    """A Modbus TCP gateway on a free loopback port with one unit per profile given."""
+    """A Modbus TCP gateway (a free loopback port unless given) with a unit per profile."""
 
-    def __init__(self, units: Mapping[int, ModbusProfile], port: int | None = None) -> None:
+    def __init__(
+        self, units: Mapping[int, ModbusProfile], port: int | None = None, host: str = LOOPBACK
+    ) -> None:
         self.units = dict(units)
-        self.host = LOOPBACK
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_tcp_port(host)
         self.delay_s = 0.0  # every answer waits this long (a device that times out)
         self.requests = 0
         self._words: dict[tuple[int, int, int], int] = {}  # (unit, fc, address) -> word

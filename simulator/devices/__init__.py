@@ -1,0 +1,162 @@
+"""The simulated site as devices: the Modbus meters and SNMP agents a bridge config names,
+served on their own addresses with the simulator's values.
+
+:class:`SimulatedDevices` reads ``bridges.devices`` of a configuration and serves every
+Modbus TCP device (one server per host:port, a unit per device) and SNMP agent (one per
+host:port; its community or v3 user taken from the config) laid out like the device's
+profile. Each step it advances the site simulation (:mod:`greendc.simulator.model`) and
+writes every bridged meter's power, energy and temperature into its registers or objects,
+in the device's own units and scale, so ``greendc bridge`` reads what ``greendc simulate``
+would have published. Redfish and BACnet devices of the config are not simulated (yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from greendc.config import ModbusDevice, ModbusRegister, Settings, SnmpDevice, SnmpValue
+from greendc.model import UNITS
+from greendc.simulator.devices.modbus import ModbusDevices
+from greendc.simulator.devices.snmp import SnmpAgent
+from greendc.simulator.model import SiteSim
+
+__all__ = ["ModbusDevices", "SimulatedDevices", "SnmpAgent"]
+
+log = logging.getLogger("greendc.simulator.devices")
+
+_INT_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
+_INT_RANGE = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_SUM_ROWS = 3  # a summed column (a UPS's output lines) is served as three rows
+# A device temperature the site model does not produce (a UPS's battery): battery rooms are
+# held near 25 C, the temperature battery life is rated at.
+_DEVICE_TEMP_C = 25.0
+
+
+def _device_value(canonical: float, quantity: Any, unit: str, scale: float) -> float:
+    """What a device holds for a canonical value (the inverse of the bridge's conversion)."""
+    return canonical / UNITS[quantity][unit] / scale
+
+
+def _modbus_raw(reg: ModbusRegister, canonical: float) -> int | float:
+    raw = _device_value(canonical, reg.quantity, reg.unit, reg.scale)
+    if reg.type in _INT_TYPES:
+        lo, hi = _INT_RANGE[reg.type]
+        return max(lo, min(hi, round(raw)))
+    return raw
+
+
+def _snmp_values(v: SnmpValue, index: int, canonical: float) -> dict[str, tuple[int, object]]:
+    raw = round(_device_value(canonical, v.quantity, v.unit, v.scale))
+    tag = 70 if v.quantity.value in ("energy_wh", "water_l") else 2  # Counter64 / Integer32
+    if tag == 2:
+        raw = max(-(2**31), min(2**31 - 1, raw))
+    base = ".".join(str(p) for p in v.oid_for(index))
+    if v.read == "get":
+        return {base: (tag, raw)}
+    share, rest = divmod(raw, _SUM_ROWS)
+    return {f"{base}.{row}": (tag, share + (rest if row == 1 else 0)) for row in (1, 2, 3)}
+
+
+class SimulatedDevices:
+    """Serves the configured bridge devices with simulated values until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, *, seed: int = 1, step_s: float = 1.0) -> None:
+        if settings.bridges is None or not settings.bridges.devices:
+            raise ValueError("the config has no bridges.devices to simulate")
+        self.settings = settings
+        self.b = settings.bridges
+        self.step_s = step_s
+        self.sims = {s.name: SiteSim(s, seed) for s in settings.sites}
+        self.modbus: dict[tuple[str, int], ModbusDevices] = {}
+        self.agents: dict[tuple[str, int], SnmpAgent] = {}
+        self.skipped: list[str] = []
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SimulatedDevices:
+        """Start every server, write the first values, and keep them moving in a thread."""
+        units: dict[tuple[str, int], dict[int, Any]] = defaultdict(dict)
+        for d in self.b.devices:
+            if isinstance(d, ModbusDevice):
+                units[(d.host, d.port)][d.unit_id] = self.b.modbus_profile(d.profile)
+            elif isinstance(d, SnmpDevice):
+                key = (d.host, d.port)
+                if key not in self.agents:
+                    self.agents[key] = SnmpAgent(
+                        community=d.community.get_secret_value() if d.community else "public",
+                        user=d.user or "greendc",
+                        auth_key=d.auth_key.get_secret_value() if d.auth_key else "auth-key-123",
+                        priv_key=d.priv_key.get_secret_value() if d.priv_key else "priv-key-456",
+                        host=d.host,
+                        port=d.port,
+                    )
+            else:
+                self.skipped.append(d.id)
+        for (host, port), by_unit in units.items():
+            self.modbus[(host, port)] = ModbusDevices(by_unit, port=port, host=host)
+        self.update(time.time())
+        for gw in self.modbus.values():
+            gw.start()
+        for agent in self.agents.values():
+            agent.start()
+        self._thread = threading.Thread(target=self._run, name="simulated-devices", daemon=True)
+        self._thread.start()
+        return self
+
+    def update(self, ts_s: float) -> None:
+        """Advance every site to ``ts_s`` and write the bridged meters' values."""
+        fields: dict[tuple[str, str], dict[str, float]] = {}
+        for site, sim in self.sims.items():
+            for meter, meter_fields in sim.step(ts_s):
+                fields[(site, meter)] = meter_fields
+        for d in self.b.devices:
+            values = fields.get((d.site, d.meter))
+            if values is None:
+                continue
+            values = {"temp_c": _DEVICE_TEMP_C, **values}
+            if isinstance(d, ModbusDevice):
+                gw = self.modbus[(d.host, d.port)]
+                for reg in self.b.modbus_profile(d.profile).registers:
+                    if reg.quantity.value in values:
+                        gw.set(d.unit_id, reg, _modbus_raw(reg, values[reg.quantity.value]))
+            elif isinstance(d, SnmpDevice):
+                agent = self.agents[(d.host, d.port)]
+                for v in self.b.snmp_profile(d.profile).values:
+                    if v.quantity.value in values:
+                        agent.set(_snmp_values(v, d.index, values[v.quantity.value]))
+        self.steps += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.step_s):
+            try:
+                self.update(time.time())
+            except Exception:  # a broken step must not end the simulation silently
+                log.exception("simulated devices: a step failed")
+
+    def stop(self) -> None:
+        """Stop updating and close every server."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for gw in self.modbus.values():
+            gw.close()
+        for agent in self.agents.values():
+            agent.close()
+
+    def __enter__(self) -> SimulatedDevices:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
