@@ -335,6 +335,15 @@ _BRIDGE_METRICS = [
         ("device", "reason"),
     ),
     Metric(
+        "greendc_bridge_device_status",
+        "gauge",
+        "",
+        "A device state its profile reads besides the readings, by name: a UPS's"
+        " ups_output_load_percent (busiest output line), ups_battery_status (RFC 1628: 1"
+        " unknown, 2 normal, 3 low, 4 depleted) and ups_seconds_on_battery.",
+        ("device", "name"),
+    ),
+    Metric(
         "greendc_bridge_polls_total",
         "counter",
         "",

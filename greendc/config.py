@@ -545,6 +545,19 @@ class SnmpValue(_Frozen):
         return tuple(int(p) for p in self.oid.replace("{index}", str(index)).split("."))
 
 
+class SnmpStatus(_Frozen):
+    """A device state that is not a reading (a UPS's load, its battery status): exported on
+    the bridge's /metrics as greendc_bridge_device_status{device,name}, not published."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    oid: str = Field(pattern=_OID_RE)
+    read: Literal["get", "sum", "max"] = "get"  # max: the largest row (the busiest line)
+
+    def oid_for(self, index: int) -> tuple[int, ...]:
+        """The OID with the device's index put in, as integers."""
+        return tuple(int(p) for p in self.oid.replace("{index}", str(index)).split("."))
+
+
 class SnmpProfile(_Frozen):
     """A MIB's power, energy and temperature objects as the bridge reads them."""
 
@@ -552,6 +565,7 @@ class SnmpProfile(_Frozen):
     description: str = ""
     source: str = ""  # the MIB (and objects) the profile was written from
     values: list[SnmpValue] = Field(min_length=1)
+    status: list[SnmpStatus] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> SnmpProfile:

@@ -36,6 +36,7 @@ class DeviceHealth:
     last_detail: str = ""
     errors: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
+    status: dict[str, float] = field(default_factory=dict)  # a profile's states (UPS load)
 
     def copy(self) -> DeviceHealth:
         """A copy that later polls do not change."""
@@ -52,6 +53,7 @@ class DeviceHealth:
             self.last_detail,
             Counter(self.errors),
             Counter(self.refused),
+            dict(self.status),
         )
 
 
@@ -84,10 +86,19 @@ class Health:
         self.acknowledged = 0
         self.mqtt_connected = False
 
-    def success(self, device: str, now_s: float, refused: list[str]) -> None:
-        """A poll of ``device`` answered; ``refused`` lists the reasons of values left out."""
+    def success(
+        self,
+        device: str,
+        now_s: float,
+        refused: list[str],
+        status: dict[str, float] | None = None,
+    ) -> None:
+        """A poll of ``device`` answered; ``refused`` lists the reasons of values left out,
+        ``status`` the profile's device states (replacing the last poll's)."""
         with self._lock:
             d = self._devices[device]
+            if status is not None:
+                d.status = dict(status)
             d.up = d.polled = True
             d.consecutive_failures = 0
             d.last_success_s = now_s
@@ -155,7 +166,10 @@ class BridgeCollector(Collector):
         streak = _gauge("greendc_bridge_device_consecutive_failures")
         errors = _counter("greendc_bridge_poll_errors_total")
         refused = _counter("greendc_bridge_values_refused_total")
+        status = _gauge("greendc_bridge_device_status")
         for d in s.devices:
+            for name, value in sorted(d.status.items()):
+                status.add_metric([d.device, name], value)
             up.add_metric([d.device, d.protocol, d.site, d.meter], 1.0 if d.up else 0.0)
             if d.polled and not d.up:
                 failing.add_metric([d.device, d.last_reason, d.last_detail], 1.0)
@@ -175,4 +189,5 @@ class BridgeCollector(Collector):
         acked.add_metric([], float(s.acknowledged))
         connected = _gauge("greendc_bridge_mqtt_connected")
         connected.add_metric([], 1.0 if s.mqtt_connected else 0.0)
-        yield from (up, failing, last, streak, errors, refused, polls, published, acked, connected)
+        yield from (up, failing, last, streak, errors, refused, status)
+        yield from (polls, published, acked, connected)

@@ -134,5 +134,6 @@ class Scheduler:
             log.debug("device %s: value refused: %s: %s", job.device, reason, detail)
         if fields:
             self.publish(job.site, job.meter, now, fields)
-        self.health.success(job.device, now, [r for r, _ in refused])
+        status = getattr(job.poller, "status", None)  # SNMP profiles' device states
+        self.health.success(job.device, now, [r for r, _ in refused], status)
         return 0

@@ -28,7 +28,7 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from greendc.collector.bridge._base import DeviceError
 from greendc.collector.bridge.values import Missing, RawValue
-from greendc.config import SnmpDevice, SnmpProfile, SnmpValue
+from greendc.config import SnmpDevice, SnmpProfile
 
 log = logging.getLogger("greendc.bridge.snmp")
 
@@ -114,6 +114,7 @@ class SnmpPoller:
         self.sums = [v for v in profile.values if v.read == "sum"]
         self._target: UdpTransportTarget | None = None
         self.where = f"{device.host}:{device.port}"
+        self.status: dict[str, float] = {}  # the profile's states from the last poll
 
     async def _transport(self) -> UdpTransportTarget:
         if self._target is None:
@@ -136,26 +137,49 @@ class SnmpPoller:
             raise DeviceError("device_error", f"{self.where}: {what}: {error_status.prettyPrint()}")
 
     async def poll(self) -> list[RawValue]:
-        """One GET for the single values, GETBULK walks for the summed columns."""
+        """One GET for the single values and states, GETBULK walks for the columns."""
         target = await self._transport()
+        index = self.device.index
+        gets = [(v.oid_for(index), v) for v in self.gets]
+        status_gets = [(st.oid_for(index), st) for st in self.profile.status if st.read == "get"]
         out: list[RawValue] = []
-        if self.gets:
-            oids = [ObjectType(ObjectIdentity(v.oid_for(self.device.index))) for v in self.gets]
+        status: dict[str, float] = {}
+        if gets or status_gets:
+            oids = [ObjectType(ObjectIdentity(o)) for o, _ in gets + status_gets]
             ei, es, _ix, binds = await get_cmd(
                 self.engine, self.auth, target, self.context, *oids, lookupMib=False
             )
             self._check(ei, es, "GET")
-            if len(binds) != len(self.gets):
+            if len(binds) != len(oids):
                 raise DeviceError("garbage", f"{self.where}: {len(binds)} values answered")
-            for v, (_name, value) in zip(self.gets, binds, strict=True):
-                out.append(RawValue(v.quantity, _number(value), v.unit, v.scale, v.limits))
+            answers = [_number(value) for _name, value in binds]
+            for (_oid, v), answer in zip(gets, answers[: len(gets)], strict=True):
+                out.append(RawValue(v.quantity, answer, v.unit, v.scale, v.limits))
+            for (_oid, st), answer in zip(status_gets, answers[len(gets) :], strict=True):
+                if isinstance(answer, int):
+                    status[st.name] = float(answer)
         for v in self.sums:
-            out.append(await self._sum(target, v))
+            rows = await self._column(target, v.oid_for(index))
+            ints = [r for r in rows if isinstance(r, int)]
+            bad = next((r for r in rows if not isinstance(r, int)), None)
+            total: object = sum(ints) if ints else Missing("no rows under the column")
+            out.append(
+                RawValue(v.quantity, total if bad is None else bad, v.unit, v.scale, v.limits)
+            )
+        for st in self.profile.status:
+            if st.read == "get":
+                continue
+            numbers = [
+                r for r in await self._column(target, st.oid_for(index)) if isinstance(r, int)
+            ]
+            if numbers:
+                status[st.name] = float(sum(numbers) if st.read == "sum" else max(numbers))
+        self.status = status
         return out
 
-    async def _sum(self, target: UdpTransportTarget, v: SnmpValue) -> RawValue:
-        column = v.oid_for(self.device.index)
-        total: int | None = None
+    async def _column(self, target: UdpTransportTarget, column: tuple[int, ...]) -> list[object]:
+        """Every row of a table column, walked with GETBULK."""
+        rows: list[object] = []
         cursor = column
         while True:
             ei, es, _ix, binds = await bulk_cmd(
@@ -174,16 +198,11 @@ class SnmpPoller:
                 oid = tuple(name)
                 if oid[: len(column)] != column or isinstance(value, _ABSENT):
                     break
-                number = _number(value)
-                if not isinstance(number, int):
-                    return RawValue(v.quantity, number, v.unit, v.scale, v.limits)
-                total = number if total is None else total + number
+                rows.append(_number(value))
                 cursor = oid
                 inside += 1
             if inside < len(binds) or not binds:
-                break
-        raw: object = Missing("no rows under the column") if total is None else total
-        return RawValue(v.quantity, raw, v.unit, v.scale, v.limits)
+                return rows
 
     async def close(self) -> None:
         """Close the shared engine (the first poller to close does it)."""

@@ -24,14 +24,16 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
+from tests.integration.e2e_support import scrape
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
 UPS_POWER = "1.3.6.1.2.1.33.1.4.4.1.4"  # upsOutputPower.<line>, W
-UPS_LOAD = "1.3.6.1.2.1.33.1.4.4.1.5"  # upsOutputPercentLoad.<line> (not read)
+UPS_LOAD = "1.3.6.1.2.1.33.1.4.4.1.5"  # upsOutputPercentLoad.<line> (status: the max)
 UPS_BATTERY_TEMP = "1.3.6.1.2.1.33.1.2.7.0"  # upsBatteryTemperature, C
-UPS_BATTERY_STATUS = "1.3.6.1.2.1.33.1.2.1.0"  # upsBatteryStatus (not read)
+UPS_BATTERY_STATUS = "1.3.6.1.2.1.33.1.2.1.0"  # upsBatteryStatus (status)
+UPS_SECONDS_ON_BATTERY = "1.3.6.1.2.1.33.1.2.2.0"  # upsSecondsOnBattery (status)
 PDU_POWER = "1.3.6.1.4.1.318.1.1.26.4.3.1.5"  # rPDU2DeviceStatusPower.<pdu>, 0.01 kW
 PDU_ENERGY = "1.3.6.1.4.1.318.1.1.26.4.3.1.9"  # rPDU2DeviceStatusEnergy.<pdu>, 0.1 kWh
 OUTLET_POWER = "1.3.6.1.4.1.318.1.1.26.9.4.3.1.7"  # rPDU2OutletMeteredStatusPower, W
@@ -49,7 +51,10 @@ def _recording(agent: SnmpAgent, pdu_energy: int) -> None:
             f"{UPS_POWER}.2": (INTEGER, 1600),
             f"{UPS_POWER}.3": (INTEGER, 1700),
             f"{UPS_LOAD}.1": (INTEGER, 40),
+            f"{UPS_LOAD}.2": (INTEGER, 55),
+            f"{UPS_LOAD}.3": (INTEGER, 38),
             UPS_BATTERY_STATUS: (INTEGER, 2),
+            UPS_SECONDS_ON_BATTERY: (INTEGER, 0),
             UPS_BATTERY_TEMP: (INTEGER, 31),
             f"{PDU_POWER}.1": (INTEGER, 613),  # 6.13 kW
             f"{PDU_ENERGY}.1": (INTEGER, pdu_energy),
@@ -106,8 +111,13 @@ def test_v2c_and_v3_agents_reach_the_store_exactly(
         settings = bridge_settings(mosquitto, mqtt_topic_prefix, tmp_path, devices, env=env)
         assert "s3cret" not in repr(settings) and PRIV_KEY not in str(settings.redacted())
         caplog.set_level(logging.DEBUG)
-        with running(settings) as (collector, bridge, _url):
+        with running(settings) as (collector, bridge, url):
             assert wait_until(lambda: collector.stats.readings_accepted >= 12, 30)
+            status = {
+                s.labels["name"]: s.value
+                for s in scrape(url)["greendc_bridge_device_status"]
+                if s.labels["device"] == "ups-a"
+            }
             _recording(agent, pdu_energy=123457)  # the counter moves on
             mark = collector.stats.readings_accepted
             assert wait_until(lambda: collector.stats.readings_accepted >= mark + 12, 30)
@@ -115,6 +125,11 @@ def test_v2c_and_v3_agents_reach_the_store_exactly(
         rows = stored(tmp_path / "s.sqlite")
     assert all(d.up and not d.errors for d in snap.devices), snap
     assert rows["ups-1"][-1] == {"power_w": 4800.0, "temp_c": 31.0}  # three lines summed
+    assert status == {
+        "ups_output_load_percent": 55.0,  # the busiest of the three lines
+        "ups_battery_status": 2.0,  # batteryNormal
+        "ups_seconds_on_battery": 0.0,
+    }
     assert {r["power_w"] for r in rows["ups-2"]} == {6130.0}
     energy = [r["energy_wh"] for r in rows["ups-2"]]
     assert set(energy) == {12345600.0, 12345700.0} and energy == sorted(energy)

@@ -225,7 +225,7 @@ def test_bridge_metrics_name_the_failing_device_and_its_reason() -> None:
             DeviceHealth("m2", "modbus", "sg1", "ups-1"),
         ]
     )
-    health.success("m1", 1000.0, ["out_of_range"])
+    health.success("m1", 1000.0, ["out_of_range"], {"ups_battery_status": 2.0})
     health.failure("m2", "unreachable", "10.0.0.6:502: connection refused")
     families = list(BridgeCollector(health.snapshot).collect())
     samples = {}
@@ -262,6 +262,8 @@ def test_bridge_metrics_name_the_failing_device_and_its_reason() -> None:
         (("device", "m1"), ("reason", "out_of_range")),
     )
     assert samples[refused] == 1.0
+    status = ("greendc_bridge_device_status", (("device", "m1"), ("name", "ups_battery_status")))
+    assert samples[status] == 2.0
 
 
 # -- configuration ---------------------------------------------------------------------------
