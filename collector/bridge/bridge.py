@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from greendc._errors import ConfigError
+from greendc._errors import ConfigError, GreendcError
 from greendc.collector.bridge._base import Poller
 from greendc.collector.bridge.health import DeviceHealth, Health, HealthSnapshot
 from greendc.collector.bridge.publish import Publisher
@@ -101,6 +101,9 @@ class Bridge:
         self._thread = threading.Thread(target=self._run, name="greendc-bridge", daemon=True)
         self._thread.start()
         self._ready.wait(30)
+        if self.error is not None:
+            self.publisher.stop(drain_timeout_s=0)
+            raise GreendcError(f"the bridge could not start polling: {self.error}") from self.error
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Whether the MQTT connection is up within ``timeout_s``."""

@@ -68,6 +68,8 @@ def cmd_check_config(args: argparse.Namespace) -> ExitCode:
     print(f"  sinks: {', '.join(settings.effective_sinks)}")
     if settings.metrics.enabled:
         print(f"  metrics: http://{settings.metrics.listen}:{settings.metrics.port}/metrics")
+    if settings.bridges is not None:
+        print(f"  bridges: {_bridges_summary(settings)}")
     return ExitCode.OK
 
 
@@ -180,6 +182,18 @@ def _period_type(parse: str) -> Callable[[str], Period]:
 
 
 # -- greendc bridge ----------------------------------------------------------------------------
+def _bridges_summary(settings: Settings) -> str:
+    """One line on the bridge devices of a config (no secret, no address)."""
+    from collections import Counter
+
+    b = settings.bridges
+    if b is None or not b.devices:
+        return "no devices"
+    counts = Counter(d.protocol for d in b.devices)
+    kinds = ", ".join(f"{p} {n}" for p, n in sorted(counts.items()))
+    return f"{len(b.devices)} devices ({kinds}), every {b.interval_seconds:g} s"
+
+
 def run_bridge(settings: Settings, stop: threading.Event) -> int:
     """Poll the configured devices until ``stop`` is set; serve the bridge's /metrics."""
     from prometheus_client import CollectorRegistry, start_http_server

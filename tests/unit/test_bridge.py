@@ -490,3 +490,25 @@ def test_a_poll_that_hangs_past_its_deadline_fails_as_a_timeout() -> None:
     assert asyncio.run(sched.poll_once(job)) == 1
     d = health.snapshot().device("m1")
     assert d.last_reason == "timeout" and "whole poll" in d.last_detail
+
+
+def test_a_bridge_whose_pollers_cannot_be_built_refuses_to_start() -> None:
+    from greendc._errors import GreendcError
+    from greendc.collector.bridge import Bridge
+
+    settings = parse_config(
+        {
+            "mqtt": {"url": "mqtt://127.0.0.1:9"},  # nothing listens: the bridge never connects
+            "sites": SITES,
+            "bridges": {"metrics": {"enabled": False}, "devices": [_modbus()]},
+        },
+        env={},
+    )
+
+    def broken(_b: Any) -> Any:
+        raise OSError("address already in use")
+
+    bridge = Bridge(settings, pollers=broken)
+    with pytest.raises(GreendcError, match="could not start polling: address already in use"):
+        bridge.start()
+    bridge.stop()
