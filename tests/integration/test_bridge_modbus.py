@@ -152,6 +152,8 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
             _device(good, 1, "eastron-sdm630", "incomer"),
             _device(flaky, 1, "eastron-sdm630", "ups-1"),
             {**_device(good, 1, "eastron-sdm630", "ups-2"), "name": "junk", "port": garbage.port},
+            # A unit id the gateway does not have: the gateway answers a Modbus exception.
+            {**_device(good, 9, "eastron-sdm630", "chiller"), "name": "absent-unit"},
         ]
         settings = bridge_settings(
             mosquitto, mqtt_topic_prefix, tmp_path, devices, modbus_profiles=[GENERIC]
@@ -164,6 +166,17 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
             junk = wait_until(lambda: failing(url, "junk"), 20)
             assert junk is not None and junk["reason"] == "garbage", junk
             assert "not a Modbus response" in junk["detail"]
+            absent = wait_until(lambda: failing(url, "absent-unit"), 20)
+            assert absent is not None and absent["reason"] == "device_error", absent
+            assert "Modbus exception code" in absent["detail"]
+
+            # Garbage values: a float register holding NaN is refused and counted; the
+            # poll's other value (energy) is still published.
+            good.set(1, SDM.registers[0], float("nan"))
+            assert wait_until(
+                lambda: bridge.snapshot().device(f"gw{good.port}-u1").refused["non_finite"] >= 2
+            )
+            good.set(1, SDM.registers[0], 1000.0)
 
             # Slow: every answer takes longer than the request timeout.
             flaky.delay_s = 1.0
@@ -198,7 +211,10 @@ def test_slow_garbage_and_vanished_devices_go_stale_and_recover(
         assert snap.device("junk").up is False
         assert snap.device(f"gw{good.port}-u1").errors == {}
         rows = stored(tmp_path / "s.sqlite")
-        assert "ups-2" not in rows  # the garbage device never produced a reading
+        assert "ups-2" not in rows and "chiller" not in rows  # failing devices: no readings
+        incomer = rows["incomer"]
+        assert {r["power_w"] for r in incomer if "power_w" in r} == {1000.0}  # NaN never stored
+        assert any(set(r) == {"energy_wh"} for r in incomer)  # the poll with NaN power
         assert {r["power_w"] for r in rows["ups-1"]} == {1000.0, 2000.0}  # no zero, no guess
         assert dict(agent.stats.rejections) == {}
     finally:
