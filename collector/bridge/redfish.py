@@ -58,24 +58,35 @@ class RedfishPoller:
         self.executor = executor
         self.base = device.url
         self.where = device.url
-        if device.verify_tls:
-            ctx = ssl.create_default_context(cafile=str(device.ca_file) if device.ca_file else None)
-        else:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        self.http = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=1,
-            ssl_context=ctx,
-            retries=False,
-            timeout=urllib3.Timeout(total=timeout_s),
-        )
+        self._http: urllib3.PoolManager | None = None
         self._token: str | None = None
         self._session_uri: str | None = None
         self._plan: _Plan | None = None
 
     # -- HTTP -------------------------------------------------------------------------
+    @property
+    def http(self) -> urllib3.PoolManager:
+        """The connection pool, made at first use (a CA file may appear after start-up)."""
+        if self._http is None:
+            d = self.device
+            try:
+                if d.verify_tls:
+                    ctx = ssl.create_default_context(cafile=str(d.ca_file) if d.ca_file else None)
+                else:
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+            except (OSError, ssl.SSLError) as exc:
+                raise DeviceError("tls", f"{self.where}: ca_file {d.ca_file}: {exc}") from exc
+            self._http = urllib3.PoolManager(
+                num_pools=2,
+                maxsize=1,
+                ssl_context=ctx,
+                retries=False,
+                timeout=urllib3.Timeout(total=self.timeout_s),
+            )
+        return self._http
+
     def _headers(self) -> dict[str, str]:
         h = {"Accept": "application/json", "OData-Version": "4.0"}
         if self.device.auth == "basic":
@@ -213,7 +224,8 @@ class RedfishPoller:
             # Best effort: the BMC expires the session on its own.
             with contextlib.suppress(DeviceError):
                 await loop.run_in_executor(None, self._request, "DELETE", self._session_uri)
-        self.http.clear()
+        if self._http is not None:
+            self._http.clear()
         self.executor.shutdown(wait=False)  # shared: the first close ends it, the rest no-op
 
 

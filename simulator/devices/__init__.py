@@ -2,29 +2,45 @@
 served on their own addresses with the simulator's values.
 
 :class:`SimulatedDevices` reads ``bridges.devices`` of a configuration and serves every
-Modbus TCP device (one server per host:port, a unit per device) and SNMP agent (one per
-host:port; its community or v3 user taken from the config) laid out like the device's
-profile. Each step it advances the site simulation (:mod:`greendc.simulator.model`) and
-writes every bridged meter's power, energy and temperature into its registers or objects,
-in the device's own units and scale, so ``greendc bridge`` reads what ``greendc simulate``
-would have published. Redfish and BACnet devices of the config are not simulated (yet).
+Modbus TCP device (one server per host:port, a unit per device), SNMP agent (one per
+host:port; its community or v3 user taken from the config) and Redfish service (HTTPS with
+a CA of its own, written to the device's ``ca_file`` when that file does not exist yet, so
+the bridge can trust it) laid out like the device's profile. Each step it advances the
+site simulation (:mod:`greendc.simulator.model`) and writes every bridged meter's power,
+energy and temperature into its registers or resources, in the device's own units and
+scale, so ``greendc bridge`` reads what ``greendc simulate`` would have published. BACnet
+devices of the config are not simulated (yet).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from greendc.config import ModbusDevice, ModbusRegister, Settings, SnmpDevice, SnmpValue
+from greendc.config import (
+    ModbusDevice,
+    ModbusRegister,
+    RedfishDevice,
+    Settings,
+    SnmpDevice,
+    SnmpValue,
+)
 from greendc.model import UNITS
 from greendc.simulator.devices.modbus import ModbusDevices
+from greendc.simulator.devices.redfish import RedfishServer, environment_mockup, make_ca
 from greendc.simulator.devices.snmp import SnmpAgent
 from greendc.simulator.model import SiteSim
 
-__all__ = ["ModbusDevices", "SimulatedDevices", "SnmpAgent"]
+__all__ = ["ModbusDevices", "RedfishServer", "SimulatedDevices", "SnmpAgent"]
+
+_ENV_METRICS = "/redfish/v1/Chassis/1U/EnvironmentMetrics"
 
 log = logging.getLogger("greendc.simulator.devices")
 
@@ -80,7 +96,9 @@ class SimulatedDevices:
         self.sims = {s.name: SiteSim(s, seed) for s in settings.sites}
         self.modbus: dict[tuple[str, int], ModbusDevices] = {}
         self.agents: dict[tuple[str, int], SnmpAgent] = {}
+        self.redfish: dict[str, RedfishServer] = {}  # device id -> its service
         self.skipped: list[str] = []
+        self._tls_dir: Path | None = None
         self.steps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,6 +120,8 @@ class SimulatedDevices:
                         host=d.host,
                         port=d.port,
                     )
+            elif isinstance(d, RedfishDevice):
+                self.redfish[d.id] = self._redfish(d)
             else:
                 self.skipped.append(d.id)
         for (host, port), by_unit in units.items():
@@ -111,9 +131,29 @@ class SimulatedDevices:
             gw.start()
         for agent in self.agents.values():
             agent.start()
+        for server in self.redfish.values():
+            server.start()
         self._thread = threading.Thread(target=self._run, name="simulated-devices", daemon=True)
         self._thread.start()
         return self
+
+    def _redfish(self, d: RedfishDevice) -> RedfishServer:
+        if self._tls_dir is None:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="greendc-sim-tls-"))
+            self._ca, self._cert, self._key = make_ca(self._tls_dir)
+        if d.ca_file is not None and not d.ca_file.exists():
+            d.ca_file.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._ca, d.ca_file)  # so the bridge can check the certificate
+        parts = urlsplit(d.url)
+        return RedfishServer(
+            environment_mockup("1U"),
+            self._cert,
+            self._key,
+            username=d.username,
+            password=d.password.get_secret_value(),
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 443,
+        )
 
     def update(self, ts_s: float) -> None:
         """Advance every site to ``ts_s`` and write the bridged meters' values."""
@@ -136,6 +176,13 @@ class SimulatedDevices:
                 for v in self.b.snmp_profile(d.profile).values:
                     if v.quantity.value in values:
                         agent.set(_snmp_values(v, d.index, values[v.quantity.value]))
+            elif isinstance(d, RedfishDevice) and d.id in self.redfish:
+                server = self.redfish[d.id]
+                if "power_w" in values:
+                    server.set_reading(_ENV_METRICS, "PowerWatts.Reading", values["power_w"])
+                if "energy_wh" in values:
+                    kwh = values["energy_wh"] / 1000.0
+                    server.set_reading(_ENV_METRICS, "EnergykWh.Reading", kwh)
         self.steps += 1
 
     def _run(self) -> None:
@@ -154,6 +201,10 @@ class SimulatedDevices:
             gw.close()
         for agent in self.agents.values():
             agent.close()
+        for server in self.redfish.values():
+            server.stop()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> SimulatedDevices:
         return self.start()

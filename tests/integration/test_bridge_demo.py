@@ -48,6 +48,10 @@ def _retarget(broker: Mosquitto, prefix: str, tmp_path: Path) -> dict[str, Any]:
     )
     ports: dict[tuple[str, int], int] = {}
     for d in b["devices"]:
+        if d["protocol"] == "redfish":
+            d["url"] = f"https://127.0.0.1:{free_tcp_port()}"
+            d["ca_file"] = str(tmp_path / "demo-ca.pem")  # written by the simulator
+            continue
         key = (d["protocol"], d["port"])
         if key not in ports:
             ports[key] = free_tcp_port() if d["protocol"] == "modbus" else free_udp_port()
@@ -61,20 +65,23 @@ def test_the_bridge_demo_runs_end_to_end(
     settings = parse_config(_retarget(mosquitto, mqtt_topic_prefix, tmp_path), env={})
     with SimulatedDevices(settings, step_s=0.5) as devices:
         assert len(devices.modbus) == 1 and len(devices.agents) == 2 and not devices.skipped
+        assert len(devices.redfish) == 1 and (tmp_path / "demo-ca.pem").exists()
         with running(settings) as (collector, bridge, _url):
-            assert wait_until(lambda: collector.stats.readings_accepted >= 12, 30)
+            assert wait_until(lambda: collector.stats.readings_accepted >= 15, 30)
             snap = bridge.snapshot()
     assert all(d.up and not d.errors and not d.refused for d in snap.devices), [
         (d.device, d.up, d.errors, d.refused, d.last_detail) for d in snap.devices
     ]
     rows = stored(tmp_path / "s.sqlite")
-    assert set(rows) == {"incomer", "chiller", "ups-1", "ups-2"}
+    assert set(rows) == {"incomer", "chiller", "ups-1", "ups-2", "noc-server"}
     assert all(
-        set(r) == {"power_w", "energy_wh"} for m in ("incomer", "chiller", "ups-2") for r in rows[m]
+        set(r) == {"power_w", "energy_wh"}
+        for m in ("incomer", "chiller", "ups-2", "noc-server")
+        for r in rows[m]
     )
     assert all(r["temp_c"] == 25.0 for r in rows["ups-1"])  # UPS-MIB battery temperature
     for meter, rows_ in rows.items():
-        assert all(10_000 < r["power_w"] < 2_000_000 for r in rows_), (meter, rows_[-1])
+        assert all(100 < r["power_w"] < 2_000_000 for r in rows_), (meter, rows_[-1])
     # The SDM630's power is a float32 register: what is stored is the simulator's watts
     # rounded to float32, exactly.
     p = rows["incomer"][-1]["power_w"]

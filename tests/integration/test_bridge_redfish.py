@@ -9,11 +9,13 @@ trust: certificate checking stays on.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from greendc.simulator.devices.redfish import RedfishServer, make_ca
 from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
@@ -22,10 +24,18 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
-from tests.redfish_server import RedfishServer, make_ca
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
+
+MOCKUPS = Path(__file__).resolve().parents[1] / "data" / "redfish"
+
+
+def _mockup(name: str) -> dict[str, Any]:
+    """A mockup file: every URI of the service mapped to its resource."""
+    doc: dict[str, Any] = json.loads((MOCKUPS / f"{name}.json").read_text())
+    return doc
+
 
 USER = "greendc"
 PASSWORD = "bmc-pass-9f3"
@@ -50,7 +60,7 @@ def test_three_chassis_schemas_reach_the_store_exactly(
 ) -> None:
     ca, cert, key = make_ca(tmp_path / "tls")
     servers = [
-        RedfishServer(m, cert, key, username=USER, password=PASSWORD).start()
+        RedfishServer(_mockup(m), cert, key, username=USER, password=PASSWORD).start()
         for m in ("environment-metrics", "power-subsystem", "legacy-power")
     ]
     env_srv, sub_srv, legacy_srv = servers
@@ -89,7 +99,7 @@ def test_untrusted_certificates_wrong_passwords_and_outages_say_why(
     mosquitto: Mosquitto, mqtt_topic_prefix: str, tmp_path: Path
 ) -> None:
     ca, cert, key = make_ca(tmp_path / "tls")
-    srv = RedfishServer("environment-metrics", cert, key, username=USER, password=PASSWORD)
+    srv = RedfishServer(_mockup("environment-metrics"), cert, key, username=USER, password=PASSWORD)
     srv.start()
     try:
         devices = [

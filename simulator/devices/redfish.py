@@ -1,10 +1,11 @@
-"""A real Redfish service for tests: HTTPS on loopback serving the DMTF-schema mockups in
-tests/data/redfish/, with basic and session authentication, and a CA of its own.
+"""A simulated Redfish service: HTTPS serving DMTF-schema resources, with basic and session
+authentication and a CA of its own (for the simulator, the tests and the demo).
 
 :func:`make_ca` writes a CA and a server certificate for 127.0.0.1 (with ``cryptography``);
-:class:`RedfishServer` serves one mockup (a JSON file mapping each URI to its resource)
-from a thread. Readings can be changed while it runs, it can refuse every request for a
-while (503), and be stopped and started again on the same port.
+:class:`RedfishServer` serves one mockup (a mapping of each URI to its resource: the
+tests' files in tests/data/redfish/, or :func:`environment_mockup`) from a thread.
+Readings can be changed while it runs, it can refuse every request for a while (503), and
+be stopped and started again on the same port.
 """
 
 from __future__ import annotations
@@ -26,9 +27,47 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.servers import LOOPBACK, free_port
+from greendc.simulator.devices.modbus import LOOPBACK, free_tcp_port
 
-MOCKUPS = Path(__file__).parent / "data" / "redfish"
+
+def environment_mockup(chassis: str = "1U") -> dict[str, Any]:
+    """A minimal service: root, sessions, one chassis with EnvironmentMetrics (DMTF 2020.4+)."""
+    c = f"/redfish/v1/Chassis/{chassis}"
+    return {
+        "/redfish/v1": {
+            "@odata.id": "/redfish/v1",
+            "@odata.type": "#ServiceRoot.v1_15_0.ServiceRoot",
+            "Id": "RootService",
+            "Name": "Root Service",
+            "RedfishVersion": "1.17.0",
+            "Chassis": {"@odata.id": "/redfish/v1/Chassis"},
+            "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
+            "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
+        },
+        "/redfish/v1/Chassis": {
+            "@odata.id": "/redfish/v1/Chassis",
+            "@odata.type": "#ChassisCollection.ChassisCollection",
+            "Name": "Chassis Collection",
+            "Members@odata.count": 1,
+            "Members": [{"@odata.id": c}],
+        },
+        c: {
+            "@odata.id": c,
+            "@odata.type": "#Chassis.v1_25_0.Chassis",
+            "Id": chassis,
+            "Name": f"Chassis {chassis}",
+            "ChassisType": "RackMount",
+            "EnvironmentMetrics": {"@odata.id": f"{c}/EnvironmentMetrics"},
+        },
+        f"{c}/EnvironmentMetrics": {
+            "@odata.id": f"{c}/EnvironmentMetrics",
+            "@odata.type": "#EnvironmentMetrics.v1_3_2.EnvironmentMetrics",
+            "Id": "EnvironmentMetrics",
+            "Name": "Chassis Environment Metrics",
+            "PowerWatts": {"Reading": 0.0},
+            "EnergykWh": {"Reading": 0.0},
+        },
+    }
 
 
 def _name(cn: str) -> x509.Name:
@@ -91,12 +130,22 @@ def make_ca(folder: Path) -> tuple[Path, Path, Path]:
 class RedfishServer:
     """One Redfish mockup over HTTPS on a free loopback port."""
 
-    def __init__(self, mockup: str, cert: Path, key: Path, *, username: str, password: str) -> None:
-        self.docs: dict[str, Any] = json.loads((MOCKUPS / f"{mockup}.json").read_text())
+    def __init__(
+        self,
+        docs: dict[str, Any],
+        cert: Path,
+        key: Path,
+        *,
+        username: str,
+        password: str,
+        host: str = LOOPBACK,
+        port: int | None = None,
+    ) -> None:
+        self.docs: dict[str, Any] = copy.deepcopy(docs)
         self.username = username
         self.password = password
-        self.port = free_port()
-        self.host = LOOPBACK
+        self.host = host
+        self.port = port or free_tcp_port(host)
         self.unavailable = False  # answer 503 to everything (a BMC rebooting)
         self.requests: list[tuple[str, str]] = []
         self.sessions: dict[str, str] = {}  # token -> session URI
