@@ -8,8 +8,9 @@ a CA of its own, written to the device's ``ca_file`` when that file does not exi
 the bridge can trust it) laid out like the device's profile. Each step it advances the
 site simulation (:mod:`greendc.simulator.model`) and writes every bridged meter's power,
 energy and temperature into its registers or resources, in the device's own units and
-scale, so ``greendc bridge`` reads what ``greendc simulate`` would have published. BACnet
-devices of the config are not simulated (yet).
+scale, so ``greendc bridge`` reads what ``greendc simulate`` would have published. A
+BACnet device becomes a bacpypes3 device at its address whose analog points report
+kilowatts, kilowatt-hours, degrees-celsius or liters.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from greendc.config import (
+    BacnetDevice,
     ModbusDevice,
     ModbusRegister,
     RedfishDevice,
@@ -33,12 +35,21 @@ from greendc.config import (
     SnmpValue,
 )
 from greendc.model import UNITS
+from greendc.simulator.devices.bacnet import BacnetTestDevice
 from greendc.simulator.devices.modbus import ModbusDevices
 from greendc.simulator.devices.redfish import RedfishServer, environment_mockup, make_ca
 from greendc.simulator.devices.snmp import SnmpAgent
 from greendc.simulator.model import SiteSim
 
-__all__ = ["ModbusDevices", "RedfishServer", "SimulatedDevices", "SnmpAgent"]
+__all__ = ["BacnetTestDevice", "ModbusDevices", "RedfishServer", "SimulatedDevices", "SnmpAgent"]
+
+# What a simulated BACnet point reports, by quantity: (BACnet units, divisor from canonical).
+_BACNET_UNITS = {
+    "power_w": ("kilowatts", 1000.0),
+    "energy_wh": ("kilowatt-hours", 1000.0),
+    "temp_c": ("degrees-celsius", 1.0),
+    "water_l": ("liters", 1.0),
+}
 
 _ENV_METRICS = "/redfish/v1/Chassis/1U/EnvironmentMetrics"
 
@@ -97,6 +108,7 @@ class SimulatedDevices:
         self.modbus: dict[tuple[str, int], ModbusDevices] = {}
         self.agents: dict[tuple[str, int], SnmpAgent] = {}
         self.redfish: dict[str, RedfishServer] = {}  # device id -> its service
+        self.bacnet: dict[str, BacnetTestDevice] = {}  # device id -> the device
         self.skipped: list[str] = []
         self._tls_dir: Path | None = None
         self.steps = 0
@@ -122,6 +134,15 @@ class SimulatedDevices:
                     )
             elif isinstance(d, RedfishDevice):
                 self.redfish[d.id] = self._redfish(d)
+            elif isinstance(d, BacnetDevice):
+                bhost, _, bport = d.address.partition(":")
+                points = {p.object: (0.0, _BACNET_UNITS[p.quantity.value][0]) for p in d.points}
+                instance = (
+                    d.device_instance if d.device_instance is not None else 100 + len(self.bacnet)
+                )
+                self.bacnet[d.id] = BacnetTestDevice(
+                    instance, points, host=bhost, port=int(bport or 47808)
+                )
             else:
                 self.skipped.append(d.id)
         for (host, port), by_unit in units.items():
@@ -133,6 +154,8 @@ class SimulatedDevices:
             agent.start()
         for server in self.redfish.values():
             server.start()
+        for bac in self.bacnet.values():
+            bac.start()
         self._thread = threading.Thread(target=self._run, name="simulated-devices", daemon=True)
         self._thread.start()
         return self
@@ -176,6 +199,12 @@ class SimulatedDevices:
                 for v in self.b.snmp_profile(d.profile).values:
                     if v.quantity.value in values:
                         agent.set(_snmp_values(v, d.index, values[v.quantity.value]))
+            elif isinstance(d, BacnetDevice) and d.id in self.bacnet:
+                bac = self.bacnet[d.id]
+                for p in d.points:
+                    if p.quantity.value in values:
+                        divisor = _BACNET_UNITS[p.quantity.value][1]
+                        bac.set(p.object, values[p.quantity.value] / divisor / p.scale)
             elif isinstance(d, RedfishDevice) and d.id in self.redfish:
                 server = self.redfish[d.id]
                 if "power_w" in values:
@@ -203,6 +232,8 @@ class SimulatedDevices:
             agent.close()
         for server in self.redfish.values():
             server.stop()
+        for bac in self.bacnet.values():
+            bac.close()
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
 

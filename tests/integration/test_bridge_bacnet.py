@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from greendc.simulator.devices.bacnet import BacnetTestDevice
 from greendc.simulator.devices.snmp import free_udp_port
-from tests.bacnet_device import BacnetTestDevice
 from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,

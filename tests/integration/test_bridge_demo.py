@@ -47,7 +47,11 @@ def _retarget(broker: Mosquitto, prefix: str, tmp_path: Path) -> dict[str, Any]:
         client_id=f"b-{prefix.replace('/', '-')}",
     )
     ports: dict[tuple[str, int], int] = {}
+    b["bacnet_local_address"] = f"127.0.0.1/8:{free_udp_port()}"
     for d in b["devices"]:
+        if d["protocol"] == "bacnet":
+            d["address"] = f"127.0.0.1:{free_udp_port()}"
+            continue
         if d["protocol"] == "redfish":
             d["url"] = f"https://127.0.0.1:{free_tcp_port()}"
             d["ca_file"] = str(tmp_path / "demo-ca.pem")  # written by the simulator
@@ -66,22 +70,26 @@ def test_the_bridge_demo_runs_end_to_end(
     with SimulatedDevices(settings, step_s=0.5) as devices:
         assert len(devices.modbus) == 1 and len(devices.agents) == 2 and not devices.skipped
         assert len(devices.redfish) == 1 and (tmp_path / "demo-ca.pem").exists()
+        assert len(devices.bacnet) == 1
         with running(settings) as (collector, bridge, _url):
-            assert wait_until(lambda: collector.stats.readings_accepted >= 15, 30)
+            assert wait_until(lambda: collector.stats.readings_accepted >= 18, 30)
             snap = bridge.snapshot()
     assert all(d.up and not d.errors and not d.refused for d in snap.devices), [
         (d.device, d.up, d.errors, d.refused, d.last_detail) for d in snap.devices
     ]
     rows = stored(tmp_path / "s.sqlite")
-    assert set(rows) == {"incomer", "chiller", "ups-1", "ups-2", "noc-server"}
+    assert set(rows) == {"incomer", "lighting", "chiller", "ups-1", "ups-2", "noc-server"}
     assert all(
         set(r) == {"power_w", "energy_wh"}
-        for m in ("incomer", "chiller", "ups-2", "noc-server")
+        for m in ("incomer", "lighting", "ups-2", "noc-server")
         for r in rows[m]
     )
+    # The BACnet chiller: kilowatts and kilowatt-hours converted, outdoor temperature in C.
+    assert all(set(r) == {"power_w", "energy_wh", "temp_c"} for r in rows["chiller"])
+    assert all(15 < r["temp_c"] < 45 for r in rows["chiller"])
     assert all(r["temp_c"] == 25.0 for r in rows["ups-1"])  # UPS-MIB battery temperature
     for meter, rows_ in rows.items():
-        assert all(100 < r["power_w"] < 2_000_000 for r in rows_), (meter, rows_[-1])
+        assert all(10 < r["power_w"] < 2_000_000 for r in rows_), (meter, rows_[-1])
     # The SDM630's power is a float32 register: what is stored is the simulator's watts
     # rounded to float32, exactly.
     p = rows["incomer"][-1]["power_w"]

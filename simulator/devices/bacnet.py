@@ -1,8 +1,9 @@
-"""A real BACnet/IP device for tests: a bacpypes3 application on loopback UDP.
+"""A simulated BACnet/IP device: a bacpypes3 application on UDP (simulator and tests).
 
-:class:`BacnetDevice` runs a device object with analog input/value objects (present value
-and engineering units set by the test) in its own thread and event loop, on a free UDP
-port of 127.0.0.1. It can be stopped (the device goes away) and started again on the port.
+:class:`BacnetTestDevice` runs a device object with analog input/value objects (present
+value and engineering units set by its owner) in its own thread and event loop, on a free
+UDP port of 127.0.0.1 unless given one. It can be stopped (the device goes away) and
+started again on the same port.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 
-from greendc.simulator.devices.snmp import free_udp_port
-from tests.servers import LOOPBACK
+from greendc.simulator.devices.snmp import LOOPBACK, free_udp_port
 
 _CLASSES: dict[str, Any] = {"analog-input": AnalogInputObject, "analog-value": AnalogValueObject}
 
@@ -25,12 +25,19 @@ _CLASSES: dict[str, Any] = {"analog-input": AnalogInputObject, "analog-value": A
 class BacnetTestDevice:
     """A BACnet/IP device with analog objects on a free loopback UDP port."""
 
-    def __init__(self, instance: int, points: dict[str, tuple[float, str]]) -> None:
+    def __init__(
+        self,
+        instance: int,
+        points: dict[str, tuple[float, str]],
+        host: str = LOOPBACK,
+        port: int | None = None,
+    ) -> None:
         """``points`` maps ``analog-input,1`` to (present value, units such as kilowatts)."""
         self.instance = instance
         self.points = dict(points)
-        self.port = free_udp_port()
-        self.address = f"{LOOPBACK}:{self.port}"
+        self.host = host
+        self.port = port or free_udp_port(host)
+        self.address = f"{host}:{self.port}"
         self._objects: dict[str, Any] = {}
         self._app: Application | None = None
         self._loop = asyncio.new_event_loop()
@@ -64,7 +71,7 @@ class BacnetTestDevice:
                 vendorIdentifier=999,
             )
             port = NetworkPortObject(
-                f"{LOOPBACK}/8:{self.port}",
+                f"{self.host}/8:{self.port}",
                 objectIdentifier=("network-port", 1),
                 objectName="NetworkPort-1",
             )
