@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from greendc.collector.bridge import Bridge  # noqa: E402
 from greendc.config import parse_config  # noqa: E402
-from tests.servers import Mosquitto  # noqa: E402
+from tests.support.servers import Mosquitto  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -194,7 +194,7 @@ def _bridges_summary(settings: Settings) -> str:
     return f"{len(b.devices)} devices ({kinds}), every {b.interval_seconds:g} s"
 
 
-def run_bridge(settings: Settings, stop: threading.Event) -> int:
+def run_bridge(settings: Settings, stop: threading.Event) -> ExitCode:
     """Poll the configured devices until ``stop`` is set; serve the bridge's /metrics."""
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -219,10 +219,10 @@ def run_bridge(settings: Settings, stop: threading.Event) -> int:
         if server is not None:
             server.shutdown()
             server.server_close()
-    return 0
+    return ExitCode.OK
 
 
-def cmd_bridge(args: argparse.Namespace) -> int:
+def cmd_bridge(args: argparse.Namespace) -> ExitCode:
     """Poll Modbus devices and publish native readings over MQTT until SIGTERM/SIGINT."""
     settings = load_config(args.config)
     if settings.bridges is None or not settings.bridges.devices:

@@ -58,7 +58,7 @@ def simulate(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
 
 
 def simulate_devices(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
-    """Serve the config's bridged Modbus and SNMP devices with simulated values until ``stop``.
+    """Serve the config's bridge devices with simulated values until ``stop``.
 
     The devices listen on the hosts and ports of ``bridges.devices`` (loopback in
     config/examples/bridge-demo.yaml), so ``greendc bridge`` on the same config reads them.
@@ -71,14 +71,15 @@ def simulate_devices(args: argparse.Namespace, stop: threading.Event) -> ExitCod
     )
     with SimulatedDevices(settings, seed=args.seed, step_s=args.step_seconds) as devices:
         log.info(
-            "serving %d Modbus TCP gateways (%s) and %d SNMP agents (%s), values every %g s",
+            "serving %d Modbus TCP gateways (%s), %d SNMP agents (%s), %d Redfish services"
+            " and %d BACnet devices; values every %g s",
             len(devices.modbus),
             ", ".join(f"{h}:{p}" for h, p in devices.modbus) or "none",
             len(devices.agents),
             ", ".join(f"{h}:{p}/udp" for h, p in devices.agents) or "none",
+            len(devices.redfish),
+            len(devices.bacnet),
             args.step_seconds,
         )
-        if devices.skipped:
-            log.info("not simulated (Redfish, BACnet): %s", ", ".join(devices.skipped))
         stop.wait()
     return ExitCode.OK

@@ -14,9 +14,10 @@ from greendc.collector.agent import Agent
 from greendc.collector.bridge import Bridge, BridgeCollector
 from greendc.config import Settings
 from greendc.store import EmbeddedStore
-from tests.helpers import make_settings, wait_until
-from tests.integration.e2e_support import scrape
-from tests.servers import Mosquitto
+from tests.support.builders import make_settings
+from tests.support.collector import scrape
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 
 def bridge_settings(

@@ -15,7 +15,6 @@ import pytest
 
 from greendc.simulator.devices.bacnet import BacnetTestDevice
 from greendc.simulator.devices.snmp import free_udp_port
-from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
     failing,
@@ -23,7 +22,8 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
-from tests.servers import Mosquitto
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from greendc.config import parse_config
 from greendc.simulator.devices import SimulatedDevices
 from greendc.simulator.devices.modbus import free_tcp_port
 from greendc.simulator.devices.snmp import free_udp_port
-from tests.helpers import wait_until
 from tests.integration.bridge_support import running, stored
-from tests.servers import Mosquitto
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ import pytest
 
 from greendc.config import shipped_modbus_profiles
 from greendc.simulator.devices.modbus import GarbageServer, ModbusDevices
-from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
     failing,
@@ -24,8 +23,9 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
-from tests.integration.e2e_support import scrape
-from tests.servers import Mosquitto
+from tests.support.collector import scrape
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -236,8 +236,8 @@ def test_the_greendc_bridge_command_publishes_and_stops_cleanly(
     import yaml
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from tests.helpers import SITES
-    from tests.servers import free_port
+    from tests.support.builders import SITES
+    from tests.support.servers import free_port
 
     metrics_port = free_port()
     topic = f"{mqtt_topic_prefix}/greendc"

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from greendc.simulator.devices.redfish import RedfishServer, make_ca
-from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
     failing,
@@ -24,7 +23,8 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
-from tests.servers import Mosquitto
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

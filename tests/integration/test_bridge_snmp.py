@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from greendc.simulator.devices.snmp import SnmpAgent
-from tests.helpers import wait_until
 from tests.integration.bridge_support import (
     bridge_settings,
     failing,
@@ -24,8 +23,9 @@ from tests.integration.bridge_support import (
     settled_count,
     stored,
 )
-from tests.integration.e2e_support import scrape
-from tests.servers import Mosquitto
+from tests.support.collector import scrape
+from tests.support.polling import wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from greendc.collector.bridge.scheduler import Job, Scheduler, backoff_seconds, 
 from greendc.collector.bridge.values import REFUSAL_REASONS, RawValue, Refused, to_canonical
 from greendc.config import ModbusProfile, ModbusRegister, parse_config, shipped_modbus_profiles
 from greendc.model import Quantity
-from tests.helpers import SITES
+from tests.support.builders import SITES
 
 W = Quantity.POWER_W
 WH = Quantity.ENERGY_WH
