@@ -207,12 +207,18 @@ def run_bridge(settings: Settings, stop: threading.Event) -> ExitCode:
     if b.metrics.enabled:
         registry = CollectorRegistry()
         registry.register(BridgeCollector(bridge.snapshot))
-        server, _thread = start_http_server(b.metrics.port, b.metrics.listen, registry)
+        try:
+            server, _thread = start_http_server(b.metrics.port, b.metrics.listen, registry)
+        except OSError as exc:
+            raise GreendcError(
+                f"bridges.metrics: cannot listen on {b.metrics.listen}:{b.metrics.port}"
+                f" ({exc.strerror or exc}); choose another port or stop what uses it"
+            ) from exc
         log.info(
             "bridge metrics on http://%s:%d/metrics", b.metrics.listen, server.server_address[1]
         )
-    bridge.start()
     try:
+        bridge.start()
         stop.wait()
     finally:
         bridge.stop()

@@ -512,3 +512,27 @@ def test_a_bridge_whose_pollers_cannot_be_built_refuses_to_start() -> None:
     with pytest.raises(GreendcError, match="could not start polling: address already in use"):
         bridge.start()
     bridge.stop()
+
+
+def test_greendc_bridge_with_its_metrics_port_taken_says_so() -> None:
+    import socket
+    import threading
+
+    from greendc._errors import GreendcError
+    from greendc.app.cli import run_bridge
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = parse_config(
+            {
+                "mqtt": {"url": "mqtt://127.0.0.1:9"},
+                "sites": SITES,
+                "bridges": {"metrics": {"port": port}, "devices": [_modbus()]},
+            },
+            env={},
+        )
+        with pytest.raises(GreendcError) as info:
+            run_bridge(settings, threading.Event())
+    assert f"bridges.metrics: cannot listen on 127.0.0.1:{port}" in str(info.value)
