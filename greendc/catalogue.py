@@ -338,7 +338,85 @@ _METRICS = [
     ),
 ]
 
+# What `greendc bridge` serves on its own /metrics (device polling health): a separate
+# family list, because the collector's exporter does not emit these.
+_BRIDGE_METRICS = [
+    Metric(
+        "greendc_bridge_device_up",
+        "gauge",
+        "",
+        "1 if the device's last poll answered, 0 if it failed or was not polled yet (its"
+        " meters then go stale in the collector; nothing is published for them).",
+        ("device", "protocol", "site", "meter"),
+    ),
+    Metric(
+        "greendc_bridge_device_failing",
+        "gauge",
+        "",
+        "1 for each device whose last poll failed, with why (reason, and the detail).",
+        ("device", "reason", "detail"),
+    ),
+    Metric(
+        "greendc_bridge_device_last_success_timestamp_seconds",
+        "gauge",
+        "seconds",
+        "Unix time of the device's last answered poll.",
+        ("device",),
+    ),
+    Metric(
+        "greendc_bridge_device_consecutive_failures",
+        "gauge",
+        "",
+        "Polls of the device that failed in a row (the backoff doubles with each).",
+        ("device",),
+    ),
+    Metric(
+        "greendc_bridge_poll_errors_total",
+        "counter",
+        "",
+        "Failed polls by device and reason (timeout, unreachable, device_error, garbage, auth).",
+        ("device", "reason"),
+    ),
+    Metric(
+        "greendc_bridge_values_refused_total",
+        "counter",
+        "",
+        "Device values not published: wrong_type, non_finite, out_of_range, negative_counter.",
+        ("device", "reason"),
+    ),
+    Metric(
+        "greendc_bridge_device_status",
+        "gauge",
+        "",
+        "A device state its profile reads besides the readings, by name: a UPS's"
+        " ups_output_load_percent (busiest output line), ups_battery_status (RFC 1628: 1"
+        " unknown, 2 normal, 3 low, 4 depleted) and ups_seconds_on_battery.",
+        ("device", "name"),
+    ),
+    Metric(
+        "greendc_bridge_polls_total",
+        "counter",
+        "",
+        "Polls by protocol and outcome (ok, failed).",
+        ("protocol", "outcome"),
+    ),
+    Metric(
+        "greendc_bridge_readings_published_total",
+        "counter",
+        "readings",
+        "Readings the bridge handed to MQTT (QoS 1).",
+    ),
+    Metric(
+        "greendc_bridge_readings_acknowledged_total",
+        "counter",
+        "readings",
+        "Readings the broker acknowledged (PUBACK): published minus these are in flight.",
+    ),
+    Metric("greendc_bridge_mqtt_connected", "gauge", "", "1 while the bridge is connected."),
+]
+
 METRICS: dict[str, Metric] = {m.name: m for m in _METRICS}
+BRIDGE_METRICS: dict[str, Metric] = {m.name: m for m in _BRIDGE_METRICS}
 
 READING = Measurement(
     name="greendc_reading",
@@ -375,14 +453,15 @@ REJECTION_REASONS: dict[str, str] = {
 def metric(name: str) -> Metric:
     """The catalogued metric of that name; KeyError names the missing metric."""
     try:
-        return METRICS[name]
+        return METRICS[name] if name in METRICS else BRIDGE_METRICS[name]
     except KeyError:
         raise KeyError(f"{name!r} is not in the greendc metric catalogue") from None
 
 
 def all_series_names() -> frozenset[str]:
-    """Every Prometheus sample name the collector can expose."""
-    return frozenset(s for m in METRICS.values() for s in m.series_names)
+    """Every Prometheus sample name the collector (or a bridge) can expose."""
+    every = (*METRICS.values(), *BRIDGE_METRICS.values())
+    return frozenset(s for m in every for s in m.series_names)
 
 
 # The rolling window the dashboards read from the live KPI gauges (window="1h"); one of the

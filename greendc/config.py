@@ -10,12 +10,13 @@ values (passwords, tokens) are never echoed.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from collections import Counter
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,7 +37,7 @@ from greendc.model import UNITS, ITPoint, Quantity, Role
 
 # Identifiers become InfluxDB tags and Prometheus labels: keep them boring.
 IDENT_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-_SECRET_FIELDS = {"password", "token"}
+_SECRET_FIELDS = {"password", "token", "community", "auth_key", "priv_key"}
 _TOPIC_VAR = re.compile(r"^\{([a-z_]+)\}$")
 
 
@@ -453,6 +454,445 @@ class Site(_Frozen):
         return None
 
 
+# ---------------------------------------------------------------------------------------
+# Sensor bridges (greendc bridge): devices polled over Modbus TCP, SNMP, Redfish, BACnet/IP
+# and published as native greendc readings. Kept in its own section: the shipped Modbus
+# profiles are data (greendc/data/modbus_profiles.yaml), read here so a device naming an
+# unknown profile fails validation with its field path.
+
+_MODBUS_SIZES = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+# What a value may plausibly be, in canonical units, unless a register says otherwise.
+_DEFAULT_LIMITS: dict[Quantity, tuple[float, float]] = {
+    Quantity.POWER_W: (-1e9, 1e9),  # a 1 GW site is past any data centre; negative = export
+    Quantity.ENERGY_WH: (0.0, 1e16),
+    Quantity.WATER_L: (0.0, 1e16),
+    Quantity.TEMP_C: (-60.0, 200.0),
+}
+BRIDGE_SECRET_FIELDS = ("community", "auth_key", "priv_key", "password")
+
+
+class ModbusRegister(_Frozen):
+    """Where one value lives in a Modbus device and how to decode it."""
+
+    quantity: Quantity
+    address: int = Field(ge=0, le=65535)  # the PDU address (0-based), not the 3xxxx/4xxxx number
+    function: Literal["holding", "input"] = "holding"
+    type: Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"]
+    word_order: Literal["big", "little"] = "big"  # big: most significant register first
+    byte_order: Literal["big", "little"] = "big"  # within each 16-bit register
+    scale: float = 1.0  # device value x scale = value in `unit`
+    unit: str
+    min: float | None = None  # plausible range in canonical units (W, Wh, L, C)
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModbusRegister:
+        allowed = UNITS[self.quantity]
+        if self.unit not in allowed:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
+            )
+        if self.address + _MODBUS_SIZES[self.type] > 65536:
+            raise ValueError(f"a {self.type} at address {self.address} runs past register 65535")
+        if self.scale == 0 or self.scale != self.scale:
+            raise ValueError("scale must be a non-zero number")
+        lo, hi = self.limits
+        if lo >= hi:
+            raise ValueError(f"min ({lo}) must be below max ({hi})")
+        return self
+
+    @property
+    def count(self) -> int:
+        """How many 16-bit registers the value spans."""
+        return _MODBUS_SIZES[self.type]
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The plausible range (canonical units): the register's own, else the quantity's."""
+        lo, hi = _DEFAULT_LIMITS[self.quantity]
+        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
+
+
+class ModbusProfile(_Frozen):
+    """A device model's register map: which registers hold which quantities."""
+
+    name: str = Field(pattern=IDENT_RE)
+    description: str = ""
+    source: str = ""  # the published register map the profile was written from
+    registers: list[ModbusRegister] = Field(min_length=1)
+    # Registers between two wanted values that may be read (and ignored) to save a request;
+    # 0 reads only what is asked for (some devices refuse reads of unmapped registers).
+    max_gap_registers: int = Field(default=0, ge=0, le=120)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModbusProfile:
+        counts = Counter(r.quantity for r in self.registers)
+        dup = sorted(q.value for q, k in counts.items() if k > 1)
+        if dup:
+            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        return self
+
+
+class _BridgeDevice(_Frozen):
+    """What every polled device has: its greendc identity and its polling overrides."""
+
+    name: str | None = Field(default=None, pattern=IDENT_RE)  # default: <site>.<meter>
+    site: str = Field(pattern=IDENT_RE)
+    meter: str = Field(pattern=IDENT_RE)
+    interval_seconds: float | None = Field(default=None, gt=0, le=86400)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=300)
+
+    @property
+    def id(self) -> str:
+        """The device's name in logs and in the bridge's /metrics."""
+        return self.name or f"{self.site}.{self.meter}"
+
+
+class ModbusDevice(_BridgeDevice):
+    """A Modbus TCP device, or one meter behind a Modbus TCP gateway (its unit id)."""
+
+    protocol: Literal["modbus"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    profile: str = Field(pattern=IDENT_RE)
+
+
+_OID_RE = r"^[0-2](\.[0-9]+)+(\.\{index\})?(\.[0-9]+)*$"
+
+
+class SnmpValue(_Frozen):
+    """One value of an SNMP profile: an OID (``{index}`` = the device's index) and its unit.
+
+    ``read: get`` reads the one instance; ``read: sum`` walks a table column with GETBULK and
+    adds up its rows (a UPS's output power per output line, for example).
+    """
+
+    quantity: Quantity
+    oid: str = Field(pattern=_OID_RE)
+    read: Literal["get", "sum"] = "get"
+    scale: float = 1.0
+    unit: str
+    min: float | None = None  # plausible range in canonical units
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SnmpValue:
+        allowed = UNITS[self.quantity]
+        if self.unit not in allowed:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
+            )
+        if self.scale == 0 or self.scale != self.scale:
+            raise ValueError("scale must be a non-zero number")
+        lo, hi = self.limits
+        if lo >= hi:
+            raise ValueError(f"min ({lo}) must be below max ({hi})")
+        return self
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The plausible range (canonical units): the value's own, else the quantity's."""
+        lo, hi = _DEFAULT_LIMITS[self.quantity]
+        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
+
+    def oid_for(self, index: int) -> tuple[int, ...]:
+        """The OID with the device's index put in, as integers."""
+        return tuple(int(p) for p in self.oid.replace("{index}", str(index)).split("."))
+
+
+class SnmpStatus(_Frozen):
+    """A device state that is not a reading (a UPS's load, its battery status): exported on
+    the bridge's /metrics as greendc_bridge_device_status{device,name}, not published."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    oid: str = Field(pattern=_OID_RE)
+    read: Literal["get", "sum", "max"] = "get"  # max: the largest row (the busiest line)
+
+    def oid_for(self, index: int) -> tuple[int, ...]:
+        """The OID with the device's index put in, as integers."""
+        return tuple(int(p) for p in self.oid.replace("{index}", str(index)).split("."))
+
+
+class SnmpProfile(_Frozen):
+    """A MIB's power, energy and temperature objects as the bridge reads them."""
+
+    name: str = Field(pattern=IDENT_RE)
+    description: str = ""
+    source: str = ""  # the MIB (and objects) the profile was written from
+    values: list[SnmpValue] = Field(min_length=1)
+    status: list[SnmpStatus] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SnmpProfile:
+        counts = Counter(v.quantity for v in self.values)
+        dup = sorted(q.value for q, k in counts.items() if k > 1)
+        if dup:
+            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        return self
+
+
+class SnmpDevice(_BridgeDevice):
+    """An SNMP agent (UPS, rack PDU): v2c with a community, or v3 with USM authPriv."""
+
+    protocol: Literal["snmp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=161, ge=1, le=65535)
+    version: Literal["2c", "3"] = "2c"
+    community: SecretStr | None = None  # v2c; or community_file / community_env
+    user: str | None = None  # v3 USM user; v3 is always authPriv here
+    auth_protocol: Literal["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5"] = "SHA"
+    auth_key: SecretStr | None = None  # or auth_key_file / auth_key_env
+    priv_protocol: Literal["AES", "AES192", "AES256", "DES", "3DES"] = "AES"
+    priv_key: SecretStr | None = None  # or priv_key_file / priv_key_env
+    context_name: str = ""
+    profile: str = Field(pattern=IDENT_RE)
+    index: int = Field(default=1, ge=0)  # the row a profile's {index} stands for
+    max_repetitions: int = Field(default=16, ge=1, le=64)  # rows per GETBULK
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SnmpDevice:
+        if self.version == "2c":
+            if self.community is None or not self.community.get_secret_value():
+                raise ValueError("SNMP v2c needs community (or community_file / community_env)")
+            return self
+        missing = [n for n in ("user", "auth_key", "priv_key") if not getattr(self, n)]
+        if missing:
+            raise ValueError(
+                f"SNMP v3 (authPriv) needs {', '.join(missing)}"
+                " (keys may come from *_file or *_env)"
+            )
+        for name in ("auth_key", "priv_key"):
+            key = getattr(self, name)
+            if len(key.get_secret_value()) < 8:
+                raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
+        return self
+
+
+class RedfishDevice(_BridgeDevice):
+    """A Redfish service (a server's BMC, a chassis manager): chassis power and energy.
+
+    The chassis is found from the service root; its EnvironmentMetrics (PowerWatts,
+    EnergykWh) are read, or the older Power resource (PowerControl PowerConsumedWatts), or
+    the PowerSubsystem's power supplies (InputPowerWatts summed).
+    """
+
+    protocol: Literal["redfish"]
+    url: str  # https://bmc.example:443 (the service root is <url>/redfish/v1)
+    auth: Literal["session", "basic"] = "session"
+    username: str = Field(min_length=1)
+    password: SecretStr  # or password_file / password_env
+    chassis: str | None = None  # the chassis Id; default: the first one with power readings
+    verify_tls: bool = True  # certificate checking is on unless turned off here
+    ca_file: Path | None = None  # a private CA for the BMCs' certificates
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must look like https://bmc.example.net")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: use username and password_file")
+        return v.rstrip("/")
+
+
+_BACNET_OBJECT_RE = r"^(analog-input|analog-output|analog-value),[0-9]{1,7}$"
+
+
+class BacnetPoint(_Frozen):
+    """One analog point of a BACnet device: its object and the quantity it measures.
+
+    The unit comes from the object's own ``units`` property (watts, kilowatts,
+    kilowatt-hours, degrees-celsius, degrees-fahrenheit, ...); ``unit`` here is only used
+    when the device reports ``no-units``.
+    """
+
+    object: str = Field(pattern=_BACNET_OBJECT_RE)  # e.g. analog-input,3
+    quantity: Quantity
+    unit: str | None = None
+    scale: float = 1.0
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BacnetPoint:
+        if self.unit is not None and self.unit not in UNITS[self.quantity]:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(UNITS[self.quantity])}"
+                f" for {self.quantity.value}"
+            )
+        if self.scale == 0 or self.scale != self.scale:
+            raise ValueError("scale must be a non-zero number")
+        return self
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The plausible range (canonical units): the point's own, else the quantity's."""
+        lo, hi = _DEFAULT_LIMITS[self.quantity]
+        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
+
+
+class BacnetDevice(_BridgeDevice):
+    """A BACnet/IP device (a chiller, a CRAH, a BMS controller): analog present values."""
+
+    protocol: Literal["bacnet"]
+    address: str = Field(pattern=r"^[0-9.]+(:[0-9]{1,5})?$")  # 10.30.0.12 or 10.30.0.12:47808
+    device_instance: int | None = Field(default=None, ge=0, le=4194303)  # for the logs only
+    points: list[BacnetPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BacnetDevice:
+        counts = Counter(p.quantity for p in self.points)
+        dup = sorted(q.value for q, k in counts.items() if k > 1)
+        if dup:
+            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        return self
+
+
+BridgeDevice = Annotated[
+    ModbusDevice | SnmpDevice | RedfishDevice | BacnetDevice, Field(discriminator="protocol")
+]
+
+
+class BridgeMetricsSettings(_Frozen):
+    """The bridge's own Prometheus /metrics endpoint (device health, refusals)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9109, ge=0, le=65535)
+
+
+class BridgeSettings(_Frozen):
+    """``bridges:``: the devices ``greendc bridge`` polls and how it publishes them.
+
+    The MQTT connection (URL, credentials, TLS, session expiry) is the top-level ``mqtt:``
+    section with this section's ``client_id``; readings go to ``<topic_prefix>/<site>/<meter>``
+    in the native format at QoS 1 on a persistent session.
+    """
+
+    client_id: str = Field(default="greendc-bridge", min_length=1)
+    topic_prefix: str = Field(default="greendc", min_length=1)
+    interval_seconds: float = Field(default=10.0, gt=0, le=86400)
+    jitter_fraction: float = Field(default=0.1, ge=0, le=0.5)  # each interval +- this share
+    timeout_seconds: float = Field(default=3.0, gt=0, le=300)  # per request
+    max_concurrency: int = Field(default=256, ge=1, le=100_000)  # polls in flight at once
+    backoff_max_seconds: float = Field(default=300.0, gt=0)  # cap of the failure backoff
+    metrics: BridgeMetricsSettings = Field(default_factory=BridgeMetricsSettings)
+    modbus_profiles: list[ModbusProfile] = Field(default_factory=list)
+    snmp_profiles: list[SnmpProfile] = Field(default_factory=list)
+    # The bridge's own BACnet/IP address and device instance (it is a BACnet client device).
+    bacnet_local_address: str = "host:47808"
+    bacnet_device_instance: int = Field(default=4194000, ge=0, le=4194302)
+    devices: list[BridgeDevice] = Field(default_factory=list)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be a plain topic prefix such as greendc (no +, #, edge /)")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> BridgeSettings:
+        problems = []
+        shipped = shipped_modbus_profiles()
+        own = Counter(p.name for p in self.modbus_profiles)
+        dup = sorted(n for n, k in own.items() if k > 1)
+        if dup:
+            problems.append(f"modbus_profiles names must be unique; repeated: {', '.join(dup)}")
+        known = set(shipped) | set(own)
+        snmp_shipped = shipped_snmp_profiles()
+        snmp_own = Counter(p.name for p in self.snmp_profiles)
+        dup = sorted(n for n, k in snmp_own.items() if k > 1)
+        if dup:
+            problems.append(f"snmp_profiles names must be unique; repeated: {', '.join(dup)}")
+        snmp_known = set(snmp_shipped) | set(snmp_own)
+        ids = Counter(d.id for d in self.devices)
+        dup = sorted(n for n, k in ids.items() if k > 1)
+        if dup:
+            problems.append(f"device names must be unique; repeated: {', '.join(dup)}")
+        meters = Counter((d.site, d.meter) for d in self.devices)
+        twice = sorted(f"{s}/{m}" for (s, m), k in meters.items() if k > 1)
+        if twice:
+            problems.append(f"two devices publish the same meter: {', '.join(twice)}")
+        for i, d in enumerate(self.devices):
+            if isinstance(d, ModbusDevice) and d.profile not in known:
+                problems.append(
+                    f"devices[{i}].profile: {d.profile!r} is neither a shipped profile"
+                    f" ({', '.join(sorted(shipped))}) nor one under bridges.modbus_profiles"
+                )
+            if isinstance(d, SnmpDevice) and d.profile not in snmp_known:
+                problems.append(
+                    f"devices[{i}].profile: {d.profile!r} is neither a shipped SNMP profile"
+                    f" ({', '.join(sorted(snmp_shipped))}) nor one under bridges.snmp_profiles"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def modbus_profile(self, name: str) -> ModbusProfile:
+        """The profile of that name: the config's own first, then the shipped ones."""
+        for p in self.modbus_profiles:
+            if p.name == name:
+                return p
+        return shipped_modbus_profiles()[name]
+
+    def snmp_profile(self, name: str) -> SnmpProfile:
+        """The SNMP profile of that name: the config's own first, then the shipped ones."""
+        for p in self.snmp_profiles:
+            if p.name == name:
+                return p
+        return shipped_snmp_profiles()[name]
+
+
+@functools.cache
+def shipped_modbus_profiles() -> dict[str, ModbusProfile]:
+    """The Modbus profiles shipped with greendc (greendc/data/modbus_profiles.yaml), by name."""
+    path = Path(__file__).parent / "data" / "modbus_profiles.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {p.name: p for p in (ModbusProfile.model_validate(x) for x in raw["profiles"])}
+
+
+@functools.cache
+def shipped_snmp_profiles() -> dict[str, SnmpProfile]:
+    """The SNMP profiles shipped with greendc (greendc/data/snmp_profiles.yaml), by name."""
+    path = Path(__file__).parent / "data" / "snmp_profiles.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {p.name: p for p in (SnmpProfile.model_validate(x) for x in raw["profiles"])}
+
+
+def _apply_bridge_secrets(data: dict[str, Any], env: AbcMapping[str, str]) -> None:
+    """Resolve ``<secret>_file`` and ``<secret>_env`` of every bridge device in place."""
+    bridges = data.get("bridges")
+    devices = bridges.get("devices") if isinstance(bridges, dict) else None
+    if not isinstance(devices, list):
+        return
+    for i, dev in enumerate(devices):
+        if not isinstance(dev, dict):
+            continue
+        for name in BRIDGE_SECRET_FIELDS:
+            where = f"bridges.devices[{i}].{name}"
+            if f"{name}_file" in dev:
+                dev[name] = _read_secret_file(str(dev.pop(f"{name}_file")), where + "_file")
+            if f"{name}_env" in dev:
+                var = str(dev.pop(f"{name}_env"))
+                if not env.get(var):
+                    raise ConfigError(
+                        f"{where}_env: the environment variable {var!r} is not set or empty"
+                    )
+                dev[name] = env[var]
+
+
 class Settings(_Frozen):
     """The whole greendc configuration."""
 
@@ -470,6 +910,7 @@ class Settings(_Frozen):
     emission_factors_file: Path | None = None  # default: the factors shipped with greendc
     sites: list[Site]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    bridges: BridgeSettings | None = None  # greendc bridge: devices to poll (see above)
 
     @model_validator(mode="after")
     def _sites(self) -> Settings:
@@ -663,6 +1104,7 @@ def parse_config(
         raise ConfigError(f"(top level): expected a mapping of settings, got {type(data).__name__}")
     data = apply_environment(data, os.environ if env is None else env)
     _apply_secret_files(data)
+    _apply_bridge_secrets(data, os.environ if env is None else env)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -68,6 +68,8 @@ def cmd_check_config(args: argparse.Namespace) -> ExitCode:
     print(f"  sinks: {', '.join(settings.effective_sinks)}")
     if settings.metrics.enabled:
         print(f"  metrics: http://{settings.metrics.listen}:{settings.metrics.port}/metrics")
+    if settings.bridges is not None:
+        print(f"  bridges: {_bridges_summary(settings)}")
     return ExitCode.OK
 
 
@@ -88,7 +90,11 @@ def cmd_collect(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_simulate(args: argparse.Namespace) -> ExitCode:
-    """Publish a simulated data centre over MQTT."""
+    """Publish a simulated data centre over MQTT (or serve it as bridge devices)."""
+    if args.devices:
+        from greendc.app.simulate import simulate_devices
+
+        return simulate_devices(args, _wait_for_signal())
     from greendc.app.simulate import simulate
 
     return simulate(args, _wait_for_signal())
@@ -180,6 +186,65 @@ def _period_type(parse: str) -> Callable[[str], Period]:
     return convert
 
 
+# -- greendc bridge ----------------------------------------------------------------------------
+def _bridges_summary(settings: Settings) -> str:
+    """One line on the bridge devices of a config (no secret, no address)."""
+    from collections import Counter
+
+    b = settings.bridges
+    if b is None or not b.devices:
+        return "no devices"
+    counts = Counter(d.protocol for d in b.devices)
+    kinds = ", ".join(f"{p} {n}" for p, n in sorted(counts.items()))
+    return f"{len(b.devices)} devices ({kinds}), every {b.interval_seconds:g} s"
+
+
+def run_bridge(settings: Settings, stop: threading.Event) -> ExitCode:
+    """Poll the configured devices until ``stop`` is set; serve the bridge's /metrics."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from greendc.collector.bridge import Bridge, BridgeCollector
+
+    bridge = Bridge(settings)
+    server = None
+    b = settings.bridges
+    assert b is not None  # Bridge() refused a config without bridges:
+    if b.metrics.enabled:
+        registry = CollectorRegistry()
+        registry.register(BridgeCollector(bridge.snapshot))
+        try:
+            server, _thread = start_http_server(b.metrics.port, b.metrics.listen, registry)
+        except OSError as exc:
+            raise GreendcError(
+                f"bridges.metrics: cannot listen on {b.metrics.listen}:{b.metrics.port}"
+                f" ({exc.strerror or exc}); choose another port or stop what uses it"
+            ) from exc
+        log.info(
+            "bridge metrics on http://%s:%d/metrics", b.metrics.listen, server.server_address[1]
+        )
+    try:
+        bridge.start()
+        stop.wait()
+    finally:
+        bridge.stop()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    return ExitCode.OK
+
+
+def cmd_bridge(args: argparse.Namespace) -> ExitCode:
+    """Poll Modbus devices and publish native readings over MQTT until SIGTERM/SIGINT."""
+    settings = load_config(args.config)
+    if settings.bridges is None or not settings.bridges.devices:
+        raise ConfigError(
+            f"{args.config}: bridges.devices: is empty or missing; list the devices to poll"
+            " (see the README's 'Sensor bridges' section)"
+        )
+    _setup_logging(settings.log_level)
+    return run_bridge(settings, _wait_for_signal())
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
@@ -194,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", required=True, metavar="PATH")
     c.set_defaults(func=cmd_collect)
 
+    c = sub.add_parser("bridge", help="poll Modbus devices, publish native readings over MQTT")
+    c.add_argument("--config", required=True, metavar="PATH")
+    c.set_defaults(func=cmd_bridge)
+
     c = sub.add_parser("simulate", help="publish a simulated data centre over MQTT")
     c.add_argument("--config", required=True, metavar="PATH")
     c.add_argument("--speed", default="1", help="time acceleration (e.g. 60, or 'max')")
@@ -203,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--style", default="native", help="native, batch, gateway or plain")
     c.add_argument("--faults", default="", help="e.g. dropout=0.01,spike=0.001,malformed=0.001")
     c.add_argument("--seed", type=int, default=1)
+    c.add_argument(
+        "--devices",
+        action="store_true",
+        help="serve the config's bridges.devices (Modbus, SNMP) as simulated devices instead",
+    )
     c.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("demo", help="everything on embedded defaults, no external server")

@@ -55,3 +55,31 @@ def simulate(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
         )
         return ExitCode.FAILURE
     return ExitCode.OK
+
+
+def simulate_devices(args: argparse.Namespace, stop: threading.Event) -> ExitCode:
+    """Serve the config's bridge devices with simulated values until ``stop``.
+
+    The devices listen on the hosts and ports of ``bridges.devices`` (loopback in
+    config/examples/bridge-demo.yaml), so ``greendc bridge`` on the same config reads them.
+    """
+    from greendc.simulator.devices import SimulatedDevices
+
+    settings = load_config(args.config)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with SimulatedDevices(settings, seed=args.seed, step_s=args.step_seconds) as devices:
+        log.info(
+            "serving %d Modbus TCP gateways (%s), %d SNMP agents (%s), %d Redfish services"
+            " and %d BACnet devices; values every %g s",
+            len(devices.modbus),
+            ", ".join(f"{h}:{p}" for h, p in devices.modbus) or "none",
+            len(devices.agents),
+            ", ".join(f"{h}:{p}/udp" for h, p in devices.agents) or "none",
+            len(devices.redfish),
+            len(devices.bacnet),
+            args.step_seconds,
+        )
+        stop.wait()
+    return ExitCode.OK

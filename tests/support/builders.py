@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 FOUR_CLIMATES = REPO / "config" / "examples" / "four-climates.yaml"
 
 
-def settings_from(data: Mapping[str, Any]) -> Settings:
-    """Validated settings from a greendc.yaml-shaped mapping; the environment is not read."""
-    return parse_config(dict(data), env={})
+def settings_from(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Validated settings from a greendc.yaml-shaped mapping; the real environment is not
+    read, only ``env`` when given (secrets from ``*_env``)."""
+    return parse_config(dict(data), env=dict(env or {}))
 
 
 def site_config(
@@ -113,9 +114,13 @@ def make_settings(
     *,
     sinks: dict[str, Any] | None = None,
     client_id: str | None = None,
+    env: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Settings:
-    """Settings for one test: native mappings under ``prefix``, metrics on a free port."""
+    """Settings for one test: native mappings under ``prefix``, metrics on a free port.
+
+    ``env`` is the environment the config sees (secrets from ``*_env``); none by default.
+    """
     data: dict[str, Any] = {
         "mqtt": {
             "url": mqtt_url,
@@ -139,7 +144,7 @@ def make_settings(
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return settings_from(data)
+    return settings_from(data, env)
 
 
 def four_climates_settings(
