@@ -64,17 +64,9 @@ class LiveSites:
             if gross is None:
                 continue
             energy[role.value] = self._monotonic((name, role.value), gross - sub)
-        zone = self.factors.zone(site.grid_zone)
-        factor_kg = zone.grid_average.value
-        grid_wh = energy.get(Role.GRID_IMPORT.value)
-        if grid_wh is None:
-            grid_wh = max(
-                0.0,
-                energy.get(Role.FACILITY.value, 0.0)
-                - energy.get(Role.RENEWABLE_ONSITE.value, 0.0)
-                - energy.get(Role.GENERATOR.value, 0.0),
-            )
-        emissions_g = self._monotonic((name, "__emissions"), grid_wh * factor_kg)  # Wh·kg/kWh = g
+        # Location-based CO2e from the core's per-interval rule (greendc.kpi), the same as
+        # the report's Scope 2; late readings may lower it, a counter must not go down.
+        emissions_g = self._monotonic((name, "__emissions"), snap.emissions_kg[name] * 1000.0)
         kpis: dict[int, dict[str, LiveKPI]] = {}
         for window, sk in snap.kpis.get(name, {}).items():
             row = {}
@@ -92,7 +84,7 @@ class LiveSites:
             water_l=snap.water_totals_l.get(name, 0.0),
             emissions_g=emissions_g,
             grid_zone=site.grid_zone,
-            grid_intensity_g_per_kwh=factor_kg * 1000.0,
+            grid_intensity_g_per_kwh=snap.grid_factor_kg_per_kwh[name] * 1000.0,
             pue_category=site.pue_category,
             kpis=kpis,
         )

@@ -37,7 +37,7 @@ Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import sub
@@ -188,26 +188,59 @@ def ref(
     return KPI("ref", min(raw, 1.0), "ratio", label, cov, detail=detail)
 
 
+def interval_factors(window: Window, interval_seconds: int, hourly: HourlyFactors) -> list[float]:
+    """Each interval's grid factor (kg/kWh) from an hourly series: its clock hour's value, NaN
+    where the series has none (those intervals fall back to the static factor)."""
+    if HOUR_SECONDS % interval_seconds:
+        raise KPIError(f"interval {interval_seconds} s does not divide an hour")
+    first = window.start_s // HOUR_SECONDS * HOUR_SECONDS
+    n_hours = -(-window.end_s // HOUR_SECONDS) - first // HOUR_SECONDS
+    per_hour = hourly.values_for(first, n_hours)
+    offset = window.start_s - first
+    return [
+        per_hour[(offset + i * interval_seconds) // HOUR_SECONDS]
+        for i in range(window.seconds // interval_seconds)
+    ]
+
+
+def interval_emissions_kg(
+    grid_wh: Sequence[float], factors: Sequence[float] | None, static: Factor
+) -> list[float]:
+    """kgCO2e of each interval's grid energy (Wh): at the interval's own factor (kg/kWh) from
+    ``factors``, the static annual ``static`` where that is NaN or no series is given.
+
+    The one rule for location-based emissions: the report's Scope 2 is the sum of these over
+    its period, the live emissions counter adds them up interval by interval.
+    """
+    if factors is None:
+        return [wh / 1000.0 * static.value for wh in grid_wh]
+    return [
+        wh / 1000.0 * (static.value if math.isnan(f) else f)
+        for wh, f in zip(grid_wh, factors, strict=True)
+    ]
+
+
 def location_emissions(
     e_grid: Measured,
     factor: Factor,
     *,
     min_coverage: float,
-    hourly_grid_wh: Sequence[float] | None = None,
-    hourly_factors: Sequence[float] | None = None,
+    grid_wh_per_interval: Sequence[float] | None = None,
+    factors_per_interval: Sequence[float] | None = None,
 ) -> KPI:
     """Scope 2 location-based kgCO2e: grid kWh × grid-average factor.
 
-    With ``hourly_grid_wh`` and ``hourly_factors`` (same length, NaN where the series has no
-    factor), each hour uses its own factor; the share of grid energy in hours with a factor is
-    reported as the coverage of "factor" and gated like any input; uncovered hours use the
-    static annual factor.
+    With ``grid_wh_per_interval`` and ``factors_per_interval`` (same length, NaN where the
+    hourly series has no factor, see :func:`interval_factors`), each interval uses its own
+    factor (:func:`interval_emissions_kg`); the share of grid energy in intervals with a
+    factor is reported as the coverage of "factor" and gated like any input; uncovered
+    intervals use the static annual factor.
     """
     label = "Scope 2 location-based"
     inputs = {"E_grid": e_grid}
     detail = f"grid average {factor.value} {factor.unit}: {factor.citation}"
-    if hourly_grid_wh is not None and hourly_factors is not None:
-        pairs = list(zip(hourly_grid_wh, hourly_factors, strict=True))
+    if grid_wh_per_interval is not None and factors_per_interval is not None:
+        pairs = list(zip(grid_wh_per_interval, factors_per_interval, strict=True))
         total = sum(wh for wh, _ in pairs)
         known_wh = sum(wh for wh, f in pairs if not math.isnan(f))
         share = float(known_wh / total) if total > 0 else 1.0
@@ -215,7 +248,7 @@ def location_emissions(
         cov, held = _gate("scope2_location", "kgCO2e", label + " (hourly)", inputs, min_coverage)
         if held:
             return held
-        kg = float(sum(wh / 1000.0 * (factor.value if math.isnan(f) else f) for wh, f in pairs))
+        kg = sum(interval_emissions_kg(grid_wh_per_interval, factors_per_interval, factor), 0.0)
         return KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
     cov, held = _gate("scope2_location", "kgCO2e", label, inputs, min_coverage)
     if held:
@@ -341,7 +374,7 @@ class SiteKPIs:
 class RoleSums(Protocol):
     """Energy already summed per role over one window (the live path; see greendc.live).
 
-    ``sum_role`` answers what :func:`_sum_role` computes from per-meter series: the signed
+    ``sum_role`` answers what :func:`role_sum` computes from per-meter series: the signed
     total over the meters of ``roles`` (in ``zone`` if given), its per-interval form, the
     lowest coverage among those meters and how many there are.
     """
@@ -351,7 +384,7 @@ class RoleSums(Protocol):
         ...
 
 
-def _sum_role(
+def role_sum(
     site: Site,
     energies: Mapping[str, IntervalSeries] | RoleSums,
     window: Window,
@@ -361,9 +394,10 @@ def _sum_role(
 ) -> tuple[Measured, list[float]]:
     """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval.
 
-    The per-meter series hold numpy arrays and are summed as such (a month of minutes per
-    meter); the result is a plain list, the form the live path gives, and everything below
-    is plain Python over it.
+    The one role sum: the KPIs, the live path (through :class:`RoleSums`) and the report's
+    daily rows all take it from here. The per-meter series hold numpy arrays and are summed
+    as such (a month of minutes per meter); the result is a plain list, the form the live
+    path gives, and everything below is plain Python over it.
     """
     if not isinstance(energies, Mapping):
         return energies.sum_role(roles, zone)
@@ -430,6 +464,30 @@ def _hourly(
     return first, [sum(per_interval[max(0, end - per_hour) : end]) for end in ends]
 
 
+RoleTotal = Callable[[Sequence[Role]], tuple[Measured, list[float]]]
+
+
+def grid_energy(total: RoleTotal) -> tuple[Measured, list[float]]:
+    """E_grid of a site over a window: total and per interval, from its role sums.
+
+    ``total(roles)`` is the signed sum over the site's meters of ``roles`` (as
+    :func:`site_kpis` computes it, or :class:`RoleSums` in the live path). The site's
+    ``grid_import`` meters when it has any; otherwise, per interval, max(0, E_DC −
+    E_renewable_onsite − E_generator): an interval of surplus exports nothing to the
+    grid figure, and it does not cancel the grid energy of another interval. The live
+    figures and the report both take E_grid from here.
+    """
+    e_import, import_i = total([Role.GRID_IMPORT])
+    if e_import.meters:
+        return e_import, import_i
+    e_dc, dc_i = total([Role.FACILITY])
+    e_ren, ren_i = total([Role.RENEWABLE_ONSITE])
+    e_gen, gen_i = total([Role.GENERATOR])
+    grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
+    parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
+    return Measured(sum(grid_i, 0.0), min(p.coverage for p in parts), e_dc.meters), grid_i
+
+
 def site_kpis(
     site: Site,
     energies: Mapping[str, IntervalSeries] | RoleSums,
@@ -454,22 +512,21 @@ def site_kpis(
         interval_seconds = first.interval_seconds if first is not None else 60
     step = interval_seconds
 
+    sums: dict[tuple[tuple[Role, ...], str | None], tuple[Measured, list[float]]] = {}
+
     def total(roles: Sequence[Role], zone: str | None = None) -> tuple[Measured, list[float]]:
-        return _sum_role(site, energies, window, roles, step, zone)
+        key = (tuple(roles), zone)
+        if key not in sums:  # grid_energy asks again for the roles summed here
+            sums[key] = role_sum(site, energies, window, roles, step, zone)
+        return sums[key]
 
     e_dc, dc_i = total([Role.FACILITY])
     e_it, _ = total([Role.IT])
     e_ren, ren_i = total([Role.RENEWABLE_ONSITE])
-    e_gen, gen_i = total([Role.GENERATOR])
+    e_gen, _ = total([Role.GENERATOR])
     e_reuse, _ = total([Role.HEAT_REUSE])
     water, _ = total([Role.WATER])
-    e_import, import_i = total([Role.GRID_IMPORT])
-    if e_import.meters:
-        e_grid, grid_i = e_import, import_i
-    else:
-        grid_i = _clipped(map(sub, map(sub, dc_i, ren_i), gen_i))
-        parts = [e_dc] + [m for m in (e_ren, e_gen) if m.meters]
-        e_grid = Measured(sum(grid_i, 0.0), min(p.coverage for p in parts), e_dc.meters)
+    e_grid, grid_i = grid_energy(total)
 
     tz = site.timezone
     contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
@@ -510,14 +567,12 @@ def site_kpis(
 
     zone = factors.zone(site.grid_zone)
     if hourly_factors is not None:
-        grid_start, grid_h = _hourly(grid_i, window, step)
-        # Hours clipped by the window only count the part inside it.
         loc = location_emissions(
             e_grid,
             zone.grid_average,
             min_coverage=min_coverage,
-            hourly_grid_wh=grid_h,
-            hourly_factors=hourly_factors.values_for(grid_start, len(grid_h)),
+            grid_wh_per_interval=grid_i,
+            factors_per_interval=interval_factors(window, step, hourly_factors),
         )
     else:
         loc = location_emissions(e_grid, zone.grid_average, min_coverage=min_coverage)
@@ -592,13 +647,17 @@ __all__ = [
     "cue",
     "erf",
     "fleet_pue",
+    "grid_energy",
     "hourly_cfe",
+    "interval_emissions_kg",
+    "interval_factors",
     "location_emissions",
     "market_emissions",
     "ppue",
     "pue",
     "pue_label",
     "ref",
+    "role_sum",
     "site_kpis",
     "wue",
 ]

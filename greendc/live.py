@@ -8,7 +8,10 @@ snapshot time therefore grow with the number of such groups, plus a few hundred 
 meter: 100,000 meters with a ring each took 3.5 GB and a 10 s snapshot.
 :meth:`LiveKPIs.snapshot` runs the same :func:`greendc.kpi.site_kpis` as the monthly report,
 through :class:`greendc.kpi.RoleSums`, so a live PUE and a reported PUE cannot disagree on
-method (tested equal).
+method (tested equal). The location-based emissions counter comes from the same rules:
+per interval, :func:`greendc.kpi.grid_energy` and :func:`greendc.kpi.interval_emissions_kg`
+(the site's hourly factors where it has them), so its increase over a period equals the
+report's Scope 2 for that period on the same readings (tested to 1e-9).
 
 Windows end at the start of the current (incomplete) interval: a 5-minute window at 12:03:30
 with 60 s intervals covers 11:58:00-12:03:00.
@@ -18,13 +21,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from operator import add, sub
 
 from greendc._errors import KPIError
 from greendc.config import Settings, Site
-from greendc.factors import FactorTable, load_factors
-from greendc.kpi import Measured, SiteKPIs, Window, site_kpis
+from greendc.factors import FactorTable, HourlyFactors, load_factors, load_hourly_factors
+from greendc.kpi import (
+    Measured,
+    SiteKPIs,
+    Window,
+    grid_energy,
+    interval_emissions_kg,
+    interval_factors,
+    site_kpis,
+)
 from greendc.model import Reading, Role
 from greendc.steps import EnergyRing, covered_seconds, step_energy
 
@@ -102,16 +114,50 @@ class _WindowSums:
         return Measured(sum(per_interval, 0.0), coverage, count), per_interval
 
 
+class _EmissionLedger:
+    """The emissions of one site counted since start, interval by interval.
+
+    Each snapshot recomputes the intervals of the longest window (late readings still
+    change them) and freezes those that left it. Intervals newer than the last snapshot's
+    longest window and older than this one's (no snapshot for longer than the longest
+    window) were never held by a snapshot and are not counted.
+    """
+
+    __slots__ = ("_frozen_kg", "_start_s", "_step", "_window_kg")
+
+    def __init__(self, interval_seconds: int) -> None:
+        self._step = interval_seconds
+        self._frozen_kg = 0.0
+        self._start_s: int | None = None
+        self._window_kg: list[float] = []
+
+    def update(self, window: Window, kg_per_interval: list[float]) -> float:
+        """Take the window's per-interval emissions; the total since start (kg)."""
+        start_s = window.start_s
+        if self._start_s is not None and start_s < self._start_s:
+            # The clock went back: intervals before the last window are frozen already.
+            skip = min((self._start_s - start_s) // self._step, len(kg_per_interval))
+            kg_per_interval, start_s = kg_per_interval[skip:], self._start_s
+        if self._start_s is not None:
+            left = (start_s - self._start_s) // self._step  # intervals that left the window
+            self._frozen_kg += sum(self._window_kg[:left], 0.0)
+        self._start_s, self._window_kg = start_s, kg_per_interval
+        return self._frozen_kg + sum(kg_per_interval, 0.0)
+
+
 @dataclass(frozen=True)
 class LiveSnapshot:
     """What the exporter and the store read from :meth:`LiveKPIs.snapshot`.
 
-    ``kpis[site][window_seconds]`` are the KPIs of each rolling window.
-    ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that role
-    with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1 (net =
-    the difference); both only grow, for Prometheus counters. ``water_totals_l[site]`` likewise
-    for water meters. (A meter's last power is the agent's: it has every meter, configured
-    or not.)
+        ``kpis[site][window_seconds]`` are the KPIs of each rolling window.
+        ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that role
+        with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1 (net =
+        the difference); both only grow, for Prometheus counters. ``water_totals_l[site]`` likewise
+        for water meters. ``emissions_kg[site]`` is the location-based CO2e of the grid energy of
+    every interval up to ``end_s`` (see :class:`_EmissionLedger`), and
+    ``grid_factor_kg_per_kwh[site]`` the factor of the last completed interval (its hourly
+    factor where known). (A meter's last power is the agent's: it has every meter, configured
+        or not.)
     """
 
     end_s: int
@@ -120,6 +166,8 @@ class LiveSnapshot:
     subtracted_energy_wh: Mapping[tuple[str, str], float]
     water_totals_l: Mapping[str, float]
     ignored_samples: int
+    emissions_kg: Mapping[str, float] = field(default_factory=dict)
+    grid_factor_kg_per_kwh: Mapping[str, float] = field(default_factory=dict)
 
 
 class LiveKPIs:
@@ -151,6 +199,17 @@ class LiveKPIs:
         for site in self._sites:
             factors.zone(site.grid_zone)  # fail at start, not at the first scrape
         self._factors = factors
+        # Hourly grid factors, read at start as the report reads them (one file may serve
+        # several sites); a file that does not parse stops the start.
+        by_file: dict[str, HourlyFactors] = {}
+        self._hourly: dict[str, HourlyFactors] = {}
+        for site in self._sites:
+            if site.hourly_factors_file is not None:
+                key = str(site.hourly_factors_file)
+                if key not in by_file:
+                    by_file[key] = load_hourly_factors(site.hourly_factors_file)
+                self._hourly[site.name] = by_file[key]
+        self._ledgers = {site.name: _EmissionLedger(self._interval) for site in self._sites}
         # The longest window, the current interval, and as far ahead as a meter's clock may
         # run (validation.max_future_seconds): a meter ahead of the others must not push the
         # start of the longest window out of its group's ring.
@@ -239,19 +298,34 @@ class LiveKPIs:
         step = self._interval
         end_s = math.floor(now_s / step) * step
         out: dict[str, dict[int, SiteKPIs]] = {}
+        emissions: dict[str, float] = {}
+        grid_factor: dict[str, float] = {}
         for site in self._sites:
             rings, members = self._rings[site.name], self._members[site.name]
+            hourly = self._hourly.get(site.name)
+            sums = {w: _WindowSums(rings, members, Window(end_s - w, end_s)) for w in self._windows}
             out[site.name] = {
                 w: site_kpis(
                     site,
-                    _WindowSums(rings, members, Window(end_s - w, end_s)),
+                    sums[w],
                     Window(end_s - w, end_s),
                     self._factors,
                     self._min_coverage,
                     interval_seconds=step,
+                    hourly_factors=hourly,
                 )
                 for w in self._windows
             }
+            longest = self._windows[-1]
+            window = Window(end_s - longest, end_s)
+            # The same role sums the longest window's KPIs read (each ring read once).
+            _, grid_i = grid_energy(partial(sums[longest].sum_role, zone=None))
+            static = self._factors.zone(site.grid_zone).grid_average
+            factors_i = interval_factors(window, step, hourly) if hourly is not None else None
+            kg_i = interval_emissions_kg(grid_i, factors_i, static)
+            emissions[site.name] = self._ledgers[site.name].update(window, kg_i)
+            last = factors_i[-1] if factors_i else math.nan
+            grid_factor[site.name] = static.value if math.isnan(last) else last
         return LiveSnapshot(
             end_s=end_s,
             kpis=out,
@@ -259,6 +333,8 @@ class LiveKPIs:
             subtracted_energy_wh={k: v[0] for k, v in self._subtracted.items()},
             water_totals_l={k: v[0] for k, v in self._water.items()},
             ignored_samples=self._ignored,
+            emissions_kg=emissions,
+            grid_factor_kg_per_kwh=grid_factor,
         )
 
 

@@ -36,7 +36,16 @@ from greendc.factors import (
     ZoneFactors,
     load_hourly_factors,
 )
-from greendc.kpi import KPI, Measured, SiteKPIs, Window, contract_wh_in_window, fleet_pue, site_kpis
+from greendc.kpi import (
+    KPI,
+    Measured,
+    SiteKPIs,
+    Window,
+    contract_wh_in_window,
+    fleet_pue,
+    role_sum,
+    site_kpis,
+)
 from greendc.model import Role
 
 FLEET = "fleet"
@@ -431,27 +440,6 @@ def _values(rows: Sequence[Row]) -> dict[str, float | None]:
 # Daily
 
 
-def _role_total(
-    site: Site,
-    energies: Mapping[str, IntervalSeries],
-    window: Window,
-    roles: Sequence[Role],
-) -> Measured:
-    total, covs, count = 0.0, [], 0
-    for m in site.meters:
-        if m.role not in roles:
-            continue
-        count += 1
-        s = energies.get(m.name)
-        if s is None:
-            covs.append(0.0)
-            continue
-        part = s.slice(window.start_s, window.end_s)
-        total += m.sign * part.total()
-        covs.append(part.coverage())
-    return Measured(total, min(covs) if covs else 1.0, count)
-
-
 def _ok(m: Measured, min_cov: float, scale: float = 1e-3) -> float | None:
     return m.value * scale if m.meters and m.coverage >= min_cov else None
 
@@ -469,7 +457,7 @@ def site_daily(
         k, _ = kpis_for(site, energies, w, factors, min_cov)
 
         def role(r: Role, _w: Window = w) -> float | None:
-            return _ok(_role_total(site, energies, _w, [r]), min_cov)
+            return _ok(role_sum(site, energies, _w, [r], REPORT_INTERVAL_SECONDS)[0], min_cov)
 
         loc, mkt = k.kpis["scope2_location"].value, k.kpis["scope2_market"].value
         out.append(
