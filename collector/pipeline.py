@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from greendc._errors import SinkError, SinkUnavailable, SpoolError
 from greendc.collector.health import SinkStats
@@ -41,10 +42,13 @@ _RETRY_MIN_S = 0.5
 # A retry is one small request; recovering within seconds of a sink's return matters more.
 _RETRY_MAX_S = 5.0
 
-Settled = Callable[[list[object]], None]
+# What the caller gets back once a batch is settled (the agent: the MQTT deliveries to
+# acknowledge, collector.agent.Delivery); the pipeline only carries them.
+T = TypeVar("T")
+Settled = Callable[[list[T]], None]
 
 
-class Batch:
+class Batch(Generic[T]):
     """Readings (or their lines) on their way to every sink, and the acknowledgements waiting.
 
     Each sink worker calls :meth:`settle` once, when the batch is stored, spooled to disk,
@@ -55,7 +59,7 @@ class Batch:
     __slots__ = ("_left", "_lock", "on_settled", "payload", "tokens")
 
     def __init__(
-        self, payload: Payload, tokens: list[object], sinks: int, on_settled: Settled | None
+        self, payload: Payload, tokens: list[T], sinks: int, on_settled: Settled[T] | None
     ) -> None:
         self.payload = payload
         self.tokens = tokens
@@ -85,7 +89,7 @@ class SinkWorker:
         self.sink = sink
         self.spool = spool
         self.stats = SinkStats()
-        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_queue_batches)
+        self._queue: queue.Queue[Batch[Any]] = queue.Queue(maxsize=max_queue_batches)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._healthy = True
@@ -106,7 +110,7 @@ class SinkWorker:
         self._thread.start()
 
     # -- producer side (called by the flusher) ---------------------------------------------
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: Batch[Any]) -> None:
         """Queue a batch without blocking; spool it when the sink is behind or down.
 
         Order is kept by one invariant: the in-memory queue only takes batches while the
@@ -135,7 +139,7 @@ class SinkWorker:
             except queue.Empty:
                 return
 
-    def _requeue_failed(self, batch: Batch) -> None:
+    def _requeue_failed(self, batch: Batch[Any]) -> None:
         """A batch taken from the queue failed: spool it and the queue before the rest."""
         with self._submit_lock:
             pending = [batch]
@@ -150,7 +154,7 @@ class SinkWorker:
             for b in pending:
                 b.settle()
 
-    def _to_spool(self, batch: Batch) -> None:
+    def _to_spool(self, batch: Batch[Any]) -> None:
         if self.spool.put(batch.payload) is None:
             self._count_dropped(batch.payload)
         batch.settle()
@@ -300,7 +304,7 @@ class SinkWorker:
         )
 
 
-class Pipeline:
+class Pipeline(Generic[T]):
     """Batches readings and fans each batch out to every sink worker.
 
     ``add(readings, token)`` takes an optional token (an MQTT message to acknowledge): it
@@ -328,8 +332,8 @@ class Pipeline:
         self._pending: list[Reading] = []  # when some sink needs the readings themselves
         self._lines: list[str] = []  # when every sink takes line protocol
         self._count = 0  # readings pending in either
-        self._tokens: list[object] = []
-        self.on_settled: Settled | None = None
+        self._tokens: list[T] = []
+        self.on_settled: Settled[T] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="greendc-flusher", daemon=True)
@@ -340,7 +344,7 @@ class Pipeline:
             w.start()
         self._thread.start()
 
-    def add(self, readings: list[Reading], token: object | None = None) -> None:
+    def add(self, readings: list[Reading], token: T | None = None) -> None:
         """Hand readings over (never blocks on a sink)."""
         text, encoded = self._encode(readings) if self._encoder is not None else ("", 0)
         with self._lock:
@@ -379,7 +383,7 @@ class Pipeline:
                 w.stats.add_dropped(len(bad))
         return text, len(readings) - len(bad)
 
-    def _take(self) -> Batch:
+    def _take(self) -> Batch[T]:
         payload: Payload = (
             self._pending if self._encoder is None else Lines("\n".join(self._lines), self._count)
         )
@@ -395,7 +399,7 @@ class Pipeline:
             batch = self._take()
         self._fan_out(batch)
 
-    def _fan_out(self, batch: Batch) -> None:
+    def _fan_out(self, batch: Batch[Any]) -> None:
         if not self.workers:  # nothing to store in: settled as it is
             if batch.on_settled is not None and batch.tokens:
                 batch.on_settled(batch.tokens)
@@ -429,7 +433,7 @@ def build_pipeline(
     batch_size: int,
     flush_interval_s: float,
     max_tokens: int = 1 << 30,
-) -> Pipeline:
+) -> Pipeline[Any]:
     """A pipeline with one worker and one spool directory per sink."""
     workers = [
         SinkWorker(s, Spool(spool_dir / s.name, spool_max_bytes), max_queue_batches) for s in sinks

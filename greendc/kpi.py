@@ -92,6 +92,7 @@ class KPI:
     coverage: Mapping[str, float] = field(default_factory=dict)
     withheld: str | None = None
     detail: str = ""
+    not_metered: bool = False  # withheld because the site has no meter for an input
 
 
 def _gate(
@@ -105,7 +106,7 @@ def _gate(
     cov = {k: m.coverage for k, m in inputs.items()}
     for key, m in inputs.items():
         if m.meters == 0:
-            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}")
+            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}", not_metered=True)
     low = [k for k, m in inputs.items() if m.coverage < min_coverage]
     if low:
         worst = min(cov[k] for k in low)
@@ -303,7 +304,7 @@ def cue(emissions: KPI, e_it: Measured, *, min_coverage: float) -> KPI:
     cov, held = _gate("cue", "kgCO2e/kWh", label, {"E_IT": e_it}, min_coverage)
     cov = {**emissions.coverage, **cov}
     if held:
-        return KPI("cue", None, "kgCO2e/kWh", label, cov, held.withheld)
+        return replace(held, coverage=cov)
     if emissions.value is None:
         return KPI(
             "cue", None, "kgCO2e/kWh", label, cov, f"emissions withheld: {emissions.withheld}"

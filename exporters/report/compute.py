@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,15 @@ DELTA_KPIS = ("E_DC", "E_IT", "pue", "ref", "scope2_location", "scope2_market", 
 OVERHEAD = (Role.COOLING, Role.LIGHTING, Role.OTHER_OVERHEAD)
 
 
+class RowStatus(StrEnum):
+    """Where a row's figure stands; the value is what the files print."""
+
+    OK = "ok"
+    WITHHELD = "withheld"  # measured, but its inputs cover too little (or its input is held)
+    NOT_METERED = "not metered"  # the site has no meter for an input
+    FROM_CONTRACTS = "from contracts"  # not measured: the site's GO/REC/PPA contracts
+
+
 @dataclass(frozen=True)
 class Row:
     """One tidy figure: a KPI of a site (or the fleet) over the period."""
@@ -65,7 +75,7 @@ class Row:
     value: float | None
     unit: str
     coverage: float | None
-    status: str  # ok | withheld | not metered | from contracts
+    status: RowStatus
     note: str = ""
     prev_month: float | None = None
     change_prev_month: float | None = None  # relative change, 0.05 = +5 %
@@ -151,7 +161,7 @@ class Report:
     @property
     def computed(self) -> bool:
         """Whether at least one measured figure could be computed."""
-        return any(r.value is not None and r.status == "ok" for r in self.rows)
+        return any(r.value is not None and r.status == RowStatus.OK for r in self.rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,20 +293,22 @@ def _measured_row(
     site: str, key: str, label: str, m: Measured, scale: float, unit: str, min_cov: float
 ) -> Row:
     if m.meters == 0:
-        return Row(site, key, label, None, unit, None, "not metered", "no meter with this role")
+        return Row(
+            site, key, label, None, unit, None, RowStatus.NOT_METERED, "no meter with this role"
+        )
     if m.coverage < min_cov:
         note = f"coverage {m.coverage:.1%} is below the minimum {min_cov:.0%}"
-        return Row(site, key, label, None, unit, m.coverage, "withheld", note)
-    return Row(site, key, label, m.value * scale, unit, m.coverage, "ok")
+        return Row(site, key, label, None, unit, m.coverage, RowStatus.WITHHELD, note)
+    return Row(site, key, label, m.value * scale, unit, m.coverage, RowStatus.OK)
 
 
 def _kpi_row(site: str, k: KPI, *, scale: float = 1.0, unit: str | None = None) -> Row:
     cov = min(k.coverage.values()) if k.coverage else None
     u = k.unit if unit is None else unit
     if k.value is None:
-        status = "not metered" if (k.withheld or "").startswith("no meter") else "withheld"
+        status = RowStatus.NOT_METERED if k.not_metered else RowStatus.WITHHELD
         return Row(site, k.name, k.label, None, u, cov, status, k.withheld or "")
-    return Row(site, k.name, k.label, k.value * scale, u, cov, "ok", k.detail)
+    return Row(site, k.name, k.label, k.value * scale, u, cov, RowStatus.OK, k.detail)
 
 
 def contract_kwh(site: Site, window: Window) -> dict[str, float]:
@@ -344,9 +356,18 @@ def site_rows(
     for key, label in (("go_rec", "renewable energy, GO/REC"), ("ppa", "renewable energy, PPA")):
         note = refs[key] + (" (prorated to the period)" if refs[key] else "no contract")
         rows.append(
-            Row(s, f"E_renewable_{key}", label, kinds[key], "kWh", 1.0, "from contracts", note)
+            Row(
+                s,
+                f"E_renewable_{key}",
+                label,
+                kinds[key],
+                "kWh",
+                1.0,
+                RowStatus.FROM_CONTRACTS,
+                note,
+            )
         )
-    if onsite.value is not None or onsite.status == "not metered":
+    if onsite.value is not None or onsite.status == RowStatus.NOT_METERED:
         total = (onsite.value or 0.0) + kinds["go_rec"] + kinds["ppa"]
         rows.append(
             Row(
@@ -356,7 +377,7 @@ def site_rows(
                 total,
                 "kWh",
                 onsite.coverage,
-                "ok",
+                RowStatus.OK,
                 "on-site + GO/REC + PPA",
             )
         )
@@ -369,7 +390,7 @@ def site_rows(
                 None,
                 "kWh",
                 onsite.coverage,
-                "withheld",
+                RowStatus.WITHHELD,
                 "on-site renewable energy withheld",
             )
         )
@@ -403,7 +424,9 @@ def site_rows(
         else:
             label_k = "ERF (energy reuse factor)" if name == "erf" else "WUE"
             unit_k = "ratio" if name == "erf" else "L/kWh"
-            rows.append(Row(s, name, label_k, None, unit_k, None, "not metered", "no meter"))
+            rows.append(
+                Row(s, name, label_k, None, unit_k, None, RowStatus.NOT_METERED, "no meter")
+            )
     return rows
 
 
@@ -543,16 +566,20 @@ def _sum_rows(
 ) -> Row:
     rows = [r for s in sites for r in s.rows if r.kpi == key]
     if skip_unmetered:
-        rows = [r for r in rows if r.status != "not metered"]
+        rows = [r for r in rows if r.status != RowStatus.NOT_METERED]
     if not rows:
-        return Row(FLEET, key, label, None, unit, None, "not metered", "no site meters it")
+        return Row(FLEET, key, label, None, unit, None, RowStatus.NOT_METERED, "no site meters it")
     missing = [r.site for r in rows if r.value is None]
     covs = [r.coverage for r in rows if r.coverage is not None]
     cov = min(covs) if covs else None
     if missing:
         note = f"withheld: no figure for {', '.join(missing)}"
-        return Row(FLEET, key, label, None, unit, cov, "withheld", note)
-    status = "from contracts" if all(r.status == "from contracts" for r in rows) else "ok"
+        return Row(FLEET, key, label, None, unit, cov, RowStatus.WITHHELD, note)
+    status = (
+        RowStatus.FROM_CONTRACTS
+        if all(r.status == RowStatus.FROM_CONTRACTS for r in rows)
+        else RowStatus.OK
+    )
     note = f"sum over {len(rows)} sites"
     return Row(FLEET, key, label, float(sum(r.value for r in rows)), unit, cov, status, note)  # type: ignore[misc]
 
@@ -581,10 +608,19 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     label = "fleet REF (Σ renewable counted / ΣE_DC)"
     v = _weighted(refs, dc)
     if v is not None:
-        rows.append(Row(FLEET, "ref", label, v, "ratio", by_key["E_DC"].coverage, "ok"))
+        rows.append(Row(FLEET, "ref", label, v, "ratio", by_key["E_DC"].coverage, RowStatus.OK))
     else:
         rows.append(
-            Row(FLEET, "ref", label, None, "ratio", None, "withheld", "a site's REF is withheld")
+            Row(
+                FLEET,
+                "ref",
+                label,
+                None,
+                "ratio",
+                None,
+                RowStatus.WITHHELD,
+                "a site's REF is withheld",
+            )
         )
     loc = _sum_rows(sites, "scope2_location", "Scope 2 location-based", "tCO2e")
     mkt = _sum_rows(sites, "scope2_market", "Scope 2 market-based", "tCO2e")
@@ -593,7 +629,9 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     label = "fleet CUE (Σ location-based CO2e / ΣE_IT)"
     if loc.value is not None and it:
         rows.append(
-            Row(FLEET, "cue", label, loc.value * 1000 / it, "kgCO2e/kWh", loc.coverage, "ok")
+            Row(
+                FLEET, "cue", label, loc.value * 1000 / it, "kgCO2e/kWh", loc.coverage, RowStatus.OK
+            )
         )
     else:
         rows.append(
@@ -604,7 +642,7 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
                 None,
                 "kgCO2e/kWh",
                 None,
-                "withheld",
+                RowStatus.WITHHELD,
                 "emissions or E_IT withheld",
             )
         )
@@ -624,9 +662,9 @@ def _notes_for(
     if factor_note:
         notes.append(f"emission factor missing: {factor_note}")
     for r in rows:
-        if r.status == "withheld" and r.note:
+        if r.status == RowStatus.WITHHELD and r.note:
             notes.append(f"{r.kpi} withheld: {r.note}")
-        elif r.coverage is not None and r.status == "ok" and r.coverage < 1.0:
+        elif r.coverage is not None and r.status == RowStatus.OK and r.coverage < 1.0:
             notes.append(f"{r.kpi}: inputs cover {r.coverage:.1%} of the period (gaps not filled)")
         elif r.kpi == "scope2_market" and "no residual mix" in r.note:
             notes.append(
@@ -663,7 +701,7 @@ def site_report(
         rows = with_deltas(rows, history[0], history[1])
     daily = site_daily(site, energies, period, factors, min_cov) if period.month else []
     notes = _notes_for(site, rows, factor_note, min_cov)
-    if not any(r.value is not None and r.status == "ok" for r in rows):
+    if not any(r.value is not None and r.status == RowStatus.OK for r in rows):
         notes.insert(0, f"no data for {site.name} in {period.label}: nothing could be computed")
     return SiteReport(site, w, rows, daily, notes, out)
 
@@ -736,6 +774,7 @@ __all__ = [
     "DailyRow",
     "Report",
     "Row",
+    "RowStatus",
     "SiteReport",
     "build_report",
     "contract_kwh",
