@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from greendc.collector.agent import Agent
 from greendc.config import Settings
-from greendc.factors import FactorTable, load_factors
+from greendc.factors import FactorTable
 from greendc.live import LiveKPIs, LiveSnapshot
 from greendc.model import Role
 from greendc.snapshot import LiveKPI, SiteLive
@@ -28,8 +28,7 @@ class LiveSites:
     """Turns LiveKPIs into the plain SiteLive records exporters read."""
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
-        self.factors = factors or load_factors(settings.emission_factors_file)
-        self.kpis = LiveKPIs(settings, self.factors)
+        self.kpis = LiveKPIs(settings, factors)
         self._settings = settings
         self._high_water: dict[tuple[str, str], float] = {}
         self._cached: tuple[float, int, tuple[SiteLive, ...]] | None = None

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greendc._errors import ConfigError, KPIError
+
+if TYPE_CHECKING:
+    from greendc.config import Settings
 
 HOUR_SECONDS = 3600
 # Both are kilograms per kWh; the unit records whether the publisher counted CO2 only.
@@ -222,14 +225,63 @@ def load_hourly_factors(path: str | Path) -> HourlyFactors:
         raise KPIError(f"{p}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class GridFactors:
+    """The emission factors a collector computes with: the zone table, each site's hourly
+    series (by site name, where configured)."""
+
+    table: FactorTable
+    hourly: dict[str, HourlyFactors]
+
+
+def load_grid_factors(settings: Settings, table: FactorTable | None = None) -> GridFactors:
+    """Read and check every factor input of ``settings``, as the collector does at start-up
+    (and ``check-config`` with it): the factor file parses, every site's grid zone is in it,
+    every hourly factor file parses. Raises :class:`ConfigError` naming the setting.
+
+    ``table`` replaces the file (tests and the demo bring their own table).
+    """
+    problems: list[str] = []
+    if table is None:
+        try:
+            table = load_factors(settings.emission_factors_file)
+        except ConfigError as exc:
+            named = [f"emission_factors_file: {p}" for p in exc.problems]
+            raise ConfigError("\n  ".join(named), named) from None
+    by_file: dict[str, HourlyFactors] = {}
+    hourly: dict[str, HourlyFactors] = {}
+    for i, site in enumerate(settings.sites):
+        if site.grid_zone not in table.zones:
+            known = ", ".join(sorted(table.zones))
+            where = settings.emission_factors_file or "the shipped emission factors"
+            problems.append(
+                f"sites[{i}].grid_zone: {site.grid_zone!r} has no emission factors in {where}; "
+                f"known zones: {known}. Use one of them, or add the zone to your "
+                "emission_factors_file with its published source."
+            )
+        if site.hourly_factors_file is not None:
+            key = str(site.hourly_factors_file)
+            try:
+                if key not in by_file:
+                    by_file[key] = load_hourly_factors(site.hourly_factors_file)
+                hourly[site.name] = by_file[key]
+            except KPIError as exc:
+                problems.append(f"sites[{i}].hourly_factors_file: {exc}")
+    if problems:
+        raise ConfigError("\n  ".join(problems), problems)
+    return GridFactors(table, hourly)
+
+
 __all__ = [
     "Factor",
     "FactorTable",
+    "GridFactors",
     "HourlyFactors",
     "Share",
     "ZoneFactors",
     "default_factors_path",
     "load_factors",
+    "load_grid_factors",
     "load_hourly_factors",
     "parse_factors",
 ]

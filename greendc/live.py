@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from operator import add, sub
 
-from greendc._errors import KPIError
 from greendc.config import Settings, Site
-from greendc.factors import FactorTable, HourlyFactors, load_factors, load_hourly_factors
+from greendc.factors import FactorTable, load_grid_factors
 from greendc.kpi import (
     Measured,
     SiteKPIs,
@@ -182,33 +181,17 @@ class LiveKPIs:
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
         kpi = settings.kpi
-        if not kpi.windows_seconds:
-            raise KPIError("kpi.windows_seconds is empty: nothing to compute")
+        # kpi.windows_seconds and kpi.interval_seconds are checked by the config schema
+        # (non-empty, whole intervals, an interval that divides an hour).
         self._interval = kpi.interval_seconds
-        for w in kpi.windows_seconds:
-            if w % self._interval:
-                raise KPIError(
-                    f"kpi.windows_seconds: {w} is not a multiple of interval_seconds "
-                    f"{self._interval}"
-                )
         self._windows = sorted(set(kpi.windows_seconds))
         self._min_coverage = kpi.min_coverage
         self._sites: list[Site] = list(settings.sites)
-        if factors is None:
-            factors = load_factors(settings.emission_factors_file)
-        for site in self._sites:
-            factors.zone(site.grid_zone)  # fail at start, not at the first scrape
-        self._factors = factors
-        # Hourly grid factors, read at start as the report reads them (one file may serve
-        # several sites); a file that does not parse stops the start.
-        by_file: dict[str, HourlyFactors] = {}
-        self._hourly: dict[str, HourlyFactors] = {}
-        for site in self._sites:
-            if site.hourly_factors_file is not None:
-                key = str(site.hourly_factors_file)
-                if key not in by_file:
-                    by_file[key] = load_hourly_factors(site.hourly_factors_file)
-                self._hourly[site.name] = by_file[key]
+        # The factor file, every site's zone in it and every hourly factor file, checked
+        # as check-config checks them; a problem stops the start with the setting named.
+        grid = load_grid_factors(settings, factors)
+        self._factors = grid.table
+        self._hourly = grid.hourly
         self._ledgers = {site.name: _EmissionLedger(self._interval) for site in self._sites}
         # The longest window, the current interval, and as far ahead as a meter's clock may
         # run (validation.max_future_seconds): a meter ahead of the others must not push the
