@@ -173,9 +173,9 @@ class Agent:
         else:
             if m.receive == "buffered":
                 log.warning(
-                    "this paho-mqtt (%s) lacks the internals of the buffered receive path; "
-                    "using paho's own (slower) reader",
-                    getattr(mqtt, "__version__", "?"),
+                    "this paho-mqtt does not have the internals the buffered receive path "
+                    "relies on (%s); using paho's own (slower) reader",
+                    "; ".join(mqttio.paho_problems()),
                 )
             client = mqtt.Client(**kwargs)
         client.max_inflight_messages_set(m.max_inflight)
