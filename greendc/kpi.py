@@ -373,7 +373,7 @@ class SiteKPIs:
 
 
 class RoleSums(Protocol):
-    """Energy already summed per role over one window (the live path; see greendc.live).
+    """Energy already summed per role over one window (the live path; see greendc.rolling).
 
     ``sum_role`` answers what :func:`role_sum` computes from per-meter series: the signed
     total over the meters of ``roles`` (in ``zone`` if given), its per-interval form, the

@@ -3,7 +3,7 @@
 :func:`step_energy` applies rules 1-4 of :mod:`greendc.energy` to one step between two
 samples of a meter; :class:`EnergyRing` sums those steps per interval for the most recent
 intervals; :func:`covered_seconds` measures how much of a window a meter's steps covered.
-:mod:`greendc.live` feeds every accepted reading through them. The live path is tested
+:mod:`greendc.rolling` feeds every accepted reading through them. The live path is tested
 equal to the batch series of :mod:`greendc.energy` (``tests/unit/test_energy.py``).
 
 This module is plain Python on purpose: the collector imports it, and numpy (which the batch

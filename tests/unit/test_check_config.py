@@ -18,7 +18,7 @@ import yaml
 
 from greendc._errors import ConfigError
 from greendc.app.cli import main
-from greendc.collector.live import LiveSites
+from greendc.collector.site_figures import LiveSites
 from greendc.config import load_config
 from tests.helpers import site_config
 

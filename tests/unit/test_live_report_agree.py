@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from greendc.collector.live import LiveSites
+from greendc.collector.site_figures import LiveSites
 from greendc.config import Settings, parse_config
 from greendc.exporters.report.compute import kpis_for, site_energies
 from greendc.factors import load_factors

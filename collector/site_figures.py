@@ -1,4 +1,7 @@
-"""Live KPIs in the collector: feeds :class:`greendc.live.LiveKPIs` and reports site figures.
+"""Each site's live figures, as the exporters read them (:class:`~greendc.snapshot.SiteLive`).
+
+Feeds :class:`greendc.rolling.LiveKPIs` (the rolling-window KPIs) from the agent and turns
+its snapshot into plain per-site records: energy counters, emissions, KPIs per window.
 
 The agent calls the observer with every accepted batch (under its lock) and asks for
 :class:`~greendc.snapshot.SiteLive` at scrape time. KPI computation over the rolling
@@ -16,8 +19,8 @@ from __future__ import annotations
 from greendc.collector.agent import Agent
 from greendc.config import Settings
 from greendc.factors import FactorTable
-from greendc.live import LiveKPIs, LiveSnapshot
 from greendc.model import Role
+from greendc.rolling import LiveKPIs, LiveSnapshot
 from greendc.snapshot import LiveKPI, SiteLive
 
 _CACHE_SECONDS = 5.0

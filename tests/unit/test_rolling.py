@@ -13,8 +13,8 @@ from greendc.config import Settings
 from greendc.energy import interval_series
 from greendc.factors import load_factors
 from greendc.kpi import Window, site_kpis
-from greendc.live import LiveKPIs
 from greendc.model import Reading
+from greendc.rolling import LiveKPIs
 from tests.helpers import site_config
 from tests.support.builders import settings_from
 
