@@ -72,13 +72,13 @@ class LiveSites:
         kpis: dict[int, dict[str, LiveKPI]] = {}
         for window, sk in snap.kpis.get(name, {}).items():
             row = {}
-            keys = [*_EXPORTED_KPIS, *(n for n in sk.kpis if n.startswith("ppue:"))]
+            keys = [*_EXPORTED_KPIS, *(n for n, k in sk.kpis.items() if k.zone is not None)]
             for key in keys:
                 k = sk.kpis.get(key)
                 if k is None:
                     continue
                 coverage = min(k.coverage.values()) if k.coverage else 0.0
-                row[key] = LiveKPI(k.value, coverage, k.label)
+                row[key] = LiveKPI(k.value, coverage, k.label, k.zone)
             kpis[window] = row
         return SiteLive(
             site=name,

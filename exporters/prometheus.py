@@ -216,8 +216,8 @@ class SnapshotCollector(Collector):
                     renewable.add_metric([s.site, window], r.value)
                 for name in sorted(kpis):
                     z = kpis[name]
-                    if name.startswith("ppue:") and z.value is not None:
-                        ppue.add_metric([s.site, name.removeprefix("ppue:"), window], z.value)
+                    if z.zone is not None and z.value is not None:
+                        ppue.add_metric([s.site, z.zone, window], z.value)
         yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable, ppue)
 
     # -- configuration -----------------------------------------------------------------

@@ -93,6 +93,7 @@ class KPI:
     withheld: str | None = None
     detail: str = ""
     not_metered: bool = False  # withheld because the site has no meter for an input
+    zone: str | None = None  # the zone of a per-zone KPI (pPUE), None for a site KPI
 
 
 def _gate(
@@ -159,7 +160,7 @@ def pue(
 def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float) -> KPI:
     """Partial PUE of a zone = (zone IT + zone overhead) / zone IT."""
     name, label = f"ppue:{zone}", f"pPUE {zone}"
-    return _gated_ratio(
+    k = _gated_ratio(
         name,
         "",
         label,
@@ -169,6 +170,7 @@ def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float
         min_coverage,
         zero_reason="zone E_IT is zero",
     )
+    return replace(k, zone=zone)
 
 
 def ref(

@@ -29,6 +29,7 @@ class LiveKPI:
     value: float | None
     coverage: float
     label: str = ""
+    zone: str | None = None  # a per-zone KPI's zone (pPUE); None for the site's own
 
 
 @dataclass(frozen=True)

@@ -396,7 +396,7 @@ def site_rows(
         )
     k = out.kpis
     rows.append(_kpi_row(s, k["pue"]))
-    rows.extend(_kpi_row(s, v) for name, v in k.items() if name.startswith("ppue:"))
+    rows.extend(_kpi_row(s, v) for v in k.values() if v.zone is not None)
     rows.append(_kpi_row(s, k["ref"]))
     cite_loc = cite_mkt = ""
     if factor_note is None:

@@ -78,8 +78,8 @@ def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:
             300: {
                 "pue": LiveKPI(1.5, 0.95),
                 "renewable_share": LiveKPI(0.12, 0.95),
-                "ppue:hall-1": LiveKPI(1.3, 0.95),
-                "ppue:hall-2": LiveKPI(None, 0.5),
+                "ppue:hall-1": LiveKPI(1.3, 0.95, zone="hall-1"),
+                "ppue:hall-2": LiveKPI(None, 0.5, zone="hall-2"),
             },
             3600: {"pue": LiveKPI(None, 0.4), "renewable_share": LiveKPI(None, 0.4)},
             86400: {"pue": LiveKPI(1.47, 0.99), "renewable_share": LiveKPI(0.2, 0.99)},

@@ -194,6 +194,7 @@ def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
     assert k.kpis["pue"].value == pytest.approx(30_000.0 / it_w)
     hall1 = sum(100.0 + i for i in range(200) if i % 2)
     assert k.kpis["ppue:hall1"].value == pytest.approx((hall1 + 1_000.0) / hall1)
+    assert k.kpis["ppue:hall1"].zone == "hall1" and k.kpis["pue"].zone is None
 
 
 def test_one_silent_meter_lowers_its_role_coverage_even_when_the_others_report() -> None:
