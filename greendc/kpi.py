@@ -216,7 +216,7 @@ def interval_emissions_kg(
     its period, the live emissions counter adds them up interval by interval.
     """
     if factors is None:
-        return [wh / 1000.0 * static.value for wh in grid_wh]
+        return list(map((static.value / 1000.0).__mul__, grid_wh))
     return [
         wh / 1000.0 * (static.value if math.isnan(f) else f)
         for wh, f in zip(grid_wh, factors, strict=True)
@@ -372,6 +372,7 @@ class SiteKPIs:
     category: int
     inputs: Mapping[str, Measured]
     kpis: Mapping[str, KPI]
+    grid_wh_per_interval: Sequence[float] = ()  # E_grid per interval (grid_energy)
 
 
 class RoleSums(Protocol):
@@ -616,7 +617,7 @@ def site_kpis(
         kpis["erf"] = erf(e_reuse, e_dc, min_coverage=min_coverage)
     if water.meters:
         kpis["wue"] = wue(water, e_it, min_coverage=min_coverage)
-    return SiteKPIs(site.name, window, site.pue_category, inputs, kpis)
+    return SiteKPIs(site.name, window, site.pue_category, inputs, kpis, grid_i)
 
 
 def fleet_pue(sites: Sequence[SiteKPIs], *, min_coverage: float) -> KPI:

@@ -9,9 +9,10 @@ meter: 100,000 meters with a ring each took 3.5 GB and a 10 s snapshot.
 :meth:`LiveKPIs.snapshot` runs the same :func:`greendc.kpi.site_kpis` as the monthly report,
 through :class:`greendc.kpi.RoleSums`, so a live PUE and a reported PUE cannot disagree on
 method (tested equal). The location-based emissions counter comes from the same rules:
-per interval, :func:`greendc.kpi.grid_energy` and :func:`greendc.kpi.interval_emissions_kg`
-(the site's hourly factors where it has them), so its increase over a period equals the
-report's Scope 2 for that period on the same readings (tested to 1e-9).
+per interval, :func:`greendc.kpi.grid_energy` (through ``site_kpis``) and
+:func:`greendc.kpi.interval_emissions_kg` (the site's hourly factors where it has them), so
+its increase over a period equals the report's Scope 2 for that period on the same
+readings (tested to 1e-9).
 
 Windows end at the start of the current (incomplete) interval: a 5-minute window at 12:03:30
 with 60 s intervals covers 11:58:00-12:03:00.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from operator import add, sub
 
 from greendc.config import Settings, Site
@@ -31,7 +31,6 @@ from greendc.kpi import (
     Measured,
     SiteKPIs,
     Window,
-    grid_energy,
     interval_emissions_kg,
     interval_factors,
     site_kpis,
@@ -301,8 +300,8 @@ class LiveKPIs:
             }
             longest = self._windows[-1]
             window = Window(end_s - longest, end_s)
-            # The same role sums the longest window's KPIs read (each ring read once).
-            _, grid_i = grid_energy(partial(sums[longest].sum_role, zone=None))
+            # E_grid per interval as the longest window's KPIs computed it (grid_energy).
+            grid_i = out[site.name][longest].grid_wh_per_interval
             static = self._factors.zone(site.grid_zone).grid_average
             factors_i = interval_factors(window, step, hourly) if hourly is not None else None
             kg_i = interval_emissions_kg(grid_i, factors_i, static)
