@@ -654,7 +654,12 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
 
 
 def _notes_for(
-    site: Site, rows: Sequence[Row], factor_note: str | None, min_cov: float
+    site: Site,
+    rows: Sequence[Row],
+    factor_note: str | None,
+    min_cov: float,
+    *,
+    residual_published: bool,
 ) -> list[str]:
     notes = []
     if not any(m.role is Role.IT for m in site.meters):
@@ -666,12 +671,13 @@ def _notes_for(
             notes.append(f"{r.kpi} withheld: {r.note}")
         elif r.coverage is not None and r.status == RowStatus.OK and r.coverage < 1.0:
             notes.append(f"{r.kpi}: inputs cover {r.coverage:.1%} of the period (gaps not filled)")
-        elif r.kpi == "scope2_market" and "no residual mix" in r.note:
+        elif r.kpi == "cfe" and r.note and r.value is not None:
+            notes.append(f"cfe: {r.note}")
+        if r.kpi == "scope2_market" and r.value is not None and not residual_published:
+            # Said whatever the row's coverage: it is where the figure's factor came from.
             notes.append(
                 "market-based: no residual mix is published for the zone; grid average used"
             )
-        elif r.kpi == "cfe" and r.note and r.value is not None:
-            notes.append(f"cfe: {r.note}")
     return list(dict.fromkeys(notes))
 
 
@@ -700,7 +706,8 @@ def site_report(
             history.append(_values(site_rows(site, hk, min_cov, factor_note, factors)))
         rows = with_deltas(rows, history[0], history[1])
     daily = site_daily(site, energies, period, factors, min_cov) if period.month else []
-    notes = _notes_for(site, rows, factor_note, min_cov)
+    residual = factor_note is None and factors.zone(site.grid_zone).residual_mix is not None
+    notes = _notes_for(site, rows, factor_note, min_cov, residual_published=residual)
     if not any(r.value is not None and r.status == RowStatus.OK for r in rows):
         notes.insert(0, f"no data for {site.name} in {period.label}: nothing could be computed")
     return SiteReport(site, w, rows, daily, notes, out)

@@ -23,6 +23,7 @@ from greendc.exporters.report.fmt import fmt_value
 
 A4_LANDSCAPE = (11.69, 8.27)
 SITES_PER_PAGE = 22
+SCOPE2 = ("scope2_location", "scope2_market")
 NOTE_LINES_PER_PAGE = 34
 _KEYS = ("E_DC", "E_IT", "pue", "ref", "scope2_location", "scope2_market", "cue")
 _HEADS = (
@@ -64,7 +65,7 @@ def note_lines(report: Report) -> list[str]:
     for s in report.sites:
         lines.append(f"{s.site.name}:")
         items = list(s.notes)
-        items += [f"{r.label}: {r.note}" for r in s.rows if r.kpi.startswith("scope2") and r.note]
+        items += [f"{r.label}: {r.note}" for r in s.rows if r.kpi in SCOPE2 and r.note]
         for n in items:
             lines += textwrap.wrap("  • " + n, 130, subsequent_indent="    ")
     return lines

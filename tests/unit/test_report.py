@@ -558,3 +558,14 @@ def test_hourly_grid_factors_from_config_replace_the_annual_factor(tmp_path: Pat
     expected_kg = 12 * 1.0 * 0.3 + 12 * 1.0 * 0.6  # 10.8 kg, not 24 x 0.4057 = 9.74 kg
     unit_scale = {"kgCO2e": 1.0, "tCO2e": 1000.0, "gCO2e": 0.001}[loc.unit]
     assert loc.value * unit_scale == pytest.approx(expected_kg)
+
+
+def test_the_residual_mix_note_follows_the_factor_table_not_a_note_text(
+    golden: tuple[Path, Path, int],
+) -> None:
+    config, _, _ = golden
+    report = _report(load_config(config, env={}), Period(2026, 3), with_history=False)
+    said = "market-based: no residual mix is published for the zone; grid average used"
+    notes = {s.site.name: s.notes for s in report.sites}
+    assert said in notes["sgx"]  # SG-T publishes no residual mix
+    assert said not in notes["ber1"]  # DE-T does
