@@ -69,6 +69,7 @@ class LiveSites:
         # Location-based CO2e from the core's per-interval rule (greendc.kpi), the same as
         # the report's Scope 2; late readings may lower it, a counter must not go down.
         emissions_g = self._monotonic((name, "__emissions"), snap.emissions_kg[name] * 1000.0)
+        grid_wh = self._monotonic((name, "__grid"), snap.grid_energy_wh[name])
         kpis: dict[int, dict[str, LiveKPI]] = {}
         for window, sk in snap.kpis.get(name, {}).items():
             row = {}
@@ -89,6 +90,7 @@ class LiveSites:
             grid_intensity_g_per_kwh=snap.grid_factor_kg_per_kwh[name] * 1000.0,
             pue_category=site.pue_category,
             kpis=kpis,
+            grid_energy_wh=grid_wh,
         )
 
 

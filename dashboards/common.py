@@ -96,6 +96,14 @@ def energy_kwh(role: str, window: str = "$__range", by: str = "") -> str:
     return f"{energy_increase(role, window, by=by, matchers=SITE_FILTER)} / {JOULES_PER_KWH:.0f}"
 
 
+def grid_energy_kwh(window: str = "$__range", by: str = "") -> str:
+    """PromQL: E_grid over ``window`` in kWh, by the report's rule (grid_import meters, or
+    per interval max(0, E_DC - on-site renewable - generator)), summed (optionally ``by``)."""
+    grouping = f" by ({by})" if by else ""
+    inner = f"increase({sel('greendc_site_grid_energy_joules_total')}[{window}])"
+    return f"sum{grouping} ({inner}) / {JOULES_PER_KWH:.0f}"
+
+
 def pue_energy(window: str = "$__range", by: str = "") -> str:
     """PromQL: PUE as facility over IT energy in ``window`` (never a mean of ratios), per
     site (``by="site"``) or over the selected sites; the rules' query (greendc.promql)."""

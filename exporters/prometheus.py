@@ -189,6 +189,7 @@ class SnapshotCollector(Collector):
         energy = _family("greendc_site_energy_joules_total")
         water = _family("greendc_site_water_litres_total")
         emissions = _family("greendc_site_emissions_grams_total")
+        grid = _family("greendc_site_grid_energy_joules_total")
         intensity = _family("greendc_site_grid_carbon_intensity_grams_per_kwh")
         pue = _family("greendc_site_pue_ratio")
         coverage = _family("greendc_site_pue_coverage_ratio")
@@ -200,6 +201,7 @@ class SnapshotCollector(Collector):
                 energy.add_metric([s.site, role], s.energy_wh[role] * WH_TO_JOULES)
             water.add_metric([s.site], s.water_l)
             emissions.add_metric([s.site], s.emissions_g)
+            grid.add_metric([s.site], s.grid_energy_wh * WH_TO_JOULES)
             if s.grid_intensity_g_per_kwh is not None:
                 intensity.add_metric([s.site, s.grid_zone], s.grid_intensity_g_per_kwh)
             for window_s in sorted(s.kpis):
@@ -218,7 +220,18 @@ class SnapshotCollector(Collector):
                     z = kpis[name]
                     if z.zone is not None and z.value is not None:
                         ppue.add_metric([s.site, z.zone, window], z.value)
-        yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable, ppue)
+        yield from (
+            energy,
+            water,
+            emissions,
+            grid,
+            intensity,
+            pue,
+            coverage,
+            withheld,
+            renewable,
+            ppue,
+        )
 
     # -- configuration -----------------------------------------------------------------
 

@@ -139,6 +139,15 @@ _METRICS = [
         ("site", "zone"),
     ),
     Metric(
+        "greendc_site_grid_energy_joules_total",
+        "counter",
+        "J",
+        "Energy drawn from the grid counted by this agent: the grid_import meters where the "
+        "site has any, else per interval max(0, E_DC - on-site renewable - generator) (the "
+        "report's rule). increase() over a range is the grid energy the emissions are of.",
+        _SITE,
+    ),
+    Metric(
         "greendc_site_emissions_grams_total",
         "counter",
         "gCO2e",

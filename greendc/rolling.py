@@ -112,8 +112,8 @@ class _WindowSums:
         return Measured(sum(per_interval, 0.0), coverage, count), per_interval
 
 
-class _EmissionLedger:
-    """The emissions of one site counted since start, interval by interval.
+class _IntervalLedger:
+    """A per-interval quantity of one site (grid Wh, emissions kg) summed since start.
 
     Each snapshot recomputes the intervals of the longest window (late readings still
     change them) and freezes those that left it. Intervals newer than the last snapshot's
@@ -130,7 +130,7 @@ class _EmissionLedger:
         self._window_kg: list[float] = []
 
     def update(self, window: Window, kg_per_interval: list[float]) -> float:
-        """Take the window's per-interval emissions; the total since start (kg)."""
+        """Take the window's per-interval amounts; the total since start."""
         start_s = window.start_s
         if self._start_s is not None and start_s < self._start_s:
             # The clock went back: intervals before the last window are frozen already.
@@ -147,15 +147,16 @@ class _EmissionLedger:
 class LiveSnapshot:
     """What the exporter and the store read from :meth:`LiveKPIs.snapshot`.
 
-        ``kpis[site][window_seconds]`` are the KPIs of each rolling window.
-        ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that role
-        with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1 (net =
-        the difference); both only grow, for Prometheus counters. ``water_totals_l[site]`` likewise
-        for water meters. ``emissions_kg[site]`` is the location-based CO2e of the grid energy of
-    every interval up to ``end_s`` (see :class:`_EmissionLedger`), and
-    ``grid_factor_kg_per_kwh[site]`` the factor of the last completed interval (its hourly
-    factor where known). (A meter's last power is the agent's: it has every meter, configured
-        or not.)
+    ``kpis[site][window_seconds]`` are the KPIs of each rolling window.
+    ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that
+    role with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1
+    (net = the difference); both only grow, for Prometheus counters. ``water_totals_l[site]``
+    likewise for water meters. ``grid_energy_wh[site]`` is E_grid
+    (:func:`greendc.kpi.grid_energy`) and ``emissions_kg[site]`` its location-based CO2e, of
+    every interval up to ``end_s`` (see :class:`_IntervalLedger`);
+    ``grid_factor_kg_per_kwh[site]`` is the factor of the last completed interval (its
+    hourly factor where known). (A meter's last power is the agent's: it has every meter,
+    configured or not.)
     """
 
     end_s: int
@@ -165,6 +166,7 @@ class LiveSnapshot:
     water_totals_l: Mapping[str, float]
     ignored_samples: int
     emissions_kg: Mapping[str, float] = field(default_factory=dict)
+    grid_energy_wh: Mapping[str, float] = field(default_factory=dict)
     grid_factor_kg_per_kwh: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -191,7 +193,10 @@ class LiveKPIs:
         grid = load_grid_factors(settings, factors)
         self._factors = grid.table
         self._hourly = grid.hourly
-        self._ledgers = {site.name: _EmissionLedger(self._interval) for site in self._sites}
+        self._ledgers = {
+            site.name: (_IntervalLedger(self._interval), _IntervalLedger(self._interval))
+            for site in self._sites
+        }  # (grid Wh, emissions kg) per site
         # The longest window, the current interval, and as far ahead as a meter's clock may
         # run (validation.max_future_seconds): a meter ahead of the others must not push the
         # start of the longest window out of its group's ring.
@@ -282,6 +287,7 @@ class LiveKPIs:
         out: dict[str, dict[int, SiteKPIs]] = {}
         emissions: dict[str, float] = {}
         grid_factor: dict[str, float] = {}
+        grid_wh: dict[str, float] = {}
         for site in self._sites:
             rings, members = self._rings[site.name], self._members[site.name]
             hourly = self._hourly.get(site.name)
@@ -305,7 +311,9 @@ class LiveKPIs:
             static = self._factors.zone(site.grid_zone).grid_average
             factors_i = interval_factors(window, step, hourly) if hourly is not None else None
             kg_i = interval_emissions_kg(grid_i, factors_i, static)
-            emissions[site.name] = self._ledgers[site.name].update(window, kg_i)
+            grid_ledger, kg_ledger = self._ledgers[site.name]
+            grid_wh[site.name] = grid_ledger.update(window, list(grid_i))
+            emissions[site.name] = kg_ledger.update(window, kg_i)
             last = factors_i[-1] if factors_i else math.nan
             grid_factor[site.name] = static.value if math.isnan(last) else last
         return LiveSnapshot(
@@ -316,6 +324,7 @@ class LiveKPIs:
             water_totals_l={k: v[0] for k, v in self._water.items()},
             ignored_samples=self._ignored,
             emissions_kg=emissions,
+            grid_energy_wh=grid_wh,
             grid_factor_kg_per_kwh=grid_factor,
         )
 

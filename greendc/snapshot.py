@@ -45,6 +45,7 @@ class SiteLive:
     pue_category: int
     # window seconds -> KPI name ("pue", "renewable_share", ...) -> value
     kpis: dict[int, dict[str, LiveKPI]] = field(default_factory=dict)
+    grid_energy_wh: float = 0.0  # E_grid counted by this agent (greendc.kpi.grid_energy)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,8 @@ def test_live_kpis_counter_and_report_agree_on_the_same_readings(tmp_path: Path)
     report_kg = whole.kpis["scope2_location"].value
     assert report_kg is not None
     assert figures.emissions_g / 1000.0 == pytest.approx(report_kg, rel=1e-9)
+    # So is the grid energy counter (what the dashboards divide the emissions by).
+    assert figures.grid_energy_wh == pytest.approx(whole.inputs["E_grid"].value, rel=1e-9)
     # The last completed interval is in hour 2: its hourly factor is the one shown.
     assert figures.grid_intensity_g_per_kwh == pytest.approx(520.0)
 
