@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import add, sub
 
 from greendc.config import Settings, Site
@@ -31,6 +32,7 @@ from greendc.kpi import (
     Measured,
     SiteKPIs,
     Window,
+    grid_energy,
     interval_emissions_kg,
     interval_factors,
     site_kpis,
@@ -115,9 +117,9 @@ class _WindowSums:
 class _IntervalLedger:
     """A per-interval quantity of one site (grid Wh, emissions kg) summed since start.
 
-    Each snapshot recomputes the intervals of the longest window (late readings still
-    change them) and freezes those that left it. Intervals newer than the last snapshot's
-    longest window and older than this one's (no snapshot for longer than the longest
+    Each snapshot recomputes the intervals of the longest window and the current one (late
+    readings still change them) and freezes those that left. Intervals newer than the last
+    snapshot's window and older than this one's (no snapshot for longer than the longest
     window) were never held by a snapshot and are not counted.
     """
 
@@ -153,7 +155,7 @@ class LiveSnapshot:
     (net = the difference); both only grow, for Prometheus counters. ``water_totals_l[site]``
     likewise for water meters. ``grid_energy_wh[site]`` is E_grid
     (:func:`greendc.kpi.grid_energy`) and ``emissions_kg[site]`` its location-based CO2e, of
-    every interval up to ``end_s`` (see :class:`_IntervalLedger`);
+    every interval up to the end of the current one (see :class:`_IntervalLedger`);
     ``grid_factor_kg_per_kwh[site]`` is the factor of the last completed interval (its
     hourly factor where known). (A meter's last power is the agent's: it has every meter,
     configured or not.)
@@ -305,16 +307,22 @@ class LiveKPIs:
                 for w in self._windows
             }
             longest = self._windows[-1]
-            window = Window(end_s - longest, end_s)
-            # E_grid per interval as the longest window's KPIs computed it (grid_energy).
-            grid_i = out[site.name][longest].grid_wh_per_interval
+            # The counters run to the end of the current interval, so they move with every
+            # reading as the energy counters do (a later reading may still lower the current
+            # interval: the exporter holds a counter at its high-water mark).
+            window = Window(end_s - longest, end_s + step)
+            # E_grid per interval as the longest window's KPIs computed it (grid_energy), and
+            # the current interval's by the same function.
+            current = _WindowSums(rings, members, Window(end_s, end_s + step))
+            _, grid_now = grid_energy(partial(current.sum_role, zone=None))
+            grid_i = [*out[site.name][longest].grid_wh_per_interval, *grid_now]
             static = self._factors.zone(site.grid_zone).grid_average
             factors_i = interval_factors(window, step, hourly) if hourly is not None else None
             kg_i = interval_emissions_kg(grid_i, factors_i, static)
             grid_ledger, kg_ledger = self._ledgers[site.name]
-            grid_wh[site.name] = grid_ledger.update(window, list(grid_i))
+            grid_wh[site.name] = grid_ledger.update(window, grid_i)
             emissions[site.name] = kg_ledger.update(window, kg_i)
-            last = factors_i[-1] if factors_i else math.nan
+            last = factors_i[-2] if factors_i else math.nan  # the last completed interval
             grid_factor[site.name] = static.value if math.isnan(last) else last
         return LiveSnapshot(
             end_s=end_s,

