@@ -20,7 +20,7 @@ from greendc._errors import ConfigError
 from greendc.app.cli import main
 from greendc.collector.site_figures import LiveSites
 from greendc.config import load_config
-from tests.helpers import site_config
+from tests.support.builders import site_config
 
 SHIPPED_FACTORS = Path(__file__).resolve().parents[2] / "greendc" / "data" / "emission_factors.yaml"
 

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from greendc.collector.site_figures import LiveSites
-from greendc.config import Settings, parse_config
+from greendc.config import Settings
 from greendc.exporters.report.compute import kpis_for, site_energies
 from greendc.factors import load_factors
 from greendc.kpi import Window
 from greendc.model import Reading
-from tests.helpers import site_config
+from tests.support.builders import settings_from, site_config
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, on the hour
 HOURS = 3
@@ -49,7 +49,7 @@ def _settings(tmp_path: Path) -> Settings:
         "validation": {"max_past_seconds": 10**9},
         "sites": [site_config("s1", grid_zone="SG", meters=meters, hourly_factors_file=str(csv))],
     }
-    return parse_config(data, env={})
+    return settings_from(data)
 
 
 def _readings() -> list[Reading]:
@@ -139,7 +139,7 @@ def test_emissions_counter_keeps_intervals_that_left_the_longest_window(tmp_path
     """Snapshots taken as the windows move on: the counter still counts every interval once."""
     data = _settings(tmp_path).model_dump(mode="json")
     data["kpi"]["windows_seconds"] = [600, 1200]  # much shorter than the three hours
-    settings = parse_config(data, env={})
+    settings = settings_from(data)
     site = settings.sites[0]
     readings = _readings()
     factors = load_factors()
