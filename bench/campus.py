@@ -41,8 +41,8 @@ def measure(n: int) -> dict[str, float]:
 
     from bench.throughput.stream import bench_meters  # the side-by-side bench's meters
     from greendc.config import load_config
-    from greendc.live import LiveKPIs
     from greendc.model import Reading
+    from greendc.rolling import LiveKPIs
 
     meters = bench_meters(n)
     doc = {

@@ -24,7 +24,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -46,6 +47,17 @@ log = logging.getLogger(__name__)
 
 _UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code / MQTT 3.1.1 CONNACK return code
 _LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A QoS 1/2 MQTT message whose readings are on their way to the sinks: acknowledged
+    (PUBACK) once every sink holds them durably, on the connection it came in on."""
+
+    generation: int  # the connection's number; a delivery of an earlier one is not acked
+    client: mqtt.Client
+    mid: int
+    qos: int
 
 
 class RateLimitedLog:
@@ -120,7 +132,7 @@ class Agent:
         self.started_at_s = clock()
         s = settings.sinks
         self._manual_ack = settings.mqtt.ack == "durable" and settings.mqtt.qos > 0
-        self.pipeline: Pipeline = build_pipeline(
+        self.pipeline: Pipeline[Delivery] = build_pipeline(
             sinks if sinks is not None else build_sinks(settings),
             s.spool.dir,
             s.spool.max_bytes,
@@ -180,9 +192,9 @@ class Agent:
         else:
             if m.receive == "buffered":
                 log.warning(
-                    "this paho-mqtt (%s) lacks the internals of the buffered receive path; "
-                    "using paho's own (slower) reader",
-                    getattr(mqtt, "__version__", "?"),
+                    "this paho-mqtt does not have the internals the buffered receive path "
+                    "relies on (%s); using paho's own (slower) reader",
+                    "; ".join(mqttio.paho_problems()),
                 )
             client = mqtt.Client(**kwargs)
         client.max_inflight_messages_set(m.max_inflight)
@@ -397,7 +409,7 @@ class Agent:
             return  # left unacknowledged: the broker redelivers it to the next session
         token = None
         if self._manual_ack and qos > 0:
-            token = (self._generation, client, mid, qos)
+            token = Delivery(self._generation, client, mid, qos)
         if self._dead_letter is not None and topic.startswith(self._dead_letter):
             # Our own dead letters, when the operator put them under a subscribed filter.
             if token is not None:
@@ -405,13 +417,13 @@ class Agent:
             return
         self.handle(topic, payload, token)
 
-    def _hand_over(self, readings: list[Reading], token: object | None) -> None:
+    def _hand_over(self, readings: list[Reading], token: Delivery | None) -> None:
         """Give readings (and the message to acknowledge once they are stored) to the sinks."""
         self.pipeline.add(readings, token)
         if token is not None:
             self._taken += 1  # counted once handed over, so a failure before cannot leak it
 
-    def _acknowledge(self, tokens: list[object]) -> None:
+    def _acknowledge(self, tokens: list[Delivery]) -> None:
         """PUBACK messages whose readings every sink now holds durably (or that were rejected).
 
         A token from an earlier connection is skipped: its message id may have been reused,
@@ -422,19 +434,18 @@ class Agent:
             self._settled += len(tokens)
         generation = self._generation
         grouped: dict[mqttio.BufferedClient, list[int]] = {}
-        for token in tokens:
-            gen, client, mid, qos = cast(tuple[int, mqtt.Client, int, int], token)
-            if gen != generation or not mqttio.network_loop_running(client):
+        for d in tokens:
+            if d.generation != generation or not mqttio.network_loop_running(d.client):
                 continue  # redelivered by the broker (see mqttio.network_loop_running)
-            if qos == 1 and isinstance(client, mqttio.BufferedClient):
-                grouped.setdefault(client, []).append(mid)
+            if d.qos == 1 and isinstance(d.client, mqttio.BufferedClient):
+                grouped.setdefault(d.client, []).append(d.mid)
             else:
-                client.ack(mid, qos)
+                d.client.ack(d.mid, d.qos)
         for buffered, mids in grouped.items():
             buffered.ack_many(mids)
 
     # -- the hot path -----------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, token: object | None = None) -> list[Reading]:
+    def handle(self, topic: str, payload: bytes, token: Delivery | None = None) -> list[Reading]:
         """Decode one message, update live state, hand readings to the pipeline.
 
         ``token`` identifies the MQTT message to acknowledge once its readings are durable.

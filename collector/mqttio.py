@@ -16,20 +16,26 @@ PUBLISH properties are skipped: the agent uses none (it sets no Topic Alias Maxi
 broker sends full topics). ``ack_many`` sends the PUBACKs of a whole stored batch as one
 write instead of one queued packet, one wake-up and one ``send`` per message.
 
-This relies on paho internals (``_packet_read``, ``_in_packet``, ``_packet_handle``,
-``_packet_queue``), so pyproject pins paho-mqtt below 2.3, ``supported()`` checks they exist
-(the agent falls back to plain paho with a warning otherwise), and the tests run both paths
-against a real Mosquitto.
+This relies on paho internals, so it is contained three ways. pyproject pins paho-mqtt to
+the minor version it was written against (:data:`PAHO_VERSION`: 2.1 names the receive time
+``_last_msg_in``, which this module would write in vain). :func:`paho_problems` probes, at
+start-up, every private name this module calls, replaces, reads or writes, with the
+parameters it passes (the agent falls back to paho's own reader, saying why, if any is
+off). tests/unit/test_paho_canary.py fails when the source of a paho method this module
+replaces or mirrors changes, so an upgrade is reviewed rather than assumed; and the tests
+run both read paths against a real Mosquitto.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
@@ -42,14 +48,33 @@ _RECV_BYTES = 1 << 16
 _HOLD_SECONDS = 0.002
 _PUBLISH = 0x30
 _PUBACK = 0x40
-_REQUIRED = (
-    "_packet_read",
-    "_packet_handle",
-    "_packet_queue",
-    "_sock_recv",
+
+# The paho-mqtt minor version this module was written and reviewed against (pyproject pins
+# it; tests/unit/test_paho_canary.py holds the hashes of the paho code it was read with).
+PAHO_VERSION = "2.2"
+# paho Client methods this module replaces or calls, with their parameters as
+# inspect.signature names them: a renamed or reordered parameter is as fatal as a
+# missing method.
+PAHO_METHODS: dict[str, tuple[str, ...]] = {
+    "_packet_read": ("self",),  # replaced; paho's loop_read calls it
+    "_packet_handle": ("self",),  # every packet but PUBLISH QoS 0/1, from _in_packet
+    "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),  # ack_many
+    "_sock_recv": ("self", "bufsize"),
+    "_easy_log": ("self", "level", "fmt", "args"),
+}
+# Instance attributes this module reads or writes (set by paho's __init__).
+PAHO_ATTRIBUTES = (
+    "_sock",
+    "_msgtime_mutex",  # held while writing _last_bytes_received, as paho does
+    "_last_bytes_received",  # keepalive: paho 2.1 called it _last_msg_in
+    "_protocol",
+    "_manual_ack",
     "_in_packet",
-    "_thread",
+    "_thread",  # network_loop_running: acks only from paho's own network thread
 )
+# Module-level names of paho.mqtt.client used here.
+PAHO_MODULE_NAMES = ("time_func", "MQTT_LOG_ERR", "MQTT_LOG_DEBUG", "MQTTv5")
+PAHO_ERROR_CODES = ("MQTT_ERR_SUCCESS", "MQTT_ERR_AGAIN", "MQTT_ERR_CONN_LOST", "MQTT_ERR_PROTOCOL")
 
 
 def _in_packet(header: int = 0, length: int = 0, body: bytearray | None = None) -> Any:
@@ -93,11 +118,62 @@ def encode_publish(
     return bytes([_PUBLISH | (qos << 1)]) + encode_varint(len(body)) + body
 
 
+def paho_problems(client_class: type[mqtt.Client] = mqtt.Client) -> list[str]:
+    """What this paho-mqtt lacks of the internals the buffered path relies on (empty: none).
+
+    Checks the version against :data:`PAHO_VERSION`, every method of
+    :data:`PAHO_METHODS` with its parameters, every attribute of :data:`PAHO_ATTRIBUTES` on
+    a fresh client (and ``_in_packet``'s keys, which :func:`_in_packet` rebuilds), and
+    the module names and error codes used here.
+    """
+    problems = []
+    version = getattr(paho.mqtt, "__version__", None) or _installed_version()
+    if version.split(".")[:2] != PAHO_VERSION.split("."):
+        problems.append(
+            f"paho-mqtt {version} is not the {PAHO_VERSION}.x this reader was written for"
+        )
+    for name, params in PAHO_METHODS.items():
+        method = getattr(client_class, name, None)
+        if not callable(method):
+            problems.append(f"Client.{name} is missing")
+            continue
+        try:
+            found = tuple(inspect.signature(method).parameters)
+        except (TypeError, ValueError):
+            found = ()
+        if found != params:
+            problems.append(f"Client.{name}{found} is not Client.{name}{params}")
+    probe = client_class(mqtt.CallbackAPIVersion.VERSION2)
+    for name in PAHO_ATTRIBUTES:
+        if not hasattr(probe, name):
+            problems.append(f"Client().{name} is missing")
+    packet = getattr(probe, "_in_packet", None)
+    if isinstance(packet, dict) and set(packet) != set(_in_packet()):
+        problems.append(
+            f"Client()._in_packet has keys {sorted(packet)}, not {sorted(_in_packet())}"
+        )
+    problems += [
+        f"paho.mqtt.client.{n} is missing" for n in PAHO_MODULE_NAMES if not hasattr(mqtt, n)
+    ]
+    problems += [
+        f"MQTTErrorCode.{n} is missing" for n in PAHO_ERROR_CODES if not hasattr(MQTTErrorCode, n)
+    ]
+    return problems
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("paho-mqtt")
+    except PackageNotFoundError:
+        return "?"
+
+
 @functools.cache
 def supported() -> bool:
-    """Whether this paho-mqtt has the internals the buffered path replaces."""
-    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    return all(hasattr(probe, name) for name in _REQUIRED) and hasattr(probe, "_msgtime_mutex")
+    """Whether this paho-mqtt has every internal the buffered path relies on (probed once)."""
+    return not paho_problems()
 
 
 def network_loop_running(client: mqtt.Client) -> bool:

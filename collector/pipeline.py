@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from greendc._errors import SinkError, SinkUnavailable, SpoolError
 from greendc.collector.health import SinkStats
@@ -51,10 +52,13 @@ _RETRY_MIN_S = 0.5
 # A retry is one small request; recovering within seconds of a sink's return matters more.
 _RETRY_MAX_S = 5.0
 
-Settled = Callable[[list[object]], None]
+# What the caller gets back once a batch is settled (the agent: the MQTT deliveries to
+# acknowledge, collector.agent.Delivery); the pipeline only carries them.
+T = TypeVar("T")
+Settled = Callable[[list[T]], None]
 
 
-class Batch:
+class Batch(Generic[T]):
     """Readings (or their lines) on their way to every sink, and the acknowledgements waiting.
 
     Each sink worker calls :meth:`settle` once, when the batch is stored, spooled to disk,
@@ -65,7 +69,7 @@ class Batch:
     __slots__ = ("_left", "_lock", "on_settled", "payload", "tokens")
 
     def __init__(
-        self, payload: Payload, tokens: list[object], sinks: int, on_settled: Settled | None
+        self, payload: Payload, tokens: list[T], sinks: int, on_settled: Settled[T] | None
     ) -> None:
         self.payload = payload
         self.tokens = tokens
@@ -100,9 +104,9 @@ class SinkWorker:
         # hold: a batch the spool refuses waits in memory, unacknowledged, instead of being
         # dropped (the broker still has its messages); see the module docstring.
         self._hold = hold
-        self._held: deque[Batch] = deque()
+        self._held: deque[Batch[Any]] = deque()
         self._held_readings = 0
-        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_queue_batches)
+        self._queue: queue.Queue[Batch[Any]] = queue.Queue(maxsize=max_queue_batches)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._healthy = True
@@ -123,7 +127,7 @@ class SinkWorker:
         self._thread.start()
 
     # -- producer side (called by the flusher) ---------------------------------------------
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: Batch[Any]) -> None:
         """Queue a batch without blocking; spool it when the sink is behind or down.
 
         Order is kept by one invariant: the in-memory queue only takes batches while the
@@ -152,7 +156,7 @@ class SinkWorker:
             except queue.Empty:
                 return
 
-    def _requeue_failed(self, batch: Batch) -> None:
+    def _requeue_failed(self, batch: Batch[Any]) -> None:
         """A batch taken from the queue failed: spool it and the queue before the rest."""
         with self._submit_lock:
             pending = [batch]
@@ -178,7 +182,7 @@ class SinkWorker:
             for b in reversed(settled):
                 b.settle()
 
-    def _to_spool(self, batch: Batch) -> None:
+    def _to_spool(self, batch: Batch[Any]) -> None:
         """Spool a batch (lock held); when refused, hold it or drop it (counted)."""
         if not self._held and self.spool.put(batch.payload) is not None:
             batch.settle()
@@ -415,7 +419,7 @@ class SinkWorker:
         )
 
 
-class Pipeline:
+class Pipeline(Generic[T]):
     """Batches readings and fans each batch out to every sink worker.
 
     ``add(readings, token)`` takes an optional token (an MQTT message to acknowledge): it
@@ -443,8 +447,8 @@ class Pipeline:
         self._pending: list[Reading] = []  # when some sink needs the readings themselves
         self._lines: list[str] = []  # when every sink takes line protocol
         self._count = 0  # readings pending in either
-        self._tokens: list[object] = []
-        self.on_settled: Settled | None = None
+        self._tokens: list[T] = []
+        self.on_settled: Settled[T] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="greendc-flusher", daemon=True)
@@ -455,7 +459,7 @@ class Pipeline:
             w.start()
         self._thread.start()
 
-    def add(self, readings: list[Reading], token: object | None = None) -> None:
+    def add(self, readings: list[Reading], token: T | None = None) -> None:
         """Hand readings over (never blocks on a sink)."""
         text, encoded = self._encode(readings) if self._encoder is not None else ("", 0)
         with self._lock:
@@ -494,7 +498,7 @@ class Pipeline:
                 w.stats.add_dropped(len(bad))
         return text, len(readings) - len(bad)
 
-    def _take(self) -> Batch:
+    def _take(self) -> Batch[T]:
         payload: Payload = (
             self._pending if self._encoder is None else Lines("\n".join(self._lines), self._count)
         )
@@ -510,7 +514,7 @@ class Pipeline:
             batch = self._take()
         self._fan_out(batch)
 
-    def _fan_out(self, batch: Batch) -> None:
+    def _fan_out(self, batch: Batch[Any]) -> None:
         if not self.workers:  # nothing to store in: settled as it is
             if batch.on_settled is not None and batch.tokens:
                 batch.on_settled(batch.tokens)
@@ -550,7 +554,7 @@ def build_pipeline(
     max_tokens: int = 1 << 30,
     *,
     hold: bool = False,
-) -> Pipeline:
+) -> Pipeline[Any]:
     """A pipeline with one worker and one spool directory per sink.
 
     ``hold``: hold batches a full spool refuses instead of dropping them (``ack: durable``).

@@ -11,6 +11,7 @@ sinks that say ``accepts_lines``, those readings already encoded as InfluxDB lin
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import shutil
 import sys
@@ -140,6 +141,58 @@ def _body_excerpt(data: bytes | str | None) -> str:
     return text.strip().replace("\n", " ")[:300]
 
 
+class WriteStatus(enum.Enum):
+    """What an HTTP status from an InfluxDB write means for the batch (both sinks)."""
+
+    STORED = "stored"
+    REFUSED = "refused"  # the server refuses this batch itself: resending it cannot succeed
+    CREDENTIALS = "credentials"  # keep the batch; the operator must fix the credentials
+    NO_DATABASE = "no database"  # InfluxDB 1.x: keep the batch; the database must be created
+    UNAVAILABLE = "unavailable"  # keep the batch and retry: the server cannot take it now
+
+
+# Bad line protocol (or a field type conflict), a body over the server's limit, a body the
+# server cannot process: the batch is at fault. Every other failure keeps it (a 404 from a
+# wrong path or a 429 from a busy server is fixed without touching the data).
+REFUSED_STATUSES = frozenset({400, 413, 422})
+
+
+def classify_status(status: int, detail: str = "") -> WriteStatus:
+    """The one classification of an InfluxDB write's HTTP status, for the v1 and v2 sinks."""
+    if 200 <= status < 300:
+        return WriteStatus.STORED
+    if status in (401, 403):
+        return WriteStatus.CREDENTIALS
+    if status == 404 and "database not found" in detail:
+        return WriteStatus.NO_DATABASE
+    if status in REFUSED_STATUSES:
+        return WriteStatus.REFUSED
+    return WriteStatus.UNAVAILABLE
+
+
+def status_error(
+    sink: str, url: str, status: int, detail: str, *, database: str = "", credentials: str = ""
+) -> SinkUnavailable | SinkError | None:
+    """The error a sink raises for a write's HTTP status (None when it was stored).
+
+    ``credentials`` says what to check on a 401/403; ``database`` names the v1 database.
+    """
+    outcome = classify_status(status, detail)
+    if outcome is WriteStatus.STORED:
+        return None
+    if outcome is WriteStatus.REFUSED:
+        return SinkError(sink, f"HTTP {status} refused the batch: {detail}")
+    if outcome is WriteStatus.CREDENTIALS:
+        return SinkUnavailable(sink, f"HTTP {status} from {url}: {credentials}")
+    if outcome is WriteStatus.NO_DATABASE:
+        return SinkUnavailable(
+            sink,
+            f"database {database!r} does not exist on {url}: "
+            f"create it (CREATE DATABASE {database})",
+        )
+    return SinkUnavailable(sink, f"HTTP {status} from {url}: {detail}")
+
+
 class InfluxV1Sink:
     """InfluxDB 1.x (or any server with the v1 /write API) over HTTP."""
 
@@ -175,22 +228,16 @@ class InfluxV1Sink:
             resp = self._http.request("POST", self._url, body=body, headers=self._headers)
         except urllib3.exceptions.HTTPError as exc:
             raise SinkUnavailable(self.name, f"cannot reach {self._settings.url}: {exc}") from exc
-        if resp.status == 204:
-            return
-        detail = _body_excerpt(resp.data)
-        if resp.status in (401, 403):
-            raise SinkUnavailable(
-                self.name, f"HTTP {resp.status} from {self._settings.url}: check the credentials"
-            )
-        if resp.status == 404 and "database not found" in detail:
-            raise SinkUnavailable(
-                self.name,
-                f"database {self._settings.db!r} does not exist on {self._settings.url}: "
-                f"create it (CREATE DATABASE {self._settings.db})",
-            )
-        if 400 <= resp.status < 500 and resp.status != 429:
-            raise SinkError(self.name, f"HTTP {resp.status} refused the batch: {detail}")
-        raise SinkUnavailable(self.name, f"HTTP {resp.status} from {self._settings.url}: {detail}")
+        error = status_error(
+            self.name,
+            self._settings.url,
+            resp.status,
+            _body_excerpt(resp.data),
+            database=self._settings.db,
+            credentials="check the credentials",
+        )
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         """Finish requests in flight, then close pooled connections."""
@@ -266,15 +313,14 @@ class InfluxV2Sink:
                 write_precision=self._precision,
             )
         except ApiException as exc:
-            detail = _body_excerpt(exc.body)
-            status = exc.status or 0
-            if status in (400, 413, 422):
-                raise SinkError(self.name, f"HTTP {status} refused the batch: {detail}") from exc
-            if status in (401, 403):
-                raise SinkUnavailable(
-                    self.name, f"HTTP {status}: check the token and its write permission"
-                ) from exc
-            raise SinkUnavailable(self.name, f"HTTP {status}: {detail}") from exc
+            error = status_error(
+                self.name,
+                self._settings.url,
+                exc.status or 0,
+                _body_excerpt(exc.body),
+                credentials="check the token and its write permission",
+            )
+            raise (error or SinkUnavailable(self.name, f"HTTP {exc.status}")) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise SinkUnavailable(self.name, f"cannot reach {self._settings.url}: {exc}") from exc
 

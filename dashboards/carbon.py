@@ -22,6 +22,7 @@ from greendc.dashboards.common import (
     UNIT_KWH,
     Layout,
     energy_kwh,
+    grid_energy_kwh,
     influx_daily_energy,
     make_dashboard,
     prom,
@@ -75,7 +76,7 @@ def _period_stat(title: str, expr: str, unit: str, decimals: int, when: dict[str
 def _intensity_g_per_kwh() -> str:
     # Emissions over grid energy in the same range: the effective location-based factor.
     grams = f"sum(increase({sel('greendc_site_emissions_grams_total')}[$__range]))"
-    return f"{grams} / ({energy_kwh('grid_import')})"
+    return f"{grams} / ({grid_energy_kwh()})"
 
 
 def _cue_kg_per_kwh() -> str:
@@ -94,7 +95,7 @@ def dashboard() -> g.Dashboard:
             h=5,
         )
         lay.add(_period_stat("IT energy E_IT", energy_kwh("it"), UNIT_KWH, 0, when), w=6, h=5)
-        lay.add(_period_stat("Grid energy", energy_kwh("grid_import"), UNIT_KWH, 0, when), w=6, h=5)
+        lay.add(_period_stat("Grid energy", grid_energy_kwh(), UNIT_KWH, 0, when), w=6, h=5)
         lay.add(
             _period_stat("Location-based emissions", _emissions_kg(), UNIT_KG, 1, when), w=6, h=5
         )

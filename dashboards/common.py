@@ -24,6 +24,7 @@ from grafanalib import core as g
 from grafanalib.influxdb import InfluxDBTarget
 
 from greendc.catalogue import DASHBOARD_WINDOW_SECONDS, METRICS, READING, metric, window_label
+from greendc.promql import DEFAULT_FRESH, energy_increase, pue_query
 
 PROMETHEUS_UID = "greendc-prometheus"
 INFLUXDB_UID = "greendc-influxdb"
@@ -86,19 +87,32 @@ def meter_age_seconds() -> str:
     return f"max by (site, meter, role) (time() - {last_seen})"
 
 
+SITE_FILTER = ('site=~"$site"',)
+
+
 def energy_kwh(role: str, window: str = "$__range", by: str = "") -> str:
     """PromQL: energy of a role over ``window`` in kWh, summed (optionally ``by`` labels)."""
+    metric("greendc_site_energy_joules_total")  # catalogued: fails at build time if not
+    return f"{energy_increase(role, window, by=by, matchers=SITE_FILTER)} / {JOULES_PER_KWH:.0f}"
+
+
+def grid_energy_kwh(window: str = "$__range", by: str = "") -> str:
+    """PromQL: E_grid over ``window`` in kWh, by the report's rule (grid_import meters, or
+    per interval max(0, E_DC - on-site renewable - generator)), summed (optionally ``by``)."""
     grouping = f" by ({by})" if by else ""
-    inner = f"increase({sel('greendc_site_energy_joules_total', role=role)}[{window}])"
+    inner = f"increase({sel('greendc_site_grid_energy_joules_total')}[{window}])"
     return f"sum{grouping} ({inner}) / {JOULES_PER_KWH:.0f}"
 
 
 def pue_energy(window: str = "$__range", by: str = "") -> str:
-    """PromQL: PUE as facility over IT energy in ``window`` (never a mean of ratios)."""
-    grouping = f" by ({by})" if by else ""
-    fac = f"increase({sel('greendc_site_energy_joules_total', role='facility')}[{window}])"
-    it = f"increase({sel('greendc_site_energy_joules_total', role='it')}[{window}])"
-    return f"sum{grouping} ({fac}) / sum{grouping} ({it})"
+    """PromQL: PUE as facility over IT energy in ``window`` (never a mean of ratios), per
+    site (``by="site"``) or over the selected sites; the rules' query (greendc.promql), so a
+    dead meter (a flat counter) shows a gap, not a PUE near 0 or +Inf."""
+    if by not in ("", "site"):
+        raise ValueError(f"pue_energy: by must be '' or 'site', got {by!r}")
+    return pue_query(
+        window, per_site=by == "site", matchers=SITE_FILTER, fresh=DEFAULT_FRESH
+    ).strip()
 
 
 def live_kpi(name: str, by: str = "site") -> str:

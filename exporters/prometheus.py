@@ -190,6 +190,7 @@ class SnapshotCollector(Collector):
         energy = _family("greendc_site_energy_joules_total")
         water = _family("greendc_site_water_litres_total")
         emissions = _family("greendc_site_emissions_grams_total")
+        grid = _family("greendc_site_grid_energy_joules_total")
         intensity = _family("greendc_site_grid_carbon_intensity_grams_per_kwh")
         pue = _family("greendc_site_pue_ratio")
         coverage = _family("greendc_site_pue_coverage_ratio")
@@ -209,6 +210,7 @@ class SnapshotCollector(Collector):
                 energy.add_metric([s.site, role], s.energy_wh[role] * WH_TO_JOULES)
             water.add_metric([s.site], s.water_l)
             emissions.add_metric([s.site], s.emissions_g)
+            grid.add_metric([s.site], s.grid_energy_wh * WH_TO_JOULES)
             if s.grid_intensity_g_per_kwh is not None:
                 intensity.add_metric([s.site, s.grid_zone], s.grid_intensity_g_per_kwh)
             for window_s in sorted(s.kpis):
@@ -225,8 +227,8 @@ class SnapshotCollector(Collector):
                     renewable.add_metric([s.site, window], r.value)
                 for name in sorted(kpis):
                     z = kpis[name]
-                    if name.startswith("ppue:") and z.value is not None:
-                        ppue.add_metric([s.site, name.removeprefix("ppue:"), window], z.value)
+                    if z.zone is not None and z.value is not None:
+                        ppue.add_metric([s.site, z.zone, window], z.value)
                     for word in Quality:
                         flag = 1.0 if z.quality == word else 0.0
                         quality.add_metric([s.site, window, name, word], flag)
@@ -237,7 +239,18 @@ class SnapshotCollector(Collector):
                         ("missing", missing),
                     ):
                         shares.add_metric([s.site, window, name, share], v)
-        yield from (energy, water, emissions, intensity, pue, coverage, withheld, renewable, ppue)
+        yield from (
+            energy,
+            water,
+            emissions,
+            grid,
+            intensity,
+            pue,
+            coverage,
+            withheld,
+            renewable,
+            ppue,
+        )
         yield from (quality, shares, events)
 
     # -- configuration -----------------------------------------------------------------

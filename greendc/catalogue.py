@@ -160,14 +160,26 @@ _METRICS = [
         "greendc_site_grid_carbon_intensity_grams_per_kwh",
         "gauge",
         "gCO2e/kWh",
-        "Grid-average emission factor in use for the site's zone (location-based).",
+        "Location-based grid emission factor in use for the site's zone: its hourly factor for "
+        "the last completed interval where the site has an hourly series, else the annual "
+        "grid average.",
         ("site", "zone"),
+    ),
+    Metric(
+        "greendc_site_grid_energy_joules_total",
+        "counter",
+        "J",
+        "Energy drawn from the grid counted by this agent: the grid_import meters where the "
+        "site has any, else per interval max(0, E_DC - on-site renewable - generator) (the "
+        "report's rule). increase() over a range is the grid energy the emissions are of.",
+        _SITE,
     ),
     Metric(
         "greendc_site_emissions_grams_total",
         "counter",
         "gCO2e",
-        "Scope 2 location-based emissions of the site's grid energy counted by this agent.",
+        "Scope 2 location-based emissions of the site's grid energy counted by this agent, "
+        "interval by interval at each interval's factor (the report's rule).",
         _SITE,
     ),
     # --- site configuration, for dashboards and alerts ---------------------------------------

@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -326,10 +327,32 @@ class KPISettings(_Frozen):
     interval_seconds: int = Field(default=60, ge=1, le=3600)
     max_gap_seconds: float = Field(default=300.0, gt=0)
     min_coverage: float = Field(default=0.9, ge=0, le=1)
-    windows_seconds: list[int] = Field(default_factory=lambda: [300, 3600, 86400])
+    windows_seconds: list[int] = Field(default_factory=lambda: [300, 3600, 86400], min_length=1)
     # A counter step is energy only if at most this many times the larger of the step's
     # power readings and the site's installed IT power (unless the meter sets max_power_w).
     max_power_factor: float = Field(default=3.0, ge=1.0)
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _divides_an_hour(cls, v: int) -> int:
+        # Hourly factors and hourly CFE sum whole intervals into clock hours.
+        if 3600 % v:
+            raise ValueError("must divide an hour (3600 s) evenly, e.g. 10, 15, 30, 60, 300, 900")
+        return v
+
+    @field_validator("windows_seconds")
+    @classmethod
+    def _whole_intervals(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        step = info.data.get("interval_seconds")  # absent when it failed its own check
+        for w in v:
+            if w <= 0:
+                raise ValueError(f"{w} is not a positive number of seconds")
+            if step and w % step:
+                raise ValueError(
+                    f"{w} is not a multiple of kpi.interval_seconds ({step}): a window is a "
+                    "whole number of intervals"
+                )
+        return v
 
 
 class Meter(_Frozen):
@@ -871,8 +894,11 @@ def shipped_snmp_profiles() -> dict[str, SnmpProfile]:
     return {p.name: p for p in (SnmpProfile.model_validate(x) for x in raw["profiles"])}
 
 
-def _apply_bridge_secrets(data: dict[str, Any], env: AbcMapping[str, str]) -> None:
-    """Resolve ``<secret>_file`` and ``<secret>_env`` of every bridge device in place."""
+def _apply_bridge_secrets(
+    data: dict[str, Any], env: AbcMapping[str, str], base_dir: Path | None = None
+) -> None:
+    """Resolve ``<secret>_file`` (relative to ``base_dir``, the config file's folder, when
+    given) and ``<secret>_env`` of every bridge device in place."""
     bridges = data.get("bridges")
     devices = bridges.get("devices") if isinstance(bridges, dict) else None
     if not isinstance(devices, list):
@@ -883,7 +909,9 @@ def _apply_bridge_secrets(data: dict[str, Any], env: AbcMapping[str, str]) -> No
         for name in BRIDGE_SECRET_FIELDS:
             where = f"bridges.devices[{i}].{name}"
             if f"{name}_file" in dev:
-                dev[name] = _read_secret_file(str(dev.pop(f"{name}_file")), where + "_file")
+                dev[name] = _read_secret_file(
+                    str(dev.pop(f"{name}_file")), where + "_file", base_dir
+                )
             if f"{name}_env" in dev:
                 var = str(dev.pop(f"{name}_env"))
                 if not env.get(var):
@@ -994,29 +1022,35 @@ def _describe(err: Any) -> str:
     return f"{where}: {msg} (got {value!r})"
 
 
-def _read_secret_file(path: str, what: str) -> str:
+def _read_secret_file(path: str, what: str, base_dir: Path | None = None) -> str:
+    p = Path(path)
+    if base_dir is not None and not p.is_absolute():
+        p = base_dir / p
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
+        return p.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read secret file {path!r}: {exc.strerror}") from exc
 
 
-def _apply_secret_files(data: dict[str, Any]) -> None:
-    """Replace ``*_file`` secret settings with the secret they point to."""
+def _apply_secret_files(data: dict[str, Any], base_dir: Path | None = None) -> None:
+    """Replace ``*_file`` secret settings with the secret they point to (a relative path is
+    read from ``base_dir``, the config file's folder, when given)."""
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and "password_file" in mqtt:
-        mqtt["password"] = _read_secret_file(str(mqtt.pop("password_file")), "mqtt.password_file")
+        mqtt["password"] = _read_secret_file(
+            str(mqtt.pop("password_file")), "mqtt.password_file", base_dir
+        )
     sinks = data.get("sinks")
     if isinstance(sinks, dict):
         v2 = sinks.get("influxdb_v2")
         if isinstance(v2, dict) and "token_file" in v2:
             v2["token"] = _read_secret_file(
-                str(v2.pop("token_file")), "sinks.influxdb_v2.token_file"
+                str(v2.pop("token_file")), "sinks.influxdb_v2.token_file", base_dir
             )
         v1 = sinks.get("influxdb_v1")
         if isinstance(v1, dict) and "password_file" in v1:
             v1["password"] = _read_secret_file(
-                str(v1.pop("password_file")), "sinks.influxdb_v1.password_file"
+                str(v1.pop("password_file")), "sinks.influxdb_v1.password_file", base_dir
             )
 
 
@@ -1103,8 +1137,8 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(f"(top level): expected a mapping of settings, got {type(data).__name__}")
     data = apply_environment(data, os.environ if env is None else env)
-    _apply_secret_files(data)
-    _apply_bridge_secrets(data, os.environ if env is None else env)
+    _apply_secret_files(data, base_dir)
+    _apply_bridge_secrets(data, os.environ if env is None else env, base_dir)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -1119,8 +1153,13 @@ def parse_config(
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+    """Every relative path of the settings, made relative to ``base`` (the config's folder)."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    def opt(p: Path | None) -> Path | None:
+        return None if p is None else fix(p)
 
     sinks = settings.sinks
     updates: dict[str, Any] = {
@@ -1129,12 +1168,18 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     if sinks.embedded is not None:
         updates["embedded"] = sinks.embedded.model_copy(update={"path": fix(sinks.embedded.path)})
     new: dict[str, Any] = {"sinks": sinks.model_copy(update=updates)}
-    if settings.emission_factors_file is not None:
-        new["emission_factors_file"] = fix(settings.emission_factors_file)
-    if settings.metrics.web_config_file is not None:
-        new["metrics"] = settings.metrics.model_copy(
-            update={"web_config_file": fix(settings.metrics.web_config_file)}
-        )
+    new["emission_factors_file"] = opt(settings.emission_factors_file)
+    new["metrics"] = settings.metrics.model_copy(
+        update={"web_config_file": opt(settings.metrics.web_config_file)}
+    )
+    tls = settings.mqtt.tls
+    if tls is not None:
+        files = {k: opt(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
+        new["mqtt"] = settings.mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
+    new["sites"] = [
+        s.model_copy(update={"hourly_factors_file": opt(s.hourly_factors_file)})
+        for s in settings.sites
+    ]
     return settings.model_copy(update=new)
 
 
@@ -1153,9 +1198,11 @@ def _load_text(text: str) -> Any:
 def load_config(path: str | Path, *, env: AbcMapping[str, str] | None = None) -> Settings:
     """Read, override from the environment, and validate a greendc YAML config file.
 
-    Relative paths inside the file (store, spool, factors) are resolved against the
-    current directory, as an operator would expect from a command line. A file that cannot
-    be read raises :class:`ConfigUnreadable`; one that can but is invalid, :class:`ConfigError`.
+    Relative paths inside the file (store, spool, factor files, TLS and secret files, the
+    web config) are resolved against the file's own folder, so the same file means the
+    same paths from any working directory (a service manager's, a container's, a shell's).
+    A file that cannot be read raises :class:`ConfigUnreadable`; one that can but is
+    invalid, :class:`ConfigError`.
     """
     p = Path(path)
     try:
@@ -1170,6 +1217,6 @@ def load_config(path: str | Path, *, env: AbcMapping[str, str] | None = None) ->
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     try:
-        return parse_config(data, env=env)
+        return parse_config(data, env=env, base_dir=p.absolute().parent)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}", exc.problems) from None

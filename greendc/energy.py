@@ -40,7 +40,7 @@ Samples are sorted by time first; a sample repeating the previous timestamp is i
 (the first one wins), so an out-of-order duplicate cannot create a zero-length step.
 
 :func:`greendc.steps.step_energy` is the scalar form of rules 1-5, used step by step by the
-live path (:mod:`greendc.live`) with :class:`greendc.steps.EnergyRing`, in plain Python so
+live path (:mod:`greendc.rolling`) with :class:`greendc.steps.EnergyRing`, in plain Python so
 the collector never loads numpy; live KPIs are tested equal to the batch result.
 """
 

@@ -13,17 +13,22 @@ the static annual factor.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greendc._errors import ConfigError, KPIError
+
+if TYPE_CHECKING:
+    from greendc.config import Settings
 
 HOUR_SECONDS = 3600
 # Both are kilograms per kWh; the unit records whether the publisher counted CO2 only.
@@ -167,40 +172,116 @@ class HourlyFactors:
         return cls(first * HOUR_SECONDS, tuple(series), source)
 
 
-def load_hourly_factors(path: str | Path) -> HourlyFactors:
-    """Read an hourly factor CSV (``ts``, ``kg_per_kwh``); raises :class:`KPIError` if bad."""
-    import pandas as pd  # only the report reads these; the collector stays free of pandas
+def _parse_ts(text: str) -> float:
+    """Unix seconds, or an RFC 3339 time with its offset (``Z`` or ``+02:00``)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    when = datetime.fromisoformat(text)  # ValueError if neither
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return when.timestamp()
 
+
+def load_hourly_factors(path: str | Path) -> HourlyFactors:
+    """Read an hourly factor CSV (``ts``, ``kg_per_kwh``); raises :class:`KPIError` if bad.
+
+    ``ts`` is the start of the hour in Unix seconds or RFC 3339 with an offset. Plain
+    Python (the csv module): the collector reads these files at start-up and never loads
+    numpy or pandas.
+    """
     p = Path(path)
     try:
-        frame = pd.read_csv(p)
-    except (OSError, ValueError) as exc:
+        with p.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            columns = set(rows[0]) if rows else set()
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise KPIError(f"{p}: cannot read the hourly factor CSV: {exc}") from exc
-    missing = {"ts", "kg_per_kwh"} - set(frame.columns)
+    missing = {"ts", "kg_per_kwh"} - columns
     if missing:
         raise KPIError(f"{p}: missing column(s) {', '.join(sorted(missing))}")
-    ts_col = frame["ts"]
-    if pd.api.types.is_numeric_dtype(ts_col):
-        ts = ts_col.astype("float64").tolist()
-    else:
+    ts: list[float] = []
+    values: list[float] = []
+    for line, row in enumerate(rows, start=2):
         try:
-            parsed = pd.to_datetime(ts_col, utc=True)
-        except (ValueError, TypeError) as exc:
-            raise KPIError(f"{p}: ts is neither Unix seconds nor RFC 3339: {exc}") from exc
-        ts = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().tolist()
+            ts.append(_parse_ts((row["ts"] or "").strip()))
+        except ValueError as exc:
+            raise KPIError(
+                f"{p}, line {line}: ts {row['ts']!r} is neither Unix seconds nor RFC 3339 "
+                f"with an offset ({exc})"
+            ) from None
+        try:
+            values.append(float(row["kg_per_kwh"] or ""))
+        except ValueError:
+            raise KPIError(
+                f"{p}, line {line}: kg_per_kwh {row['kg_per_kwh']!r} is not a number"
+            ) from None
     if not all(math.isfinite(x) for x in ts):
         raise KPIError(f"{p}: ts has empty or invalid values")
-    return HourlyFactors.from_pairs(ts, frame["kg_per_kwh"].astype("float64").tolist(), str(p))
+    try:
+        return HourlyFactors.from_pairs(ts, values, str(p))
+    except KPIError as exc:
+        raise KPIError(f"{p}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class GridFactors:
+    """The emission factors a collector computes with: the zone table, each site's hourly
+    series (by site name, where configured)."""
+
+    table: FactorTable
+    hourly: dict[str, HourlyFactors]
+
+
+def load_grid_factors(settings: Settings, table: FactorTable | None = None) -> GridFactors:
+    """Read and check every factor input of ``settings``, as the collector does at start-up
+    (and ``check-config`` with it): the factor file parses, every site's grid zone is in it,
+    every hourly factor file parses. Raises :class:`ConfigError` naming the setting.
+
+    ``table`` replaces the file (tests and the demo bring their own table).
+    """
+    problems: list[str] = []
+    if table is None:
+        try:
+            table = load_factors(settings.emission_factors_file)
+        except ConfigError as exc:
+            named = [f"emission_factors_file: {p}" for p in exc.problems]
+            raise ConfigError("\n  ".join(named), named) from None
+    by_file: dict[str, HourlyFactors] = {}
+    hourly: dict[str, HourlyFactors] = {}
+    for i, site in enumerate(settings.sites):
+        if site.grid_zone not in table.zones:
+            known = ", ".join(sorted(table.zones))
+            where = settings.emission_factors_file or "the shipped emission factors"
+            problems.append(
+                f"sites[{i}].grid_zone: {site.grid_zone!r} has no emission factors in {where}; "
+                f"known zones: {known}. Use one of them, or add the zone to your "
+                "emission_factors_file with its published source."
+            )
+        if site.hourly_factors_file is not None:
+            key = str(site.hourly_factors_file)
+            try:
+                if key not in by_file:
+                    by_file[key] = load_hourly_factors(site.hourly_factors_file)
+                hourly[site.name] = by_file[key]
+            except KPIError as exc:
+                problems.append(f"sites[{i}].hourly_factors_file: {exc}")
+    if problems:
+        raise ConfigError("\n  ".join(problems), problems)
+    return GridFactors(table, hourly)
 
 
 __all__ = [
     "Factor",
     "FactorTable",
+    "GridFactors",
     "HourlyFactors",
     "Share",
     "ZoneFactors",
     "default_factors_path",
     "load_factors",
+    "load_grid_factors",
     "load_hourly_factors",
     "parse_factors",
 ]

@@ -47,7 +47,7 @@ Energy balance of a site (from its meters' roles, see ``greendc.config.Meter``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -140,6 +140,8 @@ class KPI:
     detail: str = ""
     quality: Quality = Quality.OK
     shares: Shares | None = None
+    not_metered: bool = False  # withheld because the site has no meter for an input
+    zone: str | None = None  # the zone of a per-zone KPI (pPUE), None for a site KPI
 
     def __post_init__(self) -> None:
         if self.value is None and self.quality is not Quality.WITHHELD:
@@ -165,7 +167,10 @@ def _gate(
     shares = _worst_shares(inputs)
     for key, m in inputs.items():
         if m.meters == 0:
-            return cov, KPI(name, None, unit, label, cov, f"no meter for {key}", shares=shares)
+            reason = f"no meter for {key}"
+            return cov, KPI(
+                name, None, unit, label, cov, reason, shares=shares, not_metered=True
+            )
     empty = [k for k, m in inputs.items() if m.coverage <= 0]
     if empty:
         reason = f"no data for {', '.join(empty)} in the window"
@@ -238,7 +243,7 @@ def pue(
 def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float) -> KPI:
     """Partial PUE of a zone = (zone IT + zone overhead) / zone IT."""
     name, label = f"ppue:{zone}", f"pPUE {zone}"
-    return _gated_ratio(
+    k = _gated_ratio(
         name,
         "",
         label,
@@ -248,6 +253,7 @@ def ppue(zone: str, e_it: Measured, e_overhead: Measured, *, min_coverage: float
         min_coverage,
         zero_reason="zone E_IT is zero",
     )
+    return replace(k, zone=zone)
 
 
 def ref(
@@ -269,26 +275,59 @@ def ref(
     return _graded(k, inputs, min_coverage)
 
 
+def interval_factors(window: Window, interval_seconds: int, hourly: HourlyFactors) -> list[float]:
+    """Each interval's grid factor (kg/kWh) from an hourly series: its clock hour's value, NaN
+    where the series has none (those intervals fall back to the static factor)."""
+    if HOUR_SECONDS % interval_seconds:
+        raise KPIError(f"interval {interval_seconds} s does not divide an hour")
+    first = window.start_s // HOUR_SECONDS * HOUR_SECONDS
+    n_hours = -(-window.end_s // HOUR_SECONDS) - first // HOUR_SECONDS
+    per_hour = hourly.values_for(first, n_hours)
+    offset = window.start_s - first
+    return [
+        per_hour[(offset + i * interval_seconds) // HOUR_SECONDS]
+        for i in range(window.seconds // interval_seconds)
+    ]
+
+
+def interval_emissions_kg(
+    grid_wh: Sequence[float], factors: Sequence[float] | None, static: Factor
+) -> list[float]:
+    """kgCO2e of each interval's grid energy (Wh): at the interval's own factor (kg/kWh) from
+    ``factors``, the static annual ``static`` where that is NaN or no series is given.
+
+    The one rule for location-based emissions: the report's Scope 2 is the sum of these over
+    its period, the live emissions counter adds them up interval by interval.
+    """
+    if factors is None:
+        return list(map((static.value / 1000.0).__mul__, grid_wh))
+    return [
+        wh / 1000.0 * (static.value if math.isnan(f) else f)
+        for wh, f in zip(grid_wh, factors, strict=True)
+    ]
+
+
 def location_emissions(
     e_grid: Measured,
     factor: Factor,
     *,
     min_coverage: float,
-    hourly_grid_wh: Sequence[float] | None = None,
-    hourly_factors: Sequence[float] | None = None,
+    grid_wh_per_interval: Sequence[float] | None = None,
+    factors_per_interval: Sequence[float] | None = None,
 ) -> KPI:
     """Scope 2 location-based kgCO2e: grid kWh × grid-average factor.
 
-    With ``hourly_grid_wh`` and ``hourly_factors`` (same length, NaN where the series has no
-    factor), each hour uses its own factor; the share of grid energy in hours with a factor is
-    reported as the coverage of "factor" and gated like any input; uncovered hours use the
-    static annual factor.
+    With ``grid_wh_per_interval`` and ``factors_per_interval`` (same length, NaN where the
+    hourly series has no factor, see :func:`interval_factors`), each interval uses its own
+    factor (:func:`interval_emissions_kg`); the share of grid energy in intervals with a
+    factor is reported as the coverage of "factor" and gated like any input; uncovered
+    intervals use the static annual factor.
     """
     label = "Scope 2 location-based"
     inputs = {"E_grid": e_grid}
     detail = f"grid average {factor.value} {factor.unit}: {factor.citation}"
-    if hourly_grid_wh is not None and hourly_factors is not None:
-        pairs = list(zip(hourly_grid_wh, hourly_factors, strict=True))
+    if grid_wh_per_interval is not None and factors_per_interval is not None:
+        pairs = list(zip(grid_wh_per_interval, factors_per_interval, strict=True))
         total = sum(wh for wh, _ in pairs)
         known_wh = sum(wh for wh, f in pairs if not math.isnan(f))
         share = float(known_wh / total) if total > 0 else 1.0
@@ -296,7 +335,7 @@ def location_emissions(
         cov, held = _gate("scope2_location", "kgCO2e", label + " (hourly)", inputs, min_coverage)
         if held:
             return held
-        kg = float(sum(wh / 1000.0 * (factor.value if math.isnan(f) else f) for wh, f in pairs))
+        kg = sum(interval_emissions_kg(grid_wh_per_interval, factors_per_interval, factor), 0.0)
         k = KPI("scope2_location", kg, "kgCO2e", label + " (hourly)", cov, detail=detail)
         return _graded(k, inputs, min_coverage)
     cov, held = _gate("scope2_location", "kgCO2e", label, inputs, min_coverage)
@@ -358,7 +397,7 @@ def cue(emissions: KPI, e_it: Measured, *, min_coverage: float) -> KPI:
     cov, held = _gate("cue", "kgCO2e/kWh", label, inputs, min_coverage)
     cov = {**emissions.coverage, **cov}
     if held:
-        return KPI("cue", None, "kgCO2e/kWh", label, cov, held.withheld, shares=held.shares)
+        return replace(held, coverage=cov)
     if emissions.value is None:
         return KPI(
             "cue", None, "kgCO2e/kWh", label, cov, f"emissions withheld: {emissions.withheld}"
@@ -428,12 +467,13 @@ class SiteKPIs:
     category: int
     inputs: Mapping[str, Measured]
     kpis: Mapping[str, KPI]
+    grid_wh_per_interval: Sequence[float] = ()  # E_grid per interval (grid_energy)
 
 
 class RoleSums(Protocol):
-    """Energy already summed per role over one window (the live path; see greendc.live).
+    """Energy already summed per role over one window (the live path; see greendc.rolling).
 
-    ``sum_role`` answers what :func:`_sum_role` computes from per-meter series: the signed
+    ``sum_role`` answers what :func:`role_sum` computes from per-meter series: the signed
     total over the meters of ``roles`` (in ``zone`` if given) with its per-interval form,
     coverage and bridged part.
     """
@@ -443,7 +483,7 @@ class RoleSums(Protocol):
         ...
 
 
-def _sum_role(
+def role_sum(
     site: Site,
     energies: Mapping[str, IntervalSeries] | RoleSums,
     window: Window,
@@ -453,9 +493,10 @@ def _sum_role(
 ) -> RoleSeries:
     """Signed sum over the meters of ``roles`` (in ``zone`` if given): total and per interval.
 
-    The per-meter series hold numpy arrays and are summed as such (a month of minutes per
-    meter); the result holds plain lists, the form the live path gives, and everything below
-    is plain Python over them.
+    The one role sum: the KPIs, the live path (through :class:`RoleSums`) and the report's
+    daily rows all take it from here. The per-meter series hold numpy arrays and are summed
+    as such (a month of minutes per meter); the result holds plain lists, the form the live
+    path gives, and everything below is plain Python over them.
     """
     if not isinstance(energies, Mapping):
         return energies.sum_role(roles, zone)
@@ -581,10 +622,25 @@ def _hourly(
     return first, [sum(per_interval[max(0, end - per_hour) : end]) for end in ends]
 
 
-def _grid(dc: RoleSeries, ren: RoleSeries, gen: RoleSeries, grid_import: RoleSeries) -> RoleSeries:
-    """E_grid: the grid_import meters, or per interval max(0, E_DC - on-site - generator)."""
+RoleTotal = Callable[[Sequence[Role]], RoleSeries]
+
+
+def grid_energy(total: RoleTotal) -> RoleSeries:
+    """E_grid of a site over a window: total and per interval, from its role sums.
+
+    ``total(roles)`` is the signed sum over the site's meters of ``roles`` (as
+    :func:`site_kpis` computes it, or :class:`RoleSums` in the live path). The site's
+    ``grid_import`` meters when it has any; otherwise, per interval, max(0, E_DC −
+    E_renewable_onsite − E_generator): an interval of surplus exports nothing to the
+    grid figure, and it does not cancel the grid energy of another interval. The bridged
+    part is E_DC's, capped at each interval's grid energy. The live figures and the report
+    both take E_grid from here.
+    """
+    grid_import = total([Role.GRID_IMPORT])
     if grid_import.total.meters:
         return grid_import
+    dc = total([Role.FACILITY])
+    ren, gen = total([Role.RENEWABLE_ONSITE]), total([Role.GENERATOR])
     parts = [dc] + [p for p in (ren, gen) if p.total.meters]
     per = _clipped(map(sub, map(sub, dc.per_interval, ren.per_interval), gen.per_interval))
     # Bridged grid energy: the bridged part of E_DC, capped at the interval's grid energy.
@@ -598,14 +654,14 @@ def _grid(dc: RoleSeries, ren: RoleSeries, gen: RoleSeries, grid_import: RoleSer
         if len(parts) == 1
         else list(map(max, *(p.bridged_covered for p in parts)))
     )
-    total = Measured(
+    total_m = Measured(
         sum(per, 0.0),
         min(p.total.coverage for p in parts),
         dc.total.meters,
         max(p.total.bridged_share for p in parts),
         sum(bridged, 0.0),
     )
-    return RoleSeries(total, per, bridged, covered, bridged_cov)
+    return RoleSeries(total_m, per, bridged, covered, bridged_cov)
 
 
 def site_kpis(
@@ -633,8 +689,13 @@ def site_kpis(
         interval_seconds = first.interval_seconds if first is not None else 60
     step = interval_seconds
 
+    sums: dict[tuple[tuple[Role, ...], str | None], RoleSeries] = {}
+
     def total(roles: Sequence[Role], zone: str | None = None) -> RoleSeries:
-        return _sum_role(site, energies, window, roles, step, zone)
+        key = (tuple(roles), zone)
+        if key not in sums:  # grid_energy asks again for the roles summed here
+            sums[key] = role_sum(site, energies, window, roles, step, zone)
+        return sums[key]
 
     def ground(*series: RoleSeries) -> list[Measured]:
         mask, shares = common_ground(*series)
@@ -643,9 +704,11 @@ def site_kpis(
     dc, it = total([Role.FACILITY]), total([Role.IT])
     ren, gen = total([Role.RENEWABLE_ONSITE]), total([Role.GENERATOR])
     reuse, water = total([Role.HEAT_REUSE]), total([Role.WATER])
-    grid = _grid(dc, ren, gen, total([Role.GRID_IMPORT]))
+    grid = grid_energy(total)
     e_dc, e_it, e_ren, e_gen = dc.total, it.total, ren.total, gen.total
     e_grid = grid.total
+    # The grid energy location-based Scope 2 counts, per interval (live emissions too).
+    grid_i = grid.per_interval
 
     tz = site.timezone
     contract_wh = {id(c): contract_wh_in_window(c, window, tz) for c in site.contracts}
@@ -691,17 +754,17 @@ def site_kpis(
     zone = factors.zone(site.grid_zone)
     hourly_ok = site.bridged_in_hourly
     if hourly_factors is not None:
-        grid_i = grid.per_interval if hourly_ok else grid.measured_only()
-        grid_start, grid_h = _hourly(grid_i, window, step)
         # Hourly factors need the hour of the energy: bridged energy (timing unknown) is
         # left out unless the site opts in, and lowers the figure's coverage.
+        if not hourly_ok:
+            grid_i = grid.measured_only()
         grid_hourly = e_grid if hourly_ok else _measured_part(e_grid)
         loc = location_emissions(
             grid_hourly,
             zone.grid_average,
             min_coverage=min_coverage,
-            hourly_grid_wh=grid_h,
-            hourly_factors=hourly_factors.values_for(grid_start, len(grid_h)),
+            grid_wh_per_interval=grid_i,
+            factors_per_interval=interval_factors(window, step, hourly_factors),
         )
         if e_grid.bridged and not hourly_ok:
             note = f"{e_grid.bridged / 1000.0:.1f} kWh bridged grid energy not in the hourly figure"
@@ -757,7 +820,7 @@ def site_kpis(
     if water.total.meters:
         g_water, g_it = ground(water, it)
         kpis["wue"] = wue(g_water, g_it, min_coverage=min_coverage)
-    return SiteKPIs(site.name, window, site.pue_category, inputs, kpis)
+    return SiteKPIs(site.name, window, site.pue_category, inputs, kpis, grid_i)
 
 
 def _measured_part(m: Measured) -> Measured:
@@ -801,7 +864,10 @@ __all__ = [
     "cue",
     "erf",
     "fleet_pue",
+    "grid_energy",
     "hourly_cfe",
+    "interval_emissions_kg",
+    "interval_factors",
     "location_emissions",
     "market_emissions",
     "on_ground",
@@ -809,6 +875,7 @@ __all__ = [
     "pue",
     "pue_label",
     "ref",
+    "role_sum",
     "site_kpis",
     "wue",
 ]

@@ -35,6 +35,7 @@ class LiveKPI:
     label: str = ""
     quality: str = "ok"
     bridged: float = 0.0
+    zone: str | None = None  # a per-zone KPI's zone (pPUE); None for the site's own
 
     def __post_init__(self) -> None:
         if self.value is None and self.quality != "withheld":
@@ -56,6 +57,7 @@ class SiteLive:
     kpis: dict[int, dict[str, LiveKPI]] = field(default_factory=dict)
     # (meter, event) -> count since start: spikes, resets, jumps, rollovers, gaps bridged
     counter_events: dict[tuple[str, str], int] = field(default_factory=dict)
+    grid_energy_wh: float = 0.0  # E_grid counted by this agent (greendc.kpi.grid_energy)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 samples of a meter; :class:`CounterTrack` holds a meter's baseline and decides spikes, resets
 and meter swaps; :class:`EnergyRing` sums those steps per interval for the most recent
 intervals; :func:`covered_seconds` measures how much of a window a meter's steps covered.
-:mod:`greendc.live` feeds every accepted reading through them. The live path is tested
+:mod:`greendc.rolling` feeds every accepted reading through them. The live path is tested
 equal to the batch series of :mod:`greendc.energy` (``tests/unit/test_energy.py``).
 
 This module is plain Python on purpose: the collector imports it, and numpy (which the batch

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, handler)
     agent = Agent(settings)
     try:
-        from greendc.collector.live import attach_live
+        from greendc.collector.site_figures import attach_live
 
         attach_live(agent, settings)
     except ImportError:

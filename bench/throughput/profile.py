@@ -126,7 +126,7 @@ def cprofile_handle(stream: Stream) -> dict[str, Any]:
         }
         a = Agent(parse_config(cfg, env={}), sinks=[])
         with contextlib.suppress(ImportError):
-            from greendc.collector.live import attach_live
+            from greendc.collector.site_figures import attach_live
 
             attach_live(a, a.settings)
         return a

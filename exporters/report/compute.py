@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,16 @@ from greendc.factors import (
     ZoneFactors,
     load_hourly_factors,
 )
-from greendc.kpi import KPI, Measured, SiteKPIs, Window, contract_wh_in_window, fleet_pue, site_kpis
+from greendc.kpi import (
+    KPI,
+    Measured,
+    SiteKPIs,
+    Window,
+    contract_wh_in_window,
+    fleet_pue,
+    role_sum,
+    site_kpis,
+)
 from greendc.model import Role
 from greendc.quality import Quality
 from greendc.steps import CounterEvent, counter_rules
@@ -48,6 +58,19 @@ EMISSION_KPIS = ("scope2_location", "scope2_market", "cue", "cfe")
 # Figures compared with the previous month and the same month last year.
 DELTA_KPIS = ("E_DC", "E_IT", "pue", "ref", "scope2_location", "scope2_market", "cue")
 OVERHEAD = (Role.COOLING, Role.LIGHTING, Role.OTHER_OVERHEAD)
+
+
+class RowStatus(StrEnum):
+    """Where a row's figure stands; the value is what the files print.
+
+    The measured figures carry the quality words of :class:`greendc.quality.Quality` (the
+    same words as /metrics and the EED export); contract figures are not measured.
+    """
+
+    OK = Quality.OK.value
+    INCOMPLETE = Quality.INCOMPLETE.value  # computed, under the minimum coverage
+    WITHHELD = Quality.WITHHELD.value  # nothing to compute (see the note, and not_metered)
+    FROM_CONTRACTS = "from contracts"  # not measured: the site's GO/REC/PPA contracts
 
 
 @dataclass(frozen=True)
@@ -60,7 +83,7 @@ class Row:
     value: float | None
     unit: str
     coverage: float | None
-    status: str  # a Quality word (ok | incomplete | withheld), or "from contracts"
+    status: RowStatus
     note: str = ""
     prev_month: float | None = None
     change_prev_month: float | None = None  # relative change, 0.05 = +5 %
@@ -68,6 +91,7 @@ class Row:
     change_last_year: float | None = None
     measured_share: float | None = None  # of the period: measured, bridged (missing = rest)
     bridged_share: float | None = None
+    not_metered: bool = False  # withheld because the site has no meter for an input
 
     @property
     def missing_share(self) -> float | None:
@@ -155,7 +179,7 @@ class Report:
     @property
     def computed(self) -> bool:
         """Whether at least one measured figure is ok (contract figures do not count)."""
-        return any(r.value is not None and r.status == Quality.OK for r in self.rows)
+        return any(r.value is not None and r.status == RowStatus.OK for r in self.rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +370,8 @@ def _measured_row(
 ) -> Row:
     """A total: ok, incomplete (shown with its coverage and shares) or withheld."""
     if m.meters == 0:
-        return Row(site, key, label, None, unit, None, Quality.WITHHELD, NOT_METERED)
+        status = RowStatus.WITHHELD
+        return Row(site, key, label, None, unit, None, status, NOT_METERED, not_metered=True)
     shares = m.shares
     if m.coverage <= 0:
         note = "no data in the period"
@@ -357,7 +382,7 @@ def _measured_row(
             None,
             unit,
             0.0,
-            Quality.WITHHELD,
+            RowStatus.WITHHELD,
             note,
             measured_share=0.0,
             bridged_share=0.0,
@@ -375,7 +400,7 @@ def _measured_row(
         m.value * scale,
         unit,
         m.coverage,
-        quality,
+        RowStatus(quality),
         "; ".join(notes),
         measured_share=shares.measured,
         bridged_share=shares.bridged,
@@ -389,7 +414,7 @@ def _kpi_row(site: str, k: KPI, *, scale: float = 1.0, unit: str | None = None) 
     bridged = k.shares.bridged if k.shares is not None else None
     if k.value is None:
         reason = k.withheld or ""
-        if reason.startswith("no meter"):
+        if k.not_metered:
             reason = f"not metered: {reason}"
         return Row(
             site,
@@ -398,10 +423,11 @@ def _kpi_row(site: str, k: KPI, *, scale: float = 1.0, unit: str | None = None) 
             None,
             u,
             cov,
-            Quality.WITHHELD,
+            RowStatus.WITHHELD,
             reason,
             measured_share=measured,
             bridged_share=bridged,
+            not_metered=k.not_metered,
         )
     return Row(
         site,
@@ -410,7 +436,7 @@ def _kpi_row(site: str, k: KPI, *, scale: float = 1.0, unit: str | None = None) 
         k.value * scale,
         u,
         cov,
-        k.quality,
+        RowStatus(k.quality),
         k.detail,
         measured_share=measured,
         bridged_share=bridged,
@@ -462,12 +488,21 @@ def site_rows(
     for key, label in (("go_rec", "renewable energy, GO/REC"), ("ppa", "renewable energy, PPA")):
         note = refs[key] + (" (prorated to the period)" if refs[key] else "no contract")
         rows.append(
-            Row(s, f"E_renewable_{key}", label, kinds[key], "kWh", 1.0, "from contracts", note)
+            Row(
+                s,
+                f"E_renewable_{key}",
+                label,
+                kinds[key],
+                "kWh",
+                1.0,
+                RowStatus.FROM_CONTRACTS,
+                note,
+            )
         )
-    if onsite.value is not None or onsite.note == NOT_METERED:
+    if onsite.value is not None or onsite.not_metered:
         total = (onsite.value or 0.0) + kinds["go_rec"] + kinds["ppa"]
         # Without an on-site meter the total is contracts only: not a measured figure.
-        status = onsite.status if onsite.value is not None else "from contracts"
+        status = onsite.status if onsite.value is not None else RowStatus.FROM_CONTRACTS
         rows.append(
             Row(
                 s,
@@ -491,13 +526,13 @@ def site_rows(
                 None,
                 "kWh",
                 onsite.coverage,
-                "withheld",
+                RowStatus.WITHHELD,
                 "on-site renewable energy withheld",
             )
         )
     k = out.kpis
     rows.append(_kpi_row(s, k["pue"]))
-    rows.extend(_kpi_row(s, v) for name, v in k.items() if name.startswith("ppue:"))
+    rows.extend(_kpi_row(s, v) for v in k.values() if v.zone is not None)
     rows.append(_kpi_row(s, k["ref"]))
     cite_loc = cite_mkt = ""
     if factor_note is None:
@@ -528,7 +563,19 @@ def site_rows(
         else:
             label_k = "ERF (energy reuse factor)" if name == "erf" else "WUE"
             unit_k = "ratio" if name == "erf" else "L/kWh"
-            rows.append(Row(s, name, label_k, None, unit_k, None, Quality.WITHHELD, NOT_METERED))
+            rows.append(
+                Row(
+                    s,
+                    name,
+                    label_k,
+                    None,
+                    unit_k,
+                    None,
+                    RowStatus.WITHHELD,
+                    NOT_METERED,
+                    not_metered=True,
+                )
+            )
     return rows
 
 
@@ -563,32 +610,11 @@ def with_deltas(
 def _values(rows: Sequence[Row]) -> dict[str, float | None]:
     # An earlier period's figure is compared only when it is complete: a month that covers
     # a quarter of an hour, set against a full one, reads as a jump of thousands of percent.
-    return {r.kpi: r.value for r in rows if r.status != Quality.INCOMPLETE}
+    return {r.kpi: r.value for r in rows if r.status != RowStatus.INCOMPLETE}
 
 
 # ---------------------------------------------------------------------------------------
 # Daily
-
-
-def _role_total(
-    site: Site,
-    energies: Mapping[str, IntervalSeries],
-    window: Window,
-    roles: Sequence[Role],
-) -> Measured:
-    total, covs, count = 0.0, [], 0
-    for m in site.meters:
-        if m.role not in roles:
-            continue
-        count += 1
-        s = energies.get(m.name)
-        if s is None:
-            covs.append(0.0)
-            continue
-        part = s.slice(window.start_s, window.end_s)
-        total += m.sign * part.total()
-        covs.append(part.coverage())
-    return Measured(total, min(covs) if covs else 1.0, count)
 
 
 def _ok(m: Measured, min_cov: float, scale: float = 1e-3) -> float | None:
@@ -608,7 +634,7 @@ def site_daily(
         k, _ = kpis_for(site, energies, w, factors, min_cov)
 
         def role(r: Role, _w: Window = w) -> float | None:
-            return _ok(_role_total(site, energies, _w, [r]), min_cov)
+            return _ok(role_sum(site, energies, _w, [r], REPORT_INTERVAL_SECONDS).total, min_cov)
 
         loc, mkt = k.kpis["scope2_location"].value, k.kpis["scope2_market"].value
         out.append(
@@ -694,17 +720,18 @@ def _sum_rows(
 ) -> Row:
     rows = [r for s in sites for r in s.rows if r.kpi == key]
     if skip_unmetered:
-        rows = [r for r in rows if r.note != NOT_METERED]
+        rows = [r for r in rows if not r.not_metered]
     if not rows:
-        return Row(FLEET, key, label, None, unit, None, Quality.WITHHELD, "no site meters it")
+        note = "not metered: no site meters it"
+        return Row(FLEET, key, label, None, unit, None, RowStatus.WITHHELD, note, not_metered=True)
     missing = [r.site for r in rows if r.value is None]
     covs = [r.coverage for r in rows if r.coverage is not None]
     cov = min(covs) if covs else None
     if missing:
         note = f"no figure for {', '.join(missing)}"
-        return Row(FLEET, key, label, None, unit, cov, Quality.WITHHELD, note)
-    measured = [Quality(r.status) for r in rows if r.status != "from contracts"]
-    status: str = Quality.worst(measured) if measured else "from contracts"
+        return Row(FLEET, key, label, None, unit, cov, RowStatus.WITHHELD, note)
+    measured = [Quality(r.status) for r in rows if r.status != RowStatus.FROM_CONTRACTS]
+    status = RowStatus(Quality.worst(measured)) if measured else RowStatus.FROM_CONTRACTS
     note = f"sum over {len(rows)} sites"
     return Row(FLEET, key, label, float(sum(r.value for r in rows)), unit, cov, status, note)  # type: ignore[misc]
 
@@ -733,9 +760,11 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     label = "fleet REF (Σ renewable counted / ΣE_DC)"
     v = _weighted(refs, dc)
     if v is not None:
-        ref_status = Quality.worst(
-            [Quality(r.status) for s in sites for r in s.rows if r.kpi == "ref"]
-            + [Quality(by_key["E_DC"].status)]
+        ref_status = RowStatus(
+            Quality.worst(
+                [Quality(r.status) for s in sites for r in s.rows if r.kpi == "ref"]
+                + [Quality(by_key["E_DC"].status)]
+            )
         )
         rows.append(Row(FLEET, "ref", label, v, "ratio", by_key["E_DC"].coverage, ref_status))
     else:
@@ -747,7 +776,7 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
                 None,
                 "ratio",
                 None,
-                Quality.WITHHELD,
+                RowStatus.WITHHELD,
                 "a site's REF is withheld",
             )
         )
@@ -759,7 +788,15 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
     if loc.value is not None and it:
         cue_status = Quality.worst([Quality(loc.status), Quality(by_key["E_IT"].status)])
         rows.append(
-            Row(FLEET, "cue", label, loc.value * 1000 / it, "kgCO2e/kWh", loc.coverage, cue_status)
+            Row(
+                FLEET,
+                "cue",
+                label,
+                loc.value * 1000 / it,
+                "kgCO2e/kWh",
+                loc.coverage,
+                RowStatus(cue_status),
+            )
         )
     else:
         rows.append(
@@ -770,7 +807,7 @@ def fleet_rows(sites: Sequence[SiteReport], min_cov: float) -> list[Row]:
                 None,
                 "kgCO2e/kWh",
                 None,
-                Quality.WITHHELD,
+                RowStatus.WITHHELD,
                 "emissions or E_IT withheld",
             )
         )
@@ -808,7 +845,12 @@ def fleet_history(
 
 
 def _notes_for(
-    site: Site, rows: Sequence[Row], factor_note: str | None, min_cov: float
+    site: Site,
+    rows: Sequence[Row],
+    factor_note: str | None,
+    min_cov: float,
+    *,
+    residual_published: bool,
 ) -> list[str]:
     notes = []
     if not any(m.role is Role.IT for m in site.meters):
@@ -816,18 +858,19 @@ def _notes_for(
     if factor_note:
         notes.append(f"emission factor missing: {factor_note}")
     for r in rows:
-        if r.status == Quality.WITHHELD and r.note:
+        if r.status == RowStatus.WITHHELD and r.note:
             notes.append(f"{r.kpi} withheld: {r.note}")
-        elif r.status == Quality.INCOMPLETE:
+        elif r.status == RowStatus.INCOMPLETE:
             notes.append(f"{r.kpi} incomplete: {r.note}")
-        elif r.coverage is not None and r.status == Quality.OK and r.coverage < 1.0:
+        elif r.coverage is not None and r.status == RowStatus.OK and r.coverage < 1.0:
             notes.append(f"{r.kpi}: inputs cover {r.coverage:.1%} of the period (gaps not filled)")
-        elif r.kpi == "scope2_market" and "no residual mix" in r.note:
+        elif r.kpi == "cfe" and r.note and r.value is not None:
+            notes.append(f"cfe: {r.note}")
+        if r.kpi == "scope2_market" and r.value is not None and not residual_published:
+            # Said whatever the row's coverage: it is where the figure's factor came from.
             notes.append(
                 "market-based: no residual mix is published for the zone; grid average used"
             )
-        elif r.kpi == "cfe" and r.note and r.value is not None:
-            notes.append(f"cfe: {r.note}")
     return list(dict.fromkeys(notes))
 
 
@@ -856,11 +899,13 @@ def site_report(
             history.append(_values(site_rows(site, hk, min_cov, factor_note, factors)))
         rows = with_deltas(rows, history[0], history[1])
     daily = site_daily(site, energies, period, factors, min_cov) if period.month else []
-    notes = _notes_for(site, rows, factor_note, min_cov) + hints + counter_notes(energies)
-    measured = [r for r in rows if r.status != "from contracts"]
+    residual = factor_note is None and factors.zone(site.grid_zone).residual_mix is not None
+    notes = _notes_for(site, rows, factor_note, min_cov, residual_published=residual)
+    notes += hints + counter_notes(energies)
+    measured = [r for r in rows if r.status != RowStatus.FROM_CONTRACTS]
     if not any(r.value is not None for r in measured):
         notes.insert(0, f"no data for {site.name} in {period.label}: nothing could be computed")
-    elif not any(r.value is not None and r.status == Quality.OK for r in measured):
+    elif not any(r.value is not None and r.status == RowStatus.OK for r in measured):
         notes.insert(
             0,
             f"no measured figure for {site.name} in {period.label} reached the minimum "
@@ -942,6 +987,7 @@ __all__ = [
     "DailyRow",
     "Report",
     "Row",
+    "RowStatus",
     "SiteReport",
     "build_report",
     "contract_kwh",

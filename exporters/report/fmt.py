@@ -108,11 +108,10 @@ def fmt_coverage(cov: float | None) -> str:
 
 def row_text(r: Row) -> str:
     """The value of a row as shown to people, with the reason when there is no value."""
+    if r.not_metered:
+        return f"{NOT_AVAILABLE} (not metered)"
     if r.value is None:
         return f"{NOT_AVAILABLE} ({r.status})"
-    if r.kpi.startswith("ppue:") and "no overhead meter" in r.note:
-        # pPUE 1.00 would claim a perfect zone: nothing measured the zone's overhead.
-        return f"{NOT_AVAILABLE} (not metered)"
     text = fmt_value(r.value, r.unit)
     # An incomplete figure is shown, never passed off as a full one.
     return f"{text} (incomplete)" if r.status == "incomplete" else text

@@ -41,6 +41,7 @@ from greendc.exporters.report.summary import by_kpi, emissions_story, headline_c
 A4_LANDSCAPE = (11.69, 8.27)
 FIRST_PAGE_ROWS = 12
 OVERVIEW_ROWS_PER_PAGE = 24
+SCOPE2 = ("scope2_location", "scope2_market")
 NOTE_LINES_PER_PAGE = 34
 GREEN, GREY, INK = "#1c4532", "#4a5568", "#1a202c"
 _KEYS = ("E_DC", "E_IT", "pue", "ref", "scope2_location", "scope2_market", "cue")
@@ -252,11 +253,7 @@ def note_lines(report: Report) -> list[str]:
     for s in report.sites:
         lines.append(f"{site_name(s.site)} ({s.site.name}):")
         items = list(s.notes)
-        items += [
-            f"{kpi_label(r).name}: {r.note}"
-            for r in s.rows
-            if r.kpi.startswith("scope2") and r.note
-        ]
+        items += [f"{kpi_label(r).name}: {r.note}" for r in s.rows if r.kpi in SCOPE2 and r.note]
         for n in items:
             lines += textwrap.wrap("  • " + n, 150, subsequent_indent="    ")
     lines.append("How the figures are defined:")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from greendc._errors import ConfigError, GreendcError
 from greendc.app.exits import ExitCode
+from greendc.app.preflight import preflight
 from greendc.config import Settings, load_config
 
 if TYPE_CHECKING:
@@ -51,8 +52,10 @@ def _wait_for_signal(extra: threading.Event | None = None) -> threading.Event:
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> ExitCode:
-    """Validate a config file and summarise it (secrets are never shown)."""
+    """Validate a config file, and what collect reads at start-up; summarise it (secrets are
+    never shown)."""
     settings = load_config(args.config)
+    preflight(settings)
     meters = sum(len(s.meters) for s in settings.sites)
     print(f"{args.config}: OK")
     print(
@@ -85,6 +88,7 @@ def run_collector(settings: Settings, stop: threading.Event) -> ExitCode:
 def cmd_collect(args: argparse.Namespace) -> ExitCode:
     """Run the agent until SIGTERM/SIGINT."""
     settings = load_config(args.config)
+    preflight(settings)  # what check-config refuses, refused here before anything starts
     _setup_logging(settings.log_level)
     return run_collector(settings, _wait_for_signal())
 

@@ -62,7 +62,7 @@ def running_collector(settings: Settings, *, tune_gc: bool = True) -> Iterator[R
     collects, not for one that has just built a report it will not need again (the demo).
     """
     from greendc.collector.agent import Agent
-    from greendc.collector.live import attach_live
+    from greendc.collector.site_figures import attach_live
 
     agent = Agent(settings)
     attach_live(agent, settings)

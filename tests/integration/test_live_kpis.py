@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from greendc.collector.agent import Agent
-from greendc.collector.live import attach_live
+from greendc.collector.site_figures import attach_live
 from tests.helpers import Publisher, make_settings, wait_until
 from tests.servers import Mosquitto
 

@@ -79,7 +79,8 @@ def _redelivered(broker: Mosquitto, client_id: str, protocol: str, prefix: str) 
         ("buffered", "5", "durable"),
         ("buffered", "3.1.1", "durable"),
         ("buffered", "5", "receipt"),
-        ("paho", "5", "durable"),
+        ("paho", "5", "durable"),  # paho's own reader: the fallback when the probe fails
+        ("paho", "3.1.1", "receipt"),
     ],
 )
 def test_every_message_is_stored_once_and_acknowledged(

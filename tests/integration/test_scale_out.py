@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 from greendc.collector.agent import Agent
-from greendc.collector.live import attach_live
+from greendc.collector.site_figures import attach_live
 from greendc.config import Settings
 from greendc.energy import energy_by_meter
 from greendc.exporters.prometheus import serve

@@ -71,6 +71,7 @@ def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:
         energy_wh={"facility": 150.0, "it": 100.0},
         water_l=12.5,
         emissions_g=4200.0,
+        grid_energy_wh=110.0,
         grid_zone="SG",
         grid_intensity_g_per_kwh=408.0,
         pue_category=1,
@@ -78,8 +79,8 @@ def _snapshot(meters: tuple[MeterState, ...] | None = None) -> Snapshot:
             300: {
                 "pue": LiveKPI(1.5, 0.95),
                 "renewable_share": LiveKPI(0.12, 0.95),
-                "ppue:hall-1": LiveKPI(1.3, 0.95),
-                "ppue:hall-2": LiveKPI(None, 0.5),
+                "ppue:hall-1": LiveKPI(1.3, 0.95, zone="hall-1"),
+                "ppue:hall-2": LiveKPI(None, 0.5, zone="hall-2"),
             },
             3600: {"pue": LiveKPI(None, 0.4), "renewable_share": LiveKPI(None, 0.4)},
             86400: {"pue": LiveKPI(1.47, 0.99), "renewable_share": LiveKPI(0.2, 0.99)},
@@ -174,6 +175,7 @@ def test_energy_is_exported_in_joules_and_pue_only_when_not_withheld() -> None:
         snap.sites[0].energy_wh["facility"] * WH_TO_JOULES
     )
     assert _value(c, "greendc_site_pue_ratio", site="sg1", window="5m", category="1") == 1.5
+    assert _value(c, "greendc_site_grid_energy_joules_total", site="sg1") == 110.0 * WH_TO_JOULES
     assert _value(c, "greendc_site_pue_ratio", site="jhr1", window="24h", category="2") == 1.47
     withheld = [
         k for k in _samples(c) if k[0] == "greendc_site_pue_ratio" and ("window", "1h") in k[1]

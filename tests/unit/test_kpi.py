@@ -395,6 +395,16 @@ def test_missing_it_meter_withholds() -> None:
     out = site_kpis(site, {"inc": series(100)}, Window(0, 60), factors_with(), MIN_COV)
     assert out.kpis["pue"].value is None
     assert "no meter for E_IT" in (out.kpis["pue"].withheld or "")
+    # A typed flag says "not metered" (the report's status), not the reason's wording.
+    assert out.kpis["pue"].not_metered and out.kpis["cue"].not_metered
+    low = site_kpis(
+        make_site(BASIC[:2]),
+        {"inc": series(100, covered=6), "pdu": series(50)},
+        Window(0, 60),
+        factors_with(),
+        MIN_COV,
+    )
+    assert low.kpis["pue"].value is None and not low.kpis["pue"].not_metered
 
 
 def test_unknown_zone_is_a_clear_error() -> None:

@@ -45,9 +45,9 @@ def test_the_collector_does_not_load_pandas_or_numpy() -> None:
     import sys
 
     code = (
-        "import sys, greendc.collector.agent, greendc.collector.live, greendc.collector.sinks,"
-        " greendc.exporters.prometheus,"
-        " greendc.app.cli, greendc.kpi, greendc.live, greendc.steps, greendc.factors;"
+        "import sys, greendc.collector.agent, greendc.collector.site_figures,"
+        " greendc.collector.sinks, greendc.exporters.prometheus,"
+        " greendc.app.cli, greendc.kpi, greendc.rolling, greendc.steps, greendc.factors;"
         "from greendc.config import InfluxV2Settings;"
         # influxdb-client (the v2 sink) imports numpy itself when it can
         "greendc.collector.sinks.InfluxV2Sink(InfluxV2Settings(url='http://127.0.0.1:9', org='o',"

@@ -666,3 +666,14 @@ def test_meters_sparser_than_max_gap_get_a_hint_naming_the_setting(
     assert float(e_dc["value"]) == pytest.approx(260 * 744)
     assert float(e_dc["bridged_share"]) == pytest.approx(1.0)
     assert rows[("sgx", "pue")]["status"] == "ok"  # on common (bridged) ground
+
+
+def test_the_residual_mix_note_follows_the_factor_table_not_a_note_text(
+    golden: tuple[Path, Path, int],
+) -> None:
+    config, _, _ = golden
+    report = _report(load_config(config, env={}), Period(2026, 3), with_history=False)
+    said = "market-based: no residual mix is published for the zone; grid average used"
+    notes = {s.site.name: s.notes for s in report.sites}
+    assert said in notes["sgx"]  # SG-T publishes no residual mix
+    assert said not in notes["ber1"]  # DE-T does

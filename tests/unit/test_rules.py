@@ -30,7 +30,14 @@ import yaml
 from greendc.catalogue import all_series_names
 from greendc.config import Settings, load_config
 from greendc.exporters import build_rules, window_label, write_rules
-from greendc.exporters.rules import ALERTS_FILE, PUE_MARGIN, RECORDING_FILE
+from greendc.exporters.rules import (
+    ALERTS_FILE,
+    PUE_MARGIN,
+    PUE_WINDOWS,
+    RECORDING_FILE,
+    fleet_pue_record,
+    pue_record,
+)
 from tests.helpers import PUE_TARGETS, site_config
 from tests.support.builders import settings_from
 
@@ -859,3 +866,21 @@ def test_example_alertmanager_config_is_valid() -> None:
     doc = yaml.safe_load(config.read_text())
     inhibit = doc["inhibit_rules"][0]
     assert set(inhibit["equal"]) >= {"alertname", "site"}
+
+
+def test_rules_and_dashboards_take_the_pue_query_from_one_place() -> None:
+    from greendc.dashboards.common import pue_energy
+
+    recorded = {}
+    for body in build_rules(_settings()).values():
+        for group in yaml.safe_load(body)["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    recorded[rule["record"]] = rule["expr"].strip()
+    unfiltered = (',site=~"$site"', "")  # the dashboards' site variable
+    for window in PUE_WINDOWS:
+        panel_site = pue_energy(window=window, by="site").replace(*unfiltered)
+        panel_all = pue_energy(window=window).replace(*unfiltered)
+        assert recorded[pue_record(window)] == panel_site
+        assert recorded[fleet_pue_record(window)] == panel_all
+        assert "and on (site)" in panel_all  # only sites reporting both energies count

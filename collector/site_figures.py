@@ -1,4 +1,7 @@
-"""Live KPIs in the collector: feeds :class:`greendc.live.LiveKPIs` and reports site figures.
+"""Each site's live figures, as the exporters read them (:class:`~greendc.snapshot.SiteLive`).
+
+Feeds :class:`greendc.rolling.LiveKPIs` (the rolling-window KPIs) from the agent and turns
+its snapshot into plain per-site records: energy counters, emissions, KPIs per window.
 
 The agent calls the observer with every accepted batch (under its lock) and asks for
 :class:`~greendc.snapshot.SiteLive` at scrape time. KPI computation over the rolling
@@ -15,9 +18,9 @@ from __future__ import annotations
 
 from greendc.collector.agent import Agent
 from greendc.config import Settings
-from greendc.factors import FactorTable, load_factors
-from greendc.live import LiveKPIs, LiveSnapshot
+from greendc.factors import FactorTable
 from greendc.model import Role
+from greendc.rolling import LiveKPIs, LiveSnapshot
 from greendc.snapshot import LiveKPI, SiteLive
 
 _CACHE_SECONDS = 5.0
@@ -28,8 +31,7 @@ class LiveSites:
     """Turns LiveKPIs into the plain SiteLive records exporters read."""
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
-        self.factors = factors or load_factors(settings.emission_factors_file)
-        self.kpis = LiveKPIs(settings, self.factors)
+        self.kpis = LiveKPIs(settings, factors)
         self._settings = settings
         self._high_water: dict[tuple[str, str], float] = {}
         self._cached: tuple[float, int, tuple[SiteLive, ...]] | None = None
@@ -64,27 +66,20 @@ class LiveSites:
             if gross is None:
                 continue
             energy[role.value] = self._monotonic((name, role.value), gross - sub)
-        zone = self.factors.zone(site.grid_zone)
-        factor_kg = zone.grid_average.value
-        grid_wh = energy.get(Role.GRID_IMPORT.value)
-        if grid_wh is None:
-            grid_wh = max(
-                0.0,
-                energy.get(Role.FACILITY.value, 0.0)
-                - energy.get(Role.RENEWABLE_ONSITE.value, 0.0)
-                - energy.get(Role.GENERATOR.value, 0.0),
-            )
-        emissions_g = self._monotonic((name, "__emissions"), grid_wh * factor_kg)  # Wh·kg/kWh = g
+        # Location-based CO2e from the core's per-interval rule (greendc.kpi), the same as
+        # the report's Scope 2; late readings may lower it, a counter must not go down.
+        emissions_g = self._monotonic((name, "__emissions"), snap.emissions_kg[name] * 1000.0)
+        grid_wh = self._monotonic((name, "__grid"), snap.grid_energy_wh[name])
         kpis: dict[int, dict[str, LiveKPI]] = {}
         for window, sk in snap.kpis.get(name, {}).items():
             row = {}
-            keys = [*_EXPORTED_KPIS, *(n for n in sk.kpis if n.startswith("ppue:"))]
+            keys = [*_EXPORTED_KPIS, *(n for n, k in sk.kpis.items() if k.zone is not None)]
             for key in keys:
                 k = sk.kpis.get(key)
                 if k is None:
                     continue
                 bridged = k.shares.bridged if k.shares is not None else 0.0
-                row[key] = LiveKPI(k.value, k.covered, k.label, k.quality.value, bridged)
+                row[key] = LiveKPI(k.value, k.covered, k.label, k.quality.value, bridged, k.zone)
             kpis[window] = row
         return SiteLive(
             site=name,
@@ -92,12 +87,13 @@ class LiveSites:
             water_l=snap.water_totals_l.get(name, 0.0),
             emissions_g=emissions_g,
             grid_zone=site.grid_zone,
-            grid_intensity_g_per_kwh=factor_kg * 1000.0,
+            grid_intensity_g_per_kwh=snap.grid_factor_kg_per_kwh[name] * 1000.0,
             pue_category=site.pue_category,
             kpis=kpis,
             counter_events={
                 (meter, kind): n for (s, meter, kind), n in snap.counter_events.items() if s == name
             },
+            grid_energy_wh=grid_wh,
         )
 
 

@@ -8,7 +8,11 @@ snapshot time therefore grow with the number of such groups, plus a few hundred 
 meter: 100,000 meters with a ring each took 3.5 GB and a 10 s snapshot.
 :meth:`LiveKPIs.snapshot` runs the same :func:`greendc.kpi.site_kpis` as the monthly report,
 through :class:`greendc.kpi.RoleSums`, so a live PUE and a reported PUE cannot disagree on
-method (tested equal).
+method (tested equal). The location-based emissions counter comes from the same rules:
+per interval, :func:`greendc.kpi.grid_energy` (through ``site_kpis``) and
+:func:`greendc.kpi.interval_emissions_kg` (the site's hourly factors where it has them), so
+its increase over a period equals the report's Scope 2 for that period on the same
+readings (tested to 1e-9).
 
 Windows end at the start of the current (incomplete) interval: a 5-minute window at 12:03:30
 with 60 s intervals covers 11:58:00-12:03:00.
@@ -19,12 +23,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import add, sub
 
-from greendc._errors import KPIError
 from greendc.config import Settings, Site
-from greendc.factors import FactorTable, load_factors
-from greendc.kpi import Measured, RoleSeries, SiteKPIs, Window, site_kpis
+from greendc.factors import FactorTable, load_grid_factors
+from greendc.kpi import (
+    Measured,
+    RoleSeries,
+    SiteKPIs,
+    Window,
+    grid_energy,
+    interval_emissions_kg,
+    interval_factors,
+    site_kpis,
+)
 from greendc.model import Reading, Role
 from greendc.steps import (
     CounterTrack,
@@ -185,16 +198,51 @@ class _WindowSums:
         )
 
 
+class _IntervalLedger:
+    """A per-interval quantity of one site (grid Wh, emissions kg) summed since start.
+
+    Each snapshot recomputes the intervals of the longest window and the current one (late
+    readings still change them) and freezes those that left. Intervals newer than the last
+    snapshot's window and older than this one's (no snapshot for longer than the longest
+    window) were never held by a snapshot and are not counted.
+    """
+
+    __slots__ = ("_frozen_kg", "_start_s", "_step", "_window_kg")
+
+    def __init__(self, interval_seconds: int) -> None:
+        self._step = interval_seconds
+        self._frozen_kg = 0.0
+        self._start_s: int | None = None
+        self._window_kg: list[float] = []
+
+    def update(self, window: Window, kg_per_interval: list[float]) -> float:
+        """Take the window's per-interval amounts; the total since start."""
+        start_s = window.start_s
+        if self._start_s is not None and start_s < self._start_s:
+            # The clock went back: intervals before the last window are frozen already.
+            skip = min((self._start_s - start_s) // self._step, len(kg_per_interval))
+            kg_per_interval, start_s = kg_per_interval[skip:], self._start_s
+        if self._start_s is not None:
+            left = (start_s - self._start_s) // self._step  # intervals that left the window
+            self._frozen_kg += sum(self._window_kg[:left], 0.0)
+        self._start_s, self._window_kg = start_s, kg_per_interval
+        return self._frozen_kg + sum(kg_per_interval, 0.0)
+
+
 @dataclass(frozen=True)
 class LiveSnapshot:
     """What the exporter and the store read from :meth:`LiveKPIs.snapshot`.
 
     ``kpis[site][window_seconds]`` are the KPIs of each rolling window.
-    ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that role
-    with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1 (net =
-    the difference); both only grow, for Prometheus counters. ``water_totals_l[site]`` likewise
-    for water meters. (A meter's last power is the agent's: it has every meter, configured
-    or not.)
+    ``energy_totals_wh[(site, role)]`` is the energy counted since start for meters of that
+    role with sign +1, and ``subtracted_energy_wh[(site, role)]`` for sub-meters with sign -1
+    (net = the difference); both only grow, for Prometheus counters. ``water_totals_l[site]``
+    likewise for water meters. ``grid_energy_wh[site]`` is E_grid
+    (:func:`greendc.kpi.grid_energy`) and ``emissions_kg[site]`` its location-based CO2e, of
+    every interval up to the end of the current one (see :class:`_IntervalLedger`);
+    ``grid_factor_kg_per_kwh[site]`` is the factor of the last completed interval (its
+    hourly factor where known). (A meter's last power is the agent's: it has every meter,
+    configured or not.)
     """
 
     end_s: int
@@ -206,6 +254,9 @@ class LiveSnapshot:
     # (site, meter, event) -> how many times since start: spikes dropped, resets and jumps
     # (new baselines), rollovers, gaps bridged (see greendc.steps.CounterEvent).
     counter_events: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    emissions_kg: Mapping[str, float] = field(default_factory=dict)
+    grid_energy_wh: Mapping[str, float] = field(default_factory=dict)
+    grid_factor_kg_per_kwh: Mapping[str, float] = field(default_factory=dict)
 
 
 class LiveKPIs:
@@ -220,23 +271,21 @@ class LiveKPIs:
 
     def __init__(self, settings: Settings, factors: FactorTable | None = None) -> None:
         kpi = settings.kpi
-        if not kpi.windows_seconds:
-            raise KPIError("kpi.windows_seconds is empty: nothing to compute")
+        # kpi.windows_seconds and kpi.interval_seconds are checked by the config schema
+        # (non-empty, whole intervals, an interval that divides an hour).
         self._interval = kpi.interval_seconds
-        for w in kpi.windows_seconds:
-            if w % self._interval:
-                raise KPIError(
-                    f"kpi.windows_seconds: {w} is not a multiple of interval_seconds "
-                    f"{self._interval}"
-                )
         self._windows = sorted(set(kpi.windows_seconds))
         self._min_coverage = kpi.min_coverage
         self._sites: list[Site] = list(settings.sites)
-        if factors is None:
-            factors = load_factors(settings.emission_factors_file)
-        for site in self._sites:
-            factors.zone(site.grid_zone)  # fail at start, not at the first scrape
-        self._factors = factors
+        # The factor file, every site's zone in it and every hourly factor file, checked
+        # as check-config checks them; a problem stops the start with the setting named.
+        grid = load_grid_factors(settings, factors)
+        self._factors = grid.table
+        self._hourly = grid.hourly
+        self._ledgers = {
+            site.name: (_IntervalLedger(self._interval), _IntervalLedger(self._interval))
+            for site in self._sites
+        }  # (grid Wh, emissions kg) per site
         # The longest window, the current interval, and as far ahead as a meter's clock may
         # run (validation.max_future_seconds): a meter ahead of the others must not push the
         # start of the longest window out of its group's ring.
@@ -323,8 +372,12 @@ class LiveKPIs:
         step = self._interval
         end_s = math.floor(now_s / step) * step
         out: dict[str, dict[int, SiteKPIs]] = {}
+        emissions: dict[str, float] = {}
+        grid_factor: dict[str, float] = {}
+        grid_wh: dict[str, float] = {}
         for site in self._sites:
             groups, members = self._groups[site.name], self._members[site.name]
+            hourly = self._hourly.get(site.name)
             out[site.name] = {
                 w: site_kpis(
                     site,
@@ -333,9 +386,28 @@ class LiveKPIs:
                     self._factors,
                     self._min_coverage,
                     interval_seconds=step,
+                    hourly_factors=hourly,
                 )
                 for w in self._windows
             }
+            longest = self._windows[-1]
+            # The counters run to the end of the current interval, so they move with every
+            # reading as the energy counters do (a later reading may still lower the current
+            # interval: the exporter holds a counter at its high-water mark).
+            window = Window(end_s - longest, end_s + step)
+            # E_grid per interval as the longest window's KPIs computed it (grid_energy), and
+            # the current interval's by the same function.
+            current = _WindowSums(groups, members, Window(end_s, end_s + step), step)
+            grid_now = grid_energy(partial(current.sum_role, zone=None)).per_interval
+            grid_i = [*out[site.name][longest].grid_wh_per_interval, *grid_now]
+            static = self._factors.zone(site.grid_zone).grid_average
+            factors_i = interval_factors(window, step, hourly) if hourly is not None else None
+            kg_i = interval_emissions_kg(grid_i, factors_i, static)
+            grid_ledger, kg_ledger = self._ledgers[site.name]
+            grid_wh[site.name] = grid_ledger.update(window, grid_i)
+            emissions[site.name] = kg_ledger.update(window, kg_i)
+            last = factors_i[-2] if factors_i else math.nan  # the last completed interval
+            grid_factor[site.name] = static.value if math.isnan(last) else last
         return LiveSnapshot(
             end_s=end_s,
             kpis=out,
@@ -348,6 +420,9 @@ class LiveKPIs:
                 for (site, meter), st in self._meters.items()
                 for kind, n in st.track.events.items()
             },
+            emissions_kg=emissions,
+            grid_energy_wh=grid_wh,
+            grid_factor_kg_per_kwh=grid_factor,
         )
 
 

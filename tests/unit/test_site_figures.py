@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from greendc.collector.agent import Agent
-from greendc.collector.live import attach_live
+from greendc.collector.site_figures import attach_live
 from tests.helpers import make_settings
 
 T0 = 1_764_374_400.0  # a whole hour

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greendc._errors import KPIError
+from greendc._errors import ConfigError
 from greendc.config import Settings
 from greendc.energy import interval_series
 from greendc.factors import load_factors
 from greendc.kpi import Window, site_kpis
-from greendc.live import LiveKPIs
 from greendc.model import Reading
 from greendc.quality import Quality
+from greendc.rolling import LiveKPIs
 from greendc.steps import counter_rules
 from tests.helpers import site_config
 from tests.support.builders import settings_from
@@ -207,6 +207,7 @@ def test_meters_of_one_role_zone_and_sign_share_one_ring() -> None:
     assert k.kpis["pue"].value == pytest.approx(30_000.0 / it_w)
     hall1 = sum(100.0 + i for i in range(200) if i % 2)
     assert k.kpis["ppue:hall1"].value == pytest.approx((hall1 + 1_000.0) / hall1)
+    assert k.kpis["ppue:hall1"].zone == "hall1" and k.kpis["pue"].zone is None
 
 
 def test_one_silent_meter_lowers_its_role_coverage_even_when_the_others_report() -> None:
@@ -249,9 +250,10 @@ def test_unknown_meters_are_in_no_kpi() -> None:
 
 
 def test_bad_settings_fail_at_construction() -> None:
-    with pytest.raises(KPIError, match="multiple"):
-        LiveKPIs(make_settings(windows=[90]))
-    with pytest.raises(KPIError, match="'ZZ'"):
+    # Windows of whole intervals are the config schema's rule (check-config refuses them).
+    with pytest.raises(ConfigError, match=r"kpi\.windows_seconds: 90 is not a multiple"):
+        make_settings(windows=[90])
+    with pytest.raises(ConfigError, match=r"sites\[0\]\.grid_zone: 'ZZ'"):
         LiveKPIs(make_settings(zone="ZZ"))
 
 
