@@ -16,10 +16,21 @@ PUBLISH properties are skipped: the agent uses none (it sets no Topic Alias Maxi
 broker sends full topics). ``ack_many`` sends the PUBACKs of a whole stored batch as one
 write instead of one queued packet, one wake-up and one ``send`` per message.
 
+``GuardedClient`` (the base of ``BufferedClient``, and what the agent uses for paho's own
+reader too) makes the network thread impossible to lose silently: any exception in the read
+path drops the connection (paho then reconnects with backoff) and is counted in
+``read_errors``; an exception that escapes paho's loop restarts the loop instead of ending
+the thread; ``network_alive`` says whether the thread runs and its loop turned recently.
+
+Bounded memory whatever the broker sends: a packet whose remaining length exceeds
+``max_packet_bytes`` drops the connection before its body is buffered (the agent also sends
+that limit as MQTT 5's Maximum Packet Size, so a conforming broker never sends one), and the
+MQTT 5 property length is capped at four bytes like the remaining length.
+
 This relies on paho internals (``_packet_read``, ``_in_packet``, ``_packet_handle``,
-``_packet_queue``), so pyproject pins paho-mqtt below 2.3, ``supported()`` checks they exist
-(the agent falls back to plain paho with a warning otherwise), and the tests run both paths
-against a real Mosquitto.
+``_packet_queue``, ``_thread_main``, ``_loop_rc_handle``), so pyproject pins paho-mqtt below
+2.3, ``supported()`` checks they exist (the agent falls back to plain paho with a warning
+otherwise), and the tests run both paths against a real Mosquitto.
 """
 
 from __future__ import annotations
@@ -48,8 +59,14 @@ _REQUIRED = (
     "_packet_queue",
     "_sock_recv",
     "_in_packet",
+    "_thread_main",
+    "_thread_terminate",
+    "_loop_rc_handle",
     "_thread",
 )
+# MQTT's variable byte integers (remaining length, property length) have at most 4 bytes.
+_VARINT_MAX_SHIFT = 21
+_ERROR_TEXT_MAX = 200
 
 
 def _in_packet(header: int = 0, length: int = 0, body: bytearray | None = None) -> Any:
@@ -93,6 +110,18 @@ def encode_publish(
     return bytes([_PUBLISH | (qos << 1)]) + encode_varint(len(body)) + body
 
 
+# What a PUBLISH may carry besides its payload: the longest topic MQTT allows (64 KiB, which
+# the decoder then refuses cheaply), a packet id, properties and the fixed header. A payload a
+# little over max_payload_bytes still arrives and is counted as payload_too_large; one far
+# over it never leaves a conforming broker.
+PACKET_OVERHEAD_BYTES = 2 + 65_535 + 2 + 4096 + 5
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The Maximum Packet Size the agent announces and enforces for a payload limit."""
+    return max_payload_bytes + PACKET_OVERHEAD_BYTES
+
+
 @functools.cache
 def supported() -> bool:
     """Whether this paho-mqtt has the internals the buffered path replaces."""
@@ -118,7 +147,87 @@ class ProtocolError(Exception):
     """A packet that does not follow MQTT's framing (the connection is dropped)."""
 
 
-class BufferedClient(mqtt.Client):
+class PacketTooLarge(ProtocolError):
+    """A packet longer than the Maximum Packet Size we announced (dropped unread)."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 3] + "..."
+
+
+class GuardedClient(mqtt.Client):
+    """paho's Client whose network thread survives any exception in its read path.
+
+    Without this, an exception in a callback or in packet parsing (a MemoryError, a bug, a
+    topic a malicious broker made invalid UTF-8) ends paho's network thread while the agent
+    still believes it is connected: nothing is read again, and nothing says so.
+    """
+
+    def __init__(self, *args: Any, max_packet_bytes: int | None = None, **kwargs: Any) -> None:
+        """Same arguments as ``paho.mqtt.client.Client``; ``max_packet_bytes`` caps a packet."""
+        super().__init__(*args, **kwargs)
+        self.max_packet_bytes = max_packet_bytes
+        self.read_errors = 0  # exceptions in the read path (each dropped the connection)
+        self.loop_restarts = 0  # exceptions that escaped paho's loop (the loop was restarted)
+        self.last_read_error: str | None = None
+        self._heartbeat_s = time.monotonic()
+
+    def _packet_read(self) -> MQTTErrorCode:
+        try:
+            return self._guarded_read()
+        except Exception as exc:
+            self.read_errors += 1
+            self.last_read_error = _clip(f"{type(exc).__name__}: {exc}")
+            log.error(
+                "the MQTT read path failed (%s); dropping the connection to reconnect",
+                self.last_read_error,
+                exc_info=not isinstance(exc, ProtocolError),
+            )
+            self._in_packet = _in_packet()
+            if isinstance(exc, ProtocolError):
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+    def _guarded_read(self) -> MQTTErrorCode:
+        """Read what the socket has; subclasses replace this, exceptions are handled above."""
+        rc: MQTTErrorCode = super()._packet_read()
+        return rc
+
+    def loop_misc(self) -> MQTTErrorCode:
+        """paho's periodic work (keepalive), run once per turn of the loop: our heartbeat."""
+        self._heartbeat_s = time.monotonic()
+        return super().loop_misc()
+
+    def _thread_main(self) -> None:
+        # paho's loop_forever in a loop: an exception that escapes it (outside the read path)
+        # is logged and counted, the connection is dropped, and the loop runs again (it
+        # reconnects with the configured backoff) instead of ending the thread.
+        try:
+            while True:
+                try:
+                    self.loop_forever(retry_first_connection=True)
+                    return
+                except Exception as exc:
+                    self.loop_restarts += 1
+                    self.last_read_error = _clip(f"{type(exc).__name__}: {exc}")
+                    log.exception("the MQTT network loop failed; restarting it")
+                    if self._thread_terminate:
+                        return
+                    self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        finally:
+            self._thread = None
+
+    def network_alive(self, stall_after_s: float) -> bool:
+        """Whether the network thread runs and its loop turned within ``stall_after_s``."""
+        thread = self._thread
+        return (
+            thread is not None
+            and thread.is_alive()
+            and time.monotonic() - self._heartbeat_s < stall_after_s
+        )
+
+
+class BufferedClient(GuardedClient):
     """paho's Client with a buffered read side and PUBLISH delivered without objects."""
 
     def __init__(
@@ -128,11 +237,12 @@ class BufferedClient(mqtt.Client):
         hold: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Same arguments as ``paho.mqtt.client.Client``, plus the PUBLISH callback.
+        """Same arguments as :class:`GuardedClient`, plus the PUBLISH callback.
 
         ``hold()``, when given and true, stops reading from the socket for a moment (the
         network loop keeps running: pings, acknowledgements): back-pressure for a broker
-        that sends more than the Receive Maximum it was given.
+        that sends more than the Receive Maximum it was given. An exception from
+        ``deliver`` drops the connection (the broker redelivers an unacknowledged message).
         """
         super().__init__(*args, **kwargs)
         self._deliver = deliver
@@ -143,7 +253,7 @@ class BufferedClient(mqtt.Client):
         self.published_fast = 0  # PUBLISH packets that took the buffered path
 
     # -- read side ----------------------------------------------------------------------------
-    def _packet_read(self) -> MQTTErrorCode:
+    def _guarded_read(self) -> MQTTErrorCode:
         sock = self._sock
         if sock is not self._rx_sock:
             # A new connection: nothing buffered from the old one may be parsed on it.
@@ -167,10 +277,9 @@ class BufferedClient(mqtt.Client):
         self._rx += data
         try:
             return self._drain(sock)
-        except ProtocolError as exc:
-            self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", exc)
+        except ProtocolError:
             self._rx.clear()
-            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            raise
 
     def _drain(self, sock: object) -> MQTTErrorCode:
         """Handle every complete packet in the buffer; keep a partial one for later."""
@@ -178,6 +287,7 @@ class BufferedClient(mqtt.Client):
         n = len(rx)
         pos = 0
         v5 = self._protocol == mqtt.MQTTv5
+        limit = self.max_packet_bytes
         deliver = self._deliver
         fast = 0
         # Without manual acks, paho acknowledges a QoS 1 message once it is handed over;
@@ -194,12 +304,18 @@ class BufferedClient(mqtt.Client):
                 while byte & 0x80:
                     if i >= n:
                         return MQTTErrorCode.MQTT_ERR_SUCCESS  # length not complete yet
-                    if shift > 21:
+                    if shift > _VARINT_MAX_SHIFT:
                         raise ProtocolError("remaining length longer than 4 bytes")
                     byte = rx[i]
                     i += 1
                     length |= (byte & 0x7F) << shift
                     shift += 7
+                if limit is not None and i - pos + length > limit:
+                    # Refused before a byte of its body is kept: the limit bounds memory.
+                    raise PacketTooLarge(
+                        f"a packet of {i - pos + length} bytes exceeds the {limit}-byte "
+                        "Maximum Packet Size (validation.max_payload_bytes)"
+                    )
                 end = i + length
                 if end > n:
                     return MQTTErrorCode.MQTT_ERR_SUCCESS  # body not complete yet
@@ -217,6 +333,8 @@ class BufferedClient(mqtt.Client):
                         p += 1
                         shift = 7
                         while byte & 0x80:
+                            if shift > _VARINT_MAX_SHIFT:
+                                raise ProtocolError("property length longer than 4 bytes")
                             byte = rx[p]
                             p += 1
                             plen |= (byte & 0x7F) << shift
@@ -227,15 +345,12 @@ class BufferedClient(mqtt.Client):
                     payload = bytes(rx[p:end])
                     pos = end
                     fast += 1
-                    try:
-                        deliver(self, topic, payload, mid, qos)
-                    except Exception:
-                        # Never let one message stop the receive loop. Unacknowledged, a
-                        # QoS 1 message is redelivered on the next session.
-                        log.exception("handling a message on %r failed", topic)
-                    else:
-                        if qos and receipts is not None:
-                            receipts.append(mid)
+                    # An exception here drops the connection (GuardedClient); unacknowledged,
+                    # a QoS 1 message is redelivered, and the agent dead-letters one that
+                    # fails twice.
+                    deliver(self, topic, payload, mid, qos)
+                    if qos and receipts is not None:
+                        receipts.append(mid)
                     continue
                 rc = self._paho_handle(header, length, rx[i:end])
                 pos = end

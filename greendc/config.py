@@ -244,6 +244,8 @@ class ValidationSettings(_Frozen):
     max_past_seconds: float = Field(default=7 * 86400.0, ge=0)
     unknown_meters: Literal["reject", "accept"] = "reject"
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    # Longer topics are refused before any lookup (MQTT allows 64 KiB; ours are ~40 bytes).
+    max_topic_bytes: int = Field(default=512, ge=16, le=65_535)
     max_readings_per_message: int = Field(default=10_000, ge=1)
     max_meters: int = Field(default=100_000, ge=1)  # cap on distinct (site, meter) series
 

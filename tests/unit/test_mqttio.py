@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from greendc.collector.mqttio import BufferedClient, encode_publish, encode_varint, supported
+from greendc.collector.mqttio import (
+    BufferedClient,
+    GuardedClient,
+    encode_publish,
+    encode_varint,
+    max_packet_bytes,
+    supported,
+)
 
 Delivered = tuple[str, bytes, int, int]
 
@@ -157,16 +164,70 @@ def test_a_malformed_non_publish_packet_is_reported_by_paho(h: Harness) -> None:
     assert h.feed(bytes([0xD0, 0x01, 0x00])) == MQTTErrorCode.MQTT_ERR_PROTOCOL  # PINGRESP, 1 byte
 
 
-def test_a_failing_handler_does_not_stop_the_next_message(
+def test_a_failing_handler_drops_the_connection_and_is_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The message before it is delivered; the failure ends this connection (the broker
+    redelivers what was not acknowledged) instead of escaping into paho's thread."""
     h = Harness(deliver_error_on="bad")
     try:
-        h.feed(publish("bad", b"1") + publish("good", b"2"))
-        assert h.got == [("good", b"2", 0, 0)]
-        assert "handling a message on 'bad' failed" in caplog.text
+        rc = h.feed(publish("first", b"0") + publish("bad", b"1") + publish("good", b"2"))
+        assert rc == MQTTErrorCode.MQTT_ERR_CONN_LOST
+        assert h.got == [("first", b"0", 0, 0)]
+        assert h.client.read_errors == 1
+        assert h.client.last_read_error == "RuntimeError: boom"
+        assert "the MQTT read path failed (RuntimeError: boom)" in caplog.text
     finally:
         h.close()
+
+
+def test_a_packet_over_the_maximum_size_is_refused_before_its_body_arrives() -> None:
+    """Only the fixed header has been sent: the reader refuses on the remaining length, so a
+    250 MiB packet is never buffered."""
+    h = Harness()
+    h.client.max_packet_bytes = 1000
+    try:
+        header = bytes([0x30]) + encode_varint(250 * 1024 * 1024)
+        assert h.feed(header) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert h.client.read_errors == 1
+        assert "Maximum Packet Size" in (h.client.last_read_error or "")
+        assert len(h.client._rx) == 0 and h.got == []
+    finally:
+        h.close()
+
+
+def test_a_packet_at_the_maximum_size_is_delivered() -> None:
+    h = Harness()
+    packet = publish("t", b"x" * 900, qos=1, mid=7)
+    h.client.max_packet_bytes = len(packet)
+    try:
+        h.feed(packet)
+        assert h.got == [("t", b"x" * 900, 7, 1)]
+    finally:
+        h.close()
+
+
+def test_an_mqtt5_property_length_of_five_bytes_is_a_protocol_error() -> None:
+    """Before the cap, 256 KiB of 0xFF held the network thread for seconds."""
+    h = Harness(protocol=mqtt.MQTTv5)
+    try:
+        body = b"\x00\x01t" + b"\xff" * 5000
+        packet = bytes([0x30]) + encode_varint(len(body)) + body
+        assert h.feed(packet) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert "property length longer than 4 bytes" in (h.client.last_read_error or "")
+    finally:
+        h.close()
+
+
+def test_a_client_without_a_running_thread_is_not_alive() -> None:
+    client = GuardedClient(callback_api_version=CallbackAPIVersion.VERSION2)
+    assert not client.network_alive(60.0)
+
+
+def test_max_packet_bytes_admits_the_largest_accepted_payload_on_the_longest_topic() -> None:
+    limit = max_packet_bytes(256 * 1024)
+    largest = encode_publish(b"t" * 65_535, b"x" * 256 * 1024, qos=1, mid=1, properties=b"")
+    assert len(largest) <= limit < 2 * 256 * 1024
 
 
 def test_the_closed_connection_is_reported_as_lost(h: Harness) -> None:
