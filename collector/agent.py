@@ -213,6 +213,7 @@ class Agent:
             client = mqttio.BufferedClient(
                 deliver=self._on_publish,
                 hold=self._hold_reading,
+                oversized=self._on_oversized,
                 max_packet_bytes=self._max_packet,
                 **kwargs,
             )
@@ -443,6 +444,21 @@ class Agent:
         except Exception as exc:
             if not self._poisoned(topic, payload, qos, token, exc):
                 raise  # the reader drops the connection; the broker redelivers the message
+
+    def _on_oversized(self, client: mqtt.Client, topic: str, mid: int, qos: int, size: int) -> None:
+        """A PUBLISH larger than we accept, skipped unread by the reader: count, acknowledge."""
+        with self._lock:
+            self.stats.messages_received += 1
+            self.stats.rejections["payload_too_large"] += 1
+        if self._manual_ack and qos > 0:
+            self._hand_over([], (self._generation, client, mid, qos))
+        detail = (
+            f"a {size:,}-byte packet exceeds the {self._max_packet:,}-byte Maximum Packet Size "
+            "(validation.max_payload_bytes); skipped unread"
+        )
+        self._rejected(
+            topic, b"", [("payload_too_large", detail)], self.clock.now(), self.clock.monotonic()
+        )
 
     def _poisoned(
         self, topic: str, payload: bytes, qos: int, token: object | None, exc: Exception

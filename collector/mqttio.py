@@ -22,10 +22,13 @@ path drops the connection (paho then reconnects with backoff) and is counted in
 ``read_errors``; an exception that escapes paho's loop restarts the loop instead of ending
 the thread; ``network_alive`` says whether the thread runs and its loop turned recently.
 
-Bounded memory whatever the broker sends: a packet whose remaining length exceeds
-``max_packet_bytes`` drops the connection before its body is buffered (the agent also sends
-that limit as MQTT 5's Maximum Packet Size, so a conforming broker never sends one), and the
-MQTT 5 property length is capped at four bytes like the remaining length.
+Bounded memory whatever the broker sends: the agent announces ``max_packet_bytes`` as MQTT
+5's Maximum Packet Size, so a conforming broker never sends a larger packet. One that comes
+anyway (MQTT 3.1.1 has no such limit) is never buffered: a PUBLISH at QoS 0 or 1 is read
+only as far as its topic and packet id, reported to ``oversized`` (the agent counts it as
+payload_too_large and acknowledges it, so the broker does not redeliver it forever) and the
+rest of its bytes are discarded as they arrive; any other packet that large drops the
+connection. The MQTT 5 property length is capped at four bytes like the remaining length.
 
 This relies on paho internals (``_packet_read``, ``_in_packet``, ``_packet_handle``,
 ``_packet_queue``, ``_thread_main``, ``_loop_rc_handle``), so pyproject pins paho-mqtt below
@@ -48,6 +51,8 @@ from paho.mqtt.exception import MalformedPacket
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Any, str, bytes, int, int], None]  # (client, topic, payload, mid, qos)
+# (client, topic, mid, qos, packet bytes): a PUBLISH over the limit, skipped unread
+Oversized = Callable[[Any, str, int, int, int], None]
 
 _RECV_BYTES = 1 << 16
 _HOLD_SECONDS = 0.002
@@ -235,6 +240,7 @@ class BufferedClient(GuardedClient):
         *args: Any,
         deliver: Deliver,
         hold: Callable[[], bool] | None = None,
+        oversized: Oversized | None = None,
         **kwargs: Any,
     ) -> None:
         """Same arguments as :class:`GuardedClient`, plus the PUBLISH callback.
@@ -243,9 +249,15 @@ class BufferedClient(GuardedClient):
         network loop keeps running: pings, acknowledgements): back-pressure for a broker
         that sends more than the Receive Maximum it was given. An exception from
         ``deliver`` drops the connection (the broker redelivers an unacknowledged message).
+        ``oversized`` is told of each PUBLISH over ``max_packet_bytes`` that is skipped (its
+        QoS 1 acknowledgement is then the caller's, as for a delivered message); without it,
+        such a packet drops the connection.
         """
         super().__init__(*args, **kwargs)
         self._deliver = deliver
+        self._oversized = oversized
+        self._skip = 0  # bytes of a skipped oversized packet still to discard
+        self.skipped = 0  # oversized PUBLISH packets skipped unread
         self._hold = hold
         self.held = 0  # times reading was held back
         self._rx = bytearray()
@@ -259,6 +271,7 @@ class BufferedClient(GuardedClient):
             # A new connection: nothing buffered from the old one may be parsed on it.
             self._rx.clear()
             self._rx_sock = sock
+            self._skip = 0
         if self._hold is not None and self._hold():
             self.held += 1
             time.sleep(_HOLD_SECONDS)  # the socket stays readable: do not spin on select
@@ -274,6 +287,13 @@ class BufferedClient(GuardedClient):
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
+        if self._skip:
+            # The body of an oversized packet: dropped as it arrives, never kept.
+            k = min(self._skip, len(data))
+            self._skip -= k
+            if k == len(data):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            data = data[k:]
         self._rx += data
         try:
             return self._drain(sock)
@@ -310,13 +330,22 @@ class BufferedClient(GuardedClient):
                     i += 1
                     length |= (byte & 0x7F) << shift
                     shift += 7
-                if limit is not None and i - pos + length > limit:
-                    # Refused before a byte of its body is kept: the limit bounds memory.
-                    raise PacketTooLarge(
-                        f"a packet of {i - pos + length} bytes exceeds the {limit}-byte "
-                        "Maximum Packet Size (validation.max_payload_bytes)"
-                    )
                 end = i + length
+                if limit is not None and end - pos > limit:
+                    # Never buffered: the limit bounds memory whatever the broker sends.
+                    head = self._oversized_head(rx, i, n, header, end - pos, limit)
+                    if head is None:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS  # topic not complete yet
+                    topic, mid, qos = head
+                    size = end - pos
+                    self._skip = max(0, end - n)
+                    pos = min(end, n)
+                    self.skipped += 1
+                    assert self._oversized is not None  # _oversized_head raised otherwise
+                    self._oversized(self, topic, mid, qos, size)
+                    if qos and receipts is not None:
+                        receipts.append(mid)
+                    continue
                 if end > n:
                     return MQTTErrorCode.MQTT_ERR_SUCCESS  # body not complete yet
                 qos = (header >> 1) & 3
@@ -369,6 +398,29 @@ class BufferedClient(GuardedClient):
                     self.ack_many(receipts)
             else:
                 rx.clear()
+
+    def _oversized_head(
+        self, rx: bytearray, i: int, n: int, header: int, size: int, limit: int
+    ) -> tuple[str, int, int] | None:
+        """Topic, packet id and QoS of an oversized PUBLISH (None until they have arrived).
+
+        Anything else that large, or without a callback to report it to, is a protocol
+        error: the connection is dropped.
+        """
+        qos = (header >> 1) & 3
+        if header & 0xF0 != _PUBLISH or qos == 2 or self._oversized is None:
+            raise PacketTooLarge(
+                f"a packet of {size} bytes exceeds the {limit}-byte Maximum Packet Size "
+                "(validation.max_payload_bytes)"
+            )
+        if n < i + 2:
+            return None
+        p = i + 2 + ((rx[i] << 8) | rx[i + 1])
+        if n < p + (2 if qos else 0):
+            return None  # at most a 64 KiB topic: still bounded
+        topic = rx[i + 2 : p].decode("utf-8", "replace")
+        mid = (rx[p] << 8) | rx[p + 1] if qos else 0
+        return topic, mid, qos
 
     def _paho_handle(self, header: int, length: int, body: bytearray) -> MQTTErrorCode:
         """One packet through paho's own handler, exactly as its reader would pass it."""

@@ -21,7 +21,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,11 @@ import yaml
 from greendc.config import Settings, load_config
 from greendc.exporters.rules import ALERTS_FILE, write_rules
 from greendc.exporters.webconfig import MIN_BCRYPT_COST, load_web_config
+from tests.support.servers import (
+    ProductionMosquitto,
+    ServerNotInstalled,
+    generate_compose_secrets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -99,22 +103,10 @@ def compose_example_env() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def generated_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run config/compose/secrets/generate.sh into a temporary directory."""
-    missing = [t for t in ("openssl", "mosquitto_passwd") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"generate.sh needs {', '.join(missing)}")
-    out = tmp_path_factory.mktemp("secrets") / "secrets"
-    # This interpreter (with bcrypt) first on PATH: generate.sh's hasher when htpasswd is absent.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    proc = subprocess.run(
-        ["sh", str(SECRETS_DIR / "generate.sh"), str(out)],
-        env={**os.environ, "PATH": path},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"generate.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    return out
+    try:
+        return generate_compose_secrets(tmp_path_factory.mktemp("secrets") / "secrets")
+    except ServerNotInstalled as exc:
+        pytest.skip(str(exc))
 
 
 # -- helpers over the resolved model ------------------------------------------------------------
@@ -684,54 +676,13 @@ def _free_port() -> int:
 def production_broker(generated_secrets: Path, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     """Mosquitto with config/mosquitto/mosquitto.conf, paths moved to temporary files, and
     the generated password file plus one user per site gateway (gw-sg1, gw-jhr1)."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.skip("mosquitto is not installed")
-    secrets = tmp_path / "secrets"
-    shutil.copytree(generated_secrets, secrets)
-    for user in ("gw-sg1", "gw-jhr1"):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(secrets / "mosquitto_passwd"), user, GATEWAY_PASSWORD],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    plain, tls = _free_port(), _free_port()
-    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
-    text = text.replace("/run/secrets/", f"{secrets}/")
-    text = text.replace("/mosquitto/config/acl", str(MOSQUITTO_ACL))
-    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
-    text = text.replace("listener 1883", f"listener {plain} 127.0.0.1")
-    text = text.replace("listener 8883", f"listener {tls} 127.0.0.1")
-    if os.geteuid() == 0:
-        text += "\nuser root\n"  # else mosquitto drops to "mosquitto", who cannot read tmp
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(text, encoding="utf-8")
-    log_path = tmp_path / "mosquitto.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    # scripts/test.sh kills whatever is listed in $GREENDC_TEST_RUNDIR if the run is aborted.
-    rundir = os.environ.get("GREENDC_TEST_RUNDIR")
-    pid_file = Path(rundir or tmp_path) / f"mosquitto-compose-{plain}.pid"
-    pid_file.write_text(f"{proc.pid}\n", encoding="utf-8")
+    users = dict.fromkeys(("gw-sg1", "gw-jhr1"), GATEWAY_PASSWORD)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"mosquitto exited: {log_path.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", tls), timeout=1).close()
-                socket.create_connection(("127.0.0.1", plain), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (
-                    f"mosquitto did not listen: {log_path.read_text()}"
-                )
-                time.sleep(0.05)
-        yield plain, tls, secrets
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        pid_file.unlink(missing_ok=True)
+        broker = ProductionMosquitto(generated_secrets, users, workdir=tmp_path / "broker")
+    except ServerNotInstalled as exc:
+        pytest.skip(str(exc))
+    with broker:
+        yield broker.port, broker.tls_port, broker.secrets
 
 
 def _wait_for(pred: Any, what: str, timeout_s: float = 10.0) -> None:

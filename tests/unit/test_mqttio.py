@@ -38,13 +38,22 @@ def publish(
 class Harness:
     """A BufferedClient whose socket is one end of a socket pair."""
 
-    def __init__(self, protocol: int = mqtt.MQTTv311, deliver_error_on: str | None = None) -> None:
+    def __init__(
+        self,
+        protocol: int = mqtt.MQTTv311,
+        deliver_error_on: str | None = None,
+        max_packet_bytes: int | None = None,
+        skip_oversized: bool = False,
+    ) -> None:
         self.got: list[Delivered] = []
+        self.oversized: list[tuple[str, int, int, int]] = []
         self._error_on = deliver_error_on
         self.client = BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             protocol=protocol,
             deliver=self._deliver,
+            oversized=self._oversized if skip_oversized else None,
+            max_packet_bytes=max_packet_bytes,
         )
         self.broker, ours = socket.socketpair()
         ours.setblocking(False)
@@ -55,6 +64,10 @@ class Harness:
         if topic == self._error_on:
             raise RuntimeError("boom")
         self.got.append((topic, payload, mid, qos))
+
+    def _oversized(self, client: object, topic: str, mid: int, qos: int, size: int) -> None:
+        assert client is self.client
+        self.oversized.append((topic, mid, qos, size))
 
     def feed(self, data: bytes) -> MQTTErrorCode:
         self.broker.sendall(data)
@@ -192,6 +205,34 @@ def test_a_packet_over_the_maximum_size_is_refused_before_its_body_arrives() -> 
         assert h.client.read_errors == 1
         assert "Maximum Packet Size" in (h.client.last_read_error or "")
         assert len(h.client._rx) == 0 and h.got == []
+    finally:
+        h.close()
+
+
+def test_an_oversized_publish_is_skipped_unbuffered_and_the_next_one_delivered() -> None:
+    """MQTT 3.1.1 has no Maximum Packet Size: a broker may send one anyway. Only its topic
+    and packet id are read; its body is discarded as it arrives, and the connection stays."""
+    h = Harness(max_packet_bytes=10_000, skip_oversized=True)
+    big = publish("greendc/sg1/ups-1", b"x" * 3_000_000, qos=1, mid=42)
+    try:
+        kept = []
+        for k in range(0, len(big), 50_000):
+            assert h.feed(big[k : k + 50_000]) == MQTTErrorCode.MQTT_ERR_SUCCESS
+            kept.append(len(h.client._rx))
+        assert max(kept) <= 50_000, "the body was buffered"
+        h.feed(publish("greendc/sg1/ups-2", b"ok", qos=1, mid=43))
+        assert h.oversized == [("greendc/sg1/ups-1", 42, 1, len(big))]
+        assert h.got == [("greendc/sg1/ups-2", b"ok", 43, 1)]
+        assert h.client.skipped == 1 and h.client.read_errors == 0
+    finally:
+        h.close()
+
+
+def test_an_oversized_packet_that_is_not_a_publish_drops_the_connection() -> None:
+    h = Harness(max_packet_bytes=10_000, skip_oversized=True)
+    try:
+        assert h.feed(bytes([0x90]) + encode_varint(20_000)) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert h.oversized == [] and h.client.read_errors == 1
     finally:
         h.close()
 
