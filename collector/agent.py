@@ -540,6 +540,10 @@ class Agent:
         with self._lock:
             self.stats.messages_received += 1
             if readings:
+                # Observers first: if one raises, this message changed no count or live value
+                # (it is retried, then dead-lettered: see _poisoned).
+                for obs in self._observers:
+                    obs(readings)
                 self.stats.readings_accepted += len(readings)
                 meters = self._meters
                 for site, meter, role, ts_ms, f in readings:
@@ -556,8 +560,6 @@ class Agent:
                             live.power_w = power
                         if "temp_c" in f:
                             live.temp_c = f["temp_c"]
-                for obs in self._observers:
-                    obs(readings)
             if rejections:
                 counts = self.stats.rejections
                 for reason, _detail in rejections:
