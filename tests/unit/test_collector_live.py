@@ -157,8 +157,11 @@ def test_unacknowledged_count_follows_hand_over_and_settlement(tmp_path: Path) -
 
     agent.add_observer(broken)
     for mid in (1, 2, 3, 4):
+        # Distinct messages, each failing for the first time: raised to the reader, which
+        # drops the connection so the broker redelivers it (a second failure dead-letters).
+        distinct = json.dumps({"power_w": float(mid)}).encode()
         with pytest.raises(RuntimeError):
-            agent._on_publish(client, "p/greendc/sg1/incomer", body, mid, 1)  # type: ignore[arg-type]
+            agent._on_publish(client, "p/greendc/sg1/incomer", distinct, mid, 1)  # type: ignore[arg-type]
     # Never handed over, so never counted: a failing message cannot hold the reader forever.
     assert agent._taken == 0
     assert not agent._too_many_unacknowledged()

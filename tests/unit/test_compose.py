@@ -15,12 +15,14 @@ config-loading tests use in place of ``/run/secrets/<name>``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +33,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from greendc.config import Settings, load_config
+from greendc.config import MetricsSettings, Settings, load_config
+from greendc.exporters import serve
 from greendc.exporters.rules import ALERTS_FILE, write_rules
 from greendc.exporters.webconfig import MIN_BCRYPT_COST, load_web_config
+from greendc.snapshot import Snapshot
+from tests.support.builders import idle_health
 from tests.support.servers import (
     ProductionMosquitto,
     ServerNotInstalled,
@@ -772,3 +777,23 @@ def test_production_broker_enforces_the_acl(production_broker: tuple[int, int, P
     collector.disconnect()
     collector.loop_stop()
     assert received == expected
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_the_collector_healthcheck_signs_in_and_requires_a_live_mqtt_connection(
+    compose: dict[str, Any], generated_secrets: Path, connected: bool
+) -> None:
+    """The healthcheck's own command, run against a real /metrics behind the generated web
+    config: healthy only while the agent reports MQTT connected."""
+    test = compose["services"]["greendc-collector"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    code = test[3].replace("/run/secrets/", f"{generated_secrets}/")
+    web = load_web_config(generated_secrets / "metrics_web_config.yml")
+    health = dataclasses.replace(idle_health(), mqtt_connected=connected)
+    snap = Snapshot(taken_at_s=1.0, meters=(), sites=(), health=health)
+    with serve(MetricsSettings(port=0), lambda: snap, web_config=web) as server:
+        code = code.replace("127.0.0.1:9108", f"127.0.0.1:{server.port}")
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert (proc.returncode == 0) == connected, proc.stderr[-2000:]
