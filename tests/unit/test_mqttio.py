@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -363,3 +364,31 @@ def test_a_hold_leaves_the_bytes_in_the_socket_until_it_lifts() -> None:
         assert h.got == [("a", b"1", 0, 0)]
     finally:
         h.close()
+
+
+class _LoopFailsOnce(GuardedClient):
+    """A client whose network loop raises the first time it runs (outside the read path)."""
+
+    def __init__(self) -> None:
+        super().__init__(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.runs = 0
+        self.disconnects = 0
+        self.on_disconnect = lambda *_a: setattr(self, "disconnects", self.disconnects + 1)
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> Any:
+        self.runs += 1
+        if self.runs == 1:
+            raise MemoryError("while handling a packet")
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def test_an_exception_escaping_the_network_loop_restarts_it_instead_of_ending_the_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _LoopFailsOnce()
+    client._thread_main()  # what loop_start() runs in the network thread
+    assert client.runs == 2, "the loop was not run again"
+    assert client.loop_restarts == 1
+    assert client.disconnects == 1, "the connection was not reported lost"
+    assert client.last_read_error == "MemoryError: while handling a packet"
+    assert "the MQTT network loop failed; restarting it" in caplog.text
