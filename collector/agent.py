@@ -652,12 +652,11 @@ class Agent:
             sites = self._site_live(now)
             st = self.stats
             client = self._client
-            alive = isinstance(client, mqttio.GuardedClient) and client.network_alive(
-                self._stall_after_s
-            )
-            read_errors = 0
             if isinstance(client, mqttio.GuardedClient):
+                alive = client.network_alive(self._stall_after_s)
                 read_errors = client.read_errors + client.loop_restarts
+            else:  # plain paho (a version without the internals we guard): nothing to watch
+                alive, read_errors = True, 0
             health = Health(
                 agent=self.name,
                 version=__version__,
@@ -667,8 +666,7 @@ class Agent:
                 rejections=dict(st.rejections),
                 # Connected means the network thread is alive and its loop turning too: a
                 # thread that died or hangs reads nothing, whatever the last CONNACK said.
-                mqtt_connected=st.mqtt_connected
-                and (alive or not isinstance(client, mqttio.GuardedClient)),
+                mqtt_connected=st.mqtt_connected and alive,
                 mqtt_reconnects=max(0, st.mqtt_connections - 1),
                 mqtt_read_errors=read_errors,
                 series_refused=st.rejections.get("series_cap", 0),

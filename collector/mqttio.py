@@ -67,6 +67,7 @@ _REQUIRED = (
     "_thread_main",
     "_thread_terminate",
     "_loop_rc_handle",
+    "_reconnect_wait",
     "_thread",
 )
 # MQTT's variable byte integers (remaining length, property length) have at most 4 bytes.
@@ -219,6 +220,7 @@ class GuardedClient(mqtt.Client):
                     if self._thread_terminate:
                         return
                     self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                    self._reconnect_wait()  # the configured backoff: never a hot loop
         finally:
             self._thread = None
 

@@ -371,6 +371,7 @@ class _LoopFailsOnce(GuardedClient):
 
     def __init__(self) -> None:
         super().__init__(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.reconnect_delay_set(min_delay=0, max_delay=0)
         self.runs = 0
         self.disconnects = 0
         self.on_disconnect = lambda *_a: setattr(self, "disconnects", self.disconnects + 1)
