@@ -296,15 +296,16 @@ class Decoder:
 
     # -- topic --------------------------------------------------------------------------
     def _match(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
-        hit = self._topic_cache.get(topic)
-        if hit is not None:
-            return hit
         n = len(topic)
-        # A UTF-8 character is at most 4 bytes: only a long topic needs encoding to measure.
+        # Before any lookup (hashing a 64 KB topic costs as much as matching it). A UTF-8
+        # character is at most 4 bytes: only a long topic needs encoding to be measured.
         if n > self._max_topic // 4 and (
             n > self._max_topic or len(topic.encode("utf-8", "surrogatepass")) > self._max_topic
         ):
             return ("topic_too_long", f"{n:,} characters > {self._max_topic} bytes")
+        hit = self._topic_cache.get(topic)
+        if hit is not None:
+            return hit
         result = self._match_uncached(topic)
         if isinstance(result[0], str):
             # Never cached: a publisher could otherwise fill the cache with rejected topics.
