@@ -17,7 +17,9 @@ broker sends full topics). ``ack_many`` sends the PUBACKs of a whole stored batc
 write instead of one queued packet, one wake-up and one ``send`` per message.
 
 ``GuardedClient`` (the base of ``BufferedClient``, and what the agent uses for paho's own
-reader too) makes the network thread impossible to lose silently: any exception in the read
+reader too; with paho's reader it refuses a packet body over ``max_packet_bytes`` before
+paho allocates it, dropping the connection) makes the network thread impossible to lose
+silently: any exception in the read
 path drops the connection (paho then reconnects with backoff) and is counted in
 ``read_errors``; an exception that escapes paho's loop restarts the loop instead of ending
 the thread; ``network_alive`` says whether the thread runs and its loop turned recently.
@@ -199,6 +201,18 @@ class GuardedClient(mqtt.Client):
         rc: MQTTErrorCode = super()._packet_read()
         return rc
 
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho's own reader asks for a packet's whole body in one recv, which allocates that
+        # much at once (a 250 MiB packet took the collector to 812 MiB): refuse it first.
+        limit = self.max_packet_bytes
+        if limit is not None and bufsize > limit:
+            raise PacketTooLarge(
+                f"a packet body of {bufsize} bytes exceeds the {limit}-byte Maximum Packet "
+                "Size (validation.max_payload_bytes)"
+            )
+        data: bytes = super()._sock_recv(bufsize)
+        return data
+
     def loop_misc(self) -> MQTTErrorCode:
         """paho's periodic work (keepalive), run once per turn of the loop: our heartbeat."""
         self._heartbeat_s = time.monotonic()
@@ -267,6 +281,12 @@ class BufferedClient(GuardedClient):
         self.published_fast = 0  # PUBLISH packets that took the buffered path
 
     # -- read side ----------------------------------------------------------------------------
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # Our reads are 64 KiB chunks, not packet bodies: the limit is applied to each parsed
+        # remaining length instead (see _drain).
+        data: bytes = mqtt.Client._sock_recv(self, bufsize)
+        return data
+
     def _guarded_read(self) -> MQTTErrorCode:
         sock = self._sock
         if sock is not self._rx_sock:

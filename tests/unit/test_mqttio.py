@@ -261,6 +261,27 @@ def test_an_mqtt5_property_length_of_five_bytes_is_a_protocol_error() -> None:
         h.close()
 
 
+def test_pahos_own_reader_refuses_an_oversized_body_before_allocating_it() -> None:
+    """paho asks for the whole body in one recv; the guard refuses it from the header."""
+    client = GuardedClient(callback_api_version=CallbackAPIVersion.VERSION2, max_packet_bytes=1000)
+    broker, ours = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        broker.sendall(bytes([0x30]) + encode_varint(250 * 1024 * 1024) + b"\x00\x01t")
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(8):  # paho reads the command byte, then each length byte, then the body
+            rc = client._packet_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        assert rc == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert client.read_errors == 1
+        assert "exceeds the 1000-byte Maximum Packet Size" in (client.last_read_error or "")
+    finally:
+        broker.close()
+        ours.close()
+
+
 def test_a_client_without_a_running_thread_is_not_alive() -> None:
     client = GuardedClient(callback_api_version=CallbackAPIVersion.VERSION2)
     assert not client.network_alive(60.0)
