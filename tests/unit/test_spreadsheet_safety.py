@@ -7,7 +7,6 @@ cell in the CSV (OWASP "CSV injection").
 
 from __future__ import annotations
 
-import argparse
 import csv
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
-from greendc.exporters.report import run_report
+from greendc.config import load_config
+from greendc.exporters.report import Period, ReportRequest, write_report
 from greendc.exporters.report.fmt import FORMULA_TRIGGERS, cell_text
 from greendc.model import Reading
 from greendc.store import EmbeddedStore
@@ -89,17 +89,15 @@ def _report(tmp_path: Path) -> Path:
     store.write(readings)
     store.close()
     out = tmp_path / "out"
-    args = argparse.Namespace(
-        config=str(config),
-        month="2026-03",
-        year=None,
-        eu_eed=False,
-        out=str(out),
-        site=None,
-        format="csv,xlsx",
+    out.mkdir()
+    request = ReportRequest(
+        load_config(config, env={}),
+        Period.parse_month("2026-03"),
+        out,
+        formats=("csv", "xlsx"),
         source="embedded",
     )
-    assert run_report(args) == 0
+    assert write_report(request).computed
     return out
 
 
