@@ -18,6 +18,7 @@ off, session expiry set) so the broker keeps QoS 1 messages while the agent is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import ssl
@@ -47,6 +48,14 @@ log = logging.getLogger(__name__)
 
 _UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code / MQTT 3.1.1 CONNACK return code
 _LOG_EVERY_S = 10.0
+# A message whose handling raised this many times is dead-lettered and acknowledged: the
+# first failure drops the connection so the broker redelivers it (the cause may have been
+# transient, e.g. memory); a second one means the message itself is the problem.
+POISON_TRIES = 2
+_FAILURES_TRACKED = 1024  # message fingerprints remembered between the two tries
+_DEAD_LETTER_TOPIC_MAX = 256  # characters of the original topic kept in a dead letter
+_DEAD_LETTER_PAYLOAD_MAX = 1024  # bytes of the original payload kept in a dead letter
+_DETAIL_MAX = 300  # characters of a rejection detail in a log line or a dead letter
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,20 @@ class RateLimitedLog:
         more = self._suppressed.pop(reason, 0)
         self._last[reason] = now_s
         tail = f" (and {more} more since the last report)" if more else ""
-        self._log.warning("rejected (%s): %s%s", reason, detail, tail)
+        self._log.warning("rejected (%s): %s%s", reason, clip(detail, _DETAIL_MAX), tail)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was when cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]}... ({len(text):,} characters)"
+
+
+def _fingerprint(topic: str, payload: bytes) -> bytes:
+    """What identifies a message for the poison count: a hash of its topic and payload."""
+    data = topic.encode("utf-8", "surrogatepass") + b"\0" + payload
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class _MeterLive:
@@ -164,6 +186,12 @@ class Agent:
         self._held_back = False  # reading paused for a full spool (logged on change)
         self.paho_log = mqttio.PahoLogFilter()
         self._site_live: Callable[[float], tuple[SiteLive, ...]] = lambda _now: ()
+        # Fingerprints of messages whose handling raised, with how often (network thread).
+        self._failures: dict[bytes, int] = {}
+        self._max_packet = mqttio.max_packet_bytes(settings.validation.max_payload_bytes)
+        # The network loop turns at least once a second (paho's select timeout) and pings
+        # every keepalive: a loop silent for longer than this is stuck, not idle.
+        self._stall_after_s = float(settings.mqtt.keepalive_seconds + 10)
 
     # -- wiring -----------------------------------------------------------------------------
     def add_observer(self, fn: ReadingObserver) -> None:
@@ -185,18 +213,25 @@ class Agent:
             "manual_ack": self._manual_ack,
         }
         client: mqtt.Client
-        if m.receive == "buffered" and mqttio.supported():
+        if not mqttio.supported():
+            log.warning(
+                "this paho-mqtt (%s) lacks the internals greendc's receive path relies on "
+                "(%s); using paho's own reader, without the packet-size limit or the guarded "
+                "network thread",
+                getattr(mqtt, "__version__", "?"),
+                "; ".join(mqttio.paho_problems()),
+            )
+            client = mqtt.Client(**kwargs)
+        elif m.receive == "buffered":
             client = mqttio.BufferedClient(
-                deliver=self._on_publish, hold=self._hold_reading, **kwargs
+                deliver=self._on_publish,
+                hold=self._hold_reading,
+                oversized=self._on_oversized,
+                max_packet_bytes=self._max_packet,
+                **kwargs,
             )
         else:
-            if m.receive == "buffered":
-                log.warning(
-                    "this paho-mqtt does not have the internals the buffered receive path "
-                    "relies on (%s); using paho's own (slower) reader",
-                    "; ".join(mqttio.paho_problems()),
-                )
-            client = mqtt.Client(**kwargs)
+            client = mqttio.GuardedClient(max_packet_bytes=self._max_packet, **kwargs)
         client.max_inflight_messages_set(m.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(
@@ -242,6 +277,8 @@ class Agent:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = m.session_expiry_seconds
             props.ReceiveMaximum = m.max_inflight
+            # A conforming broker then never sends us a packet larger than we accept.
+            props.MaximumPacketSize = self._max_packet
             kwargs["clean_start"] = m.clean_start
         host, port = self._brokers[self._broker]
         client.connect_async(host, port, m.keepalive_seconds, properties=props, **kwargs)
@@ -415,7 +452,65 @@ class Agent:
             if token is not None:
                 self._hand_over([], token)
             return
-        self.handle(topic, payload, token)
+        try:
+            self.handle(topic, payload, token)
+        except Exception as exc:
+            if not self._poisoned(topic, payload, qos, token, exc):
+                raise  # the reader drops the connection; the broker redelivers the message
+
+    def _on_oversized(self, client: mqtt.Client, topic: str, mid: int, qos: int, size: int) -> None:
+        """A PUBLISH larger than we accept, skipped unread by the reader: count, acknowledge."""
+        with self._lock:
+            self.stats.messages_received += 1
+            self.stats.rejections["payload_too_large"] += 1
+        if self._manual_ack and qos > 0:
+            self._hand_over([], Delivery(self._generation, client, mid, qos))
+        detail = (
+            f"a {size:,}-byte packet exceeds the {self._max_packet:,}-byte Maximum Packet Size "
+            "(validation.max_payload_bytes); skipped unread"
+        )
+        self._rejected(
+            topic, b"", [("payload_too_large", detail)], self.clock.now(), self.clock.monotonic()
+        )
+
+    def _poisoned(
+        self, topic: str, payload: bytes, qos: int, token: Delivery | None, exc: Exception
+    ) -> bool:
+        """Count a message whose handling raised; True when it is now dead-lettered and acked.
+
+        A QoS 0 message cannot come back, so it is dead-lettered at once; a QoS 1 message
+        is given a second try (the first failure may have been transient, such as memory).
+        """
+        digest = _fingerprint(topic, payload)
+        tries = self._failures.pop(digest, 0) + 1
+        error = clip(f"{type(exc).__name__}: {exc}", _DETAIL_MAX)
+        if qos > 0 and tries < POISON_TRIES:
+            if len(self._failures) >= _FAILURES_TRACKED:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[digest] = tries
+            log.error(
+                "handling a message on %s failed (%s, try %d of %d); reconnecting so the "
+                "broker redelivers it",
+                clip(topic, _DEAD_LETTER_TOPIC_MAX),
+                error,
+                tries,
+                POISON_TRIES,
+            )
+            return False
+        log.error(
+            "handling a message on %s failed %d time(s) (%s); dead-lettered and acknowledged",
+            clip(topic, _DEAD_LETTER_TOPIC_MAX),
+            tries,
+            error,
+            exc_info=exc,
+        )
+        rejection: Rejection = ("poison_message", f"handling failed {tries} time(s): {error}")
+        with self._lock:
+            self.stats.rejections["poison_message"] += 1
+        if token is not None:
+            self._hand_over([], token)
+        self._rejected(topic, payload, [rejection], self.clock.now(), self.clock.monotonic())
+        return True
 
     def _hand_over(self, readings: list[Reading], token: Delivery | None) -> None:
         """Give readings (and the message to acknowledge once they are stored) to the sinks."""
@@ -457,6 +552,10 @@ class Agent:
         with self._lock:
             self.stats.messages_received += 1
             if readings:
+                # Observers first: if one raises, this message changed no count or live value
+                # (it is retried, then dead-lettered: see _poisoned).
+                for obs in self._observers:
+                    obs(readings)
                 self.stats.readings_accepted += len(readings)
                 meters = self._meters
                 for site, meter, role, ts_ms, f in readings:
@@ -473,8 +572,6 @@ class Agent:
                             live.power_w = power
                         if "temp_c" in f:
                             live.temp_c = f["temp_c"]
-                for obs in self._observers:
-                    obs(readings)
             if rejections:
                 counts = self.stats.rejections
                 for reason, _detail in rejections:
@@ -495,12 +592,18 @@ class Agent:
         dlq = self.settings.mqtt.dead_letter_topic
         client = self._client
         if dlq and client is not None and not topic.startswith(dlq):
+            # A copy bounded in size whatever the original was: a gateway must not be able
+            # to make the collector republish 64 KB topics or megabyte payloads.
             body = json.dumps(
                 {
-                    "topic": topic,
+                    "topic": topic[:_DEAD_LETTER_TOPIC_MAX],
+                    "topic_chars": len(topic),
                     "received_at": now,
-                    "rejections": [{"reason": r, "detail": d} for r, d in rejections],
-                    "payload": payload[:1024].decode("utf-8", "replace"),
+                    "rejections": [
+                        {"reason": r, "detail": clip(d, _DETAIL_MAX)} for r, d in rejections
+                    ],
+                    "payload": payload[:_DEAD_LETTER_PAYLOAD_MAX].decode("utf-8", "replace"),
+                    "payload_bytes": len(payload),
                 }
             )
             client.publish(dlq, body, qos=1)
@@ -560,6 +663,12 @@ class Agent:
             )
             sites = self._site_live(now)
             st = self.stats
+            client = self._client
+            if isinstance(client, mqttio.GuardedClient):
+                alive = client.network_alive(self._stall_after_s)
+                read_errors = client.read_errors + client.loop_restarts
+            else:  # plain paho (a version without the internals we guard): nothing to watch
+                alive, read_errors = True, 0
             health = Health(
                 agent=self.name,
                 version=__version__,
@@ -567,8 +676,11 @@ class Agent:
                 messages_received=st.messages_received,
                 readings_accepted=st.readings_accepted,
                 rejections=dict(st.rejections),
-                mqtt_connected=st.mqtt_connected,
+                # Connected means the network thread is alive and its loop turning too: a
+                # thread that died or hangs reads nothing, whatever the last CONNACK said.
+                mqtt_connected=st.mqtt_connected and alive,
                 mqtt_reconnects=max(0, st.mqtt_connections - 1),
+                mqtt_read_errors=read_errors,
                 series_refused=st.rejections.get("series_cap", 0),
                 meters_tracked=len(self._meters),
                 sinks=(),

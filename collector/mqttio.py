@@ -24,6 +24,23 @@ parameters it passes (the agent falls back to paho's own reader, saying why, if 
 off). tests/unit/test_paho_canary.py fails when the source of a paho method this module
 replaces or mirrors changes, so an upgrade is reviewed rather than assumed; and the tests
 run both read paths against a real Mosquitto.
+
+``GuardedClient`` (the base of ``BufferedClient``, and what the agent uses for paho's own
+reader too; with paho's reader it refuses a packet body over ``max_packet_bytes`` before
+paho allocates it, dropping the connection) makes the network thread impossible to lose
+silently: any exception in the read
+path drops the connection (paho then reconnects with backoff) and is counted in
+``read_errors``; an exception that escapes paho's loop restarts the loop instead of ending
+the thread; ``network_alive`` says whether the thread runs and its loop turned recently.
+
+Bounded memory whatever the broker sends: the agent announces ``max_packet_bytes`` as MQTT
+5's Maximum Packet Size, so a conforming broker never sends a larger packet. One that comes
+anyway (MQTT 3.1.1 has no such limit) is never buffered: a PUBLISH at QoS 0 or 1 is read
+only as far as its topic and packet id, reported to ``oversized`` (the agent counts it as
+payload_too_large and acknowledges it, so the broker does not redeliver it forever) and the
+rest of its bytes are discarded as they arrive; any other packet that large drops the
+connection. The MQTT 5 property length is capped at four bytes like the remaining length.
+
 """
 
 from __future__ import annotations
@@ -43,6 +60,8 @@ from paho.mqtt.exception import MalformedPacket
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Any, str, bytes, int, int], None]  # (client, topic, payload, mid, qos)
+# (client, topic, mid, qos, packet bytes): a PUBLISH over the limit, skipped unread
+Oversized = Callable[[Any, str, int, int, int], None]
 
 _RECV_BYTES = 1 << 16
 _HOLD_SECONDS = 0.002
@@ -61,6 +80,9 @@ PAHO_METHODS: dict[str, tuple[str, ...]] = {
     "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),  # ack_many
     "_sock_recv": ("self", "bufsize"),
     "_easy_log": ("self", "level", "fmt", "args"),
+    "_thread_main": ("self",),  # GuardedClient restarts the loop it runs
+    "_loop_rc_handle": ("self", "rc"),  # GuardedClient drops the connection through it
+    "_reconnect_wait": ("self",),  # the backoff before a restarted loop
 }
 # Instance attributes this module reads or writes (set by paho's __init__).
 PAHO_ATTRIBUTES = (
@@ -71,10 +93,14 @@ PAHO_ATTRIBUTES = (
     "_manual_ack",
     "_in_packet",
     "_thread",  # network_loop_running: acks only from paho's own network thread
+    "_thread_terminate",  # GuardedClient's loop restart reads it
 )
 # Module-level names of paho.mqtt.client used here.
 PAHO_MODULE_NAMES = ("time_func", "MQTT_LOG_ERR", "MQTT_LOG_DEBUG", "MQTTv5")
 PAHO_ERROR_CODES = ("MQTT_ERR_SUCCESS", "MQTT_ERR_AGAIN", "MQTT_ERR_CONN_LOST", "MQTT_ERR_PROTOCOL")
+# MQTT's variable byte integers (remaining length, property length) have at most 4 bytes.
+_VARINT_MAX_SHIFT = 21
+_ERROR_TEXT_MAX = 200
 
 
 def _in_packet(header: int = 0, length: int = 0, body: bytearray | None = None) -> Any:
@@ -170,6 +196,18 @@ def _installed_version() -> str:
         return "?"
 
 
+# What a PUBLISH may carry besides its payload: the longest topic MQTT allows (64 KiB, which
+# the decoder then refuses cheaply), a packet id, properties and the fixed header. A payload a
+# little over max_payload_bytes still arrives and is counted as payload_too_large; one far
+# over it never leaves a conforming broker.
+PACKET_OVERHEAD_BYTES = 2 + 65_535 + 2 + 4096 + 5
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The Maximum Packet Size the agent announces and enforces for a payload limit."""
+    return max_payload_bytes + PACKET_OVERHEAD_BYTES
+
+
 @functools.cache
 def supported() -> bool:
     """Whether this paho-mqtt has every internal the buffered path relies on (probed once)."""
@@ -194,7 +232,100 @@ class ProtocolError(Exception):
     """A packet that does not follow MQTT's framing (the connection is dropped)."""
 
 
-class BufferedClient(mqtt.Client):
+class PacketTooLarge(ProtocolError):
+    """A packet longer than the Maximum Packet Size we announced (dropped unread)."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 3] + "..."
+
+
+class GuardedClient(mqtt.Client):
+    """paho's Client whose network thread survives any exception in its read path.
+
+    Without this, an exception in a callback or in packet parsing (a MemoryError, a bug, a
+    topic a malicious broker made invalid UTF-8) ends paho's network thread while the agent
+    still believes it is connected: nothing is read again, and nothing says so.
+    """
+
+    def __init__(self, *args: Any, max_packet_bytes: int | None = None, **kwargs: Any) -> None:
+        """Same arguments as ``paho.mqtt.client.Client``; ``max_packet_bytes`` caps a packet."""
+        super().__init__(*args, **kwargs)
+        self.max_packet_bytes = max_packet_bytes
+        self.read_errors = 0  # exceptions in the read path (each dropped the connection)
+        self.loop_restarts = 0  # exceptions that escaped paho's loop (the loop was restarted)
+        self.last_read_error: str | None = None
+        self._heartbeat_s = time.monotonic()
+
+    def _packet_read(self) -> MQTTErrorCode:
+        try:
+            return self._guarded_read()
+        except Exception as exc:
+            self.read_errors += 1
+            self.last_read_error = _clip(f"{type(exc).__name__}: {exc}")
+            log.error(
+                "the MQTT read path failed (%s); dropping the connection to reconnect",
+                self.last_read_error,
+                exc_info=not isinstance(exc, ProtocolError),
+            )
+            self._in_packet = _in_packet()
+            if isinstance(exc, ProtocolError):
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+    def _guarded_read(self) -> MQTTErrorCode:
+        """Read what the socket has; subclasses replace this, exceptions are handled above."""
+        rc: MQTTErrorCode = super()._packet_read()
+        return rc
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho's own reader asks for a packet's whole body in one recv, which allocates that
+        # much at once (a 250 MiB packet took the collector to 812 MiB): refuse it first.
+        limit = self.max_packet_bytes
+        if limit is not None and bufsize > limit:
+            raise PacketTooLarge(
+                f"a packet body of {bufsize} bytes exceeds the {limit}-byte Maximum Packet "
+                "Size (validation.max_payload_bytes)"
+            )
+        data: bytes = super()._sock_recv(bufsize)
+        return data
+
+    def loop_misc(self) -> MQTTErrorCode:
+        """paho's periodic work (keepalive), run once per turn of the loop: our heartbeat."""
+        self._heartbeat_s = time.monotonic()
+        return super().loop_misc()
+
+    def _thread_main(self) -> None:
+        # paho's loop_forever in a loop: an exception that escapes it (outside the read path)
+        # is logged and counted, the connection is dropped, and the loop runs again (it
+        # reconnects with the configured backoff) instead of ending the thread.
+        try:
+            while True:
+                try:
+                    self.loop_forever(retry_first_connection=True)
+                    return
+                except Exception as exc:
+                    self.loop_restarts += 1
+                    self.last_read_error = _clip(f"{type(exc).__name__}: {exc}")
+                    log.exception("the MQTT network loop failed; restarting it")
+                    if self._thread_terminate:
+                        return
+                    self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                    self._reconnect_wait()  # the configured backoff: never a hot loop
+        finally:
+            self._thread = None
+
+    def network_alive(self, stall_after_s: float) -> bool:
+        """Whether the network thread runs and its loop turned within ``stall_after_s``."""
+        thread = self._thread
+        return (
+            thread is not None
+            and thread.is_alive()
+            and time.monotonic() - self._heartbeat_s < stall_after_s
+        )
+
+
+class BufferedClient(GuardedClient):
     """paho's Client with a buffered read side and PUBLISH delivered without objects."""
 
     def __init__(
@@ -202,16 +333,24 @@ class BufferedClient(mqtt.Client):
         *args: Any,
         deliver: Deliver,
         hold: Callable[[], bool] | None = None,
+        oversized: Oversized | None = None,
         **kwargs: Any,
     ) -> None:
-        """Same arguments as ``paho.mqtt.client.Client``, plus the PUBLISH callback.
+        """Same arguments as :class:`GuardedClient`, plus the PUBLISH callback.
 
         ``hold()``, when given and true, stops reading from the socket for a moment (the
         network loop keeps running: pings, acknowledgements): back-pressure for a broker
-        that sends more than the Receive Maximum it was given.
+        that sends more than the Receive Maximum it was given. An exception from
+        ``deliver`` drops the connection (the broker redelivers an unacknowledged message).
+        ``oversized`` is told of each PUBLISH over ``max_packet_bytes`` that is skipped (its
+        QoS 1 acknowledgement is then the caller's, as for a delivered message); without it,
+        such a packet drops the connection.
         """
         super().__init__(*args, **kwargs)
         self._deliver = deliver
+        self._oversized = oversized
+        self._skip = 0  # bytes of a skipped oversized packet still to discard
+        self.skipped = 0  # oversized PUBLISH packets skipped unread
         self._hold = hold
         self.held = 0  # times reading was held back
         self._rx = bytearray()
@@ -219,12 +358,19 @@ class BufferedClient(mqtt.Client):
         self.published_fast = 0  # PUBLISH packets that took the buffered path
 
     # -- read side ----------------------------------------------------------------------------
-    def _packet_read(self) -> MQTTErrorCode:
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # Our reads are 64 KiB chunks, not packet bodies: the limit is applied to each parsed
+        # remaining length instead (see _drain).
+        data: bytes = mqtt.Client._sock_recv(self, bufsize)
+        return data
+
+    def _guarded_read(self) -> MQTTErrorCode:
         sock = self._sock
         if sock is not self._rx_sock:
             # A new connection: nothing buffered from the old one may be parsed on it.
             self._rx.clear()
             self._rx_sock = sock
+            self._skip = 0
         if self._hold is not None and self._hold():
             self.held += 1
             time.sleep(_HOLD_SECONDS)  # the socket stays readable: do not spin on select
@@ -240,13 +386,19 @@ class BufferedClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
+        if self._skip:
+            # The body of an oversized packet: dropped as it arrives, never kept.
+            k = min(self._skip, len(data))
+            self._skip -= k
+            if k == len(data):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            data = data[k:]
         self._rx += data
         try:
             return self._drain(sock)
-        except ProtocolError as exc:
-            self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", exc)
+        except ProtocolError:
             self._rx.clear()
-            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            raise
 
     def _drain(self, sock: object) -> MQTTErrorCode:
         """Handle every complete packet in the buffer; keep a partial one for later."""
@@ -254,6 +406,7 @@ class BufferedClient(mqtt.Client):
         n = len(rx)
         pos = 0
         v5 = self._protocol == mqtt.MQTTv5
+        limit = self.max_packet_bytes
         deliver = self._deliver
         fast = 0
         # Without manual acks, paho acknowledges a QoS 1 message once it is handed over;
@@ -270,13 +423,28 @@ class BufferedClient(mqtt.Client):
                 while byte & 0x80:
                     if i >= n:
                         return MQTTErrorCode.MQTT_ERR_SUCCESS  # length not complete yet
-                    if shift > 21:
+                    if shift > _VARINT_MAX_SHIFT:
                         raise ProtocolError("remaining length longer than 4 bytes")
                     byte = rx[i]
                     i += 1
                     length |= (byte & 0x7F) << shift
                     shift += 7
                 end = i + length
+                if limit is not None and end - pos > limit:
+                    # Never buffered: the limit bounds memory whatever the broker sends.
+                    head = self._oversized_head(rx, i, n, header, end - pos, limit)
+                    if head is None:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS  # topic not complete yet
+                    topic, mid, qos = head
+                    size = end - pos
+                    self._skip = max(0, end - n)
+                    pos = min(end, n)
+                    self.skipped += 1
+                    assert self._oversized is not None  # _oversized_head raised otherwise
+                    self._oversized(self, topic, mid, qos, size)
+                    if qos and receipts is not None:
+                        receipts.append(mid)
+                    continue
                 if end > n:
                     return MQTTErrorCode.MQTT_ERR_SUCCESS  # body not complete yet
                 qos = (header >> 1) & 3
@@ -293,6 +461,8 @@ class BufferedClient(mqtt.Client):
                         p += 1
                         shift = 7
                         while byte & 0x80:
+                            if shift > _VARINT_MAX_SHIFT:
+                                raise ProtocolError("property length longer than 4 bytes")
                             byte = rx[p]
                             p += 1
                             plen |= (byte & 0x7F) << shift
@@ -303,15 +473,12 @@ class BufferedClient(mqtt.Client):
                     payload = bytes(rx[p:end])
                     pos = end
                     fast += 1
-                    try:
-                        deliver(self, topic, payload, mid, qos)
-                    except Exception:
-                        # Never let one message stop the receive loop. Unacknowledged, a
-                        # QoS 1 message is redelivered on the next session.
-                        log.exception("handling a message on %r failed", topic)
-                    else:
-                        if qos and receipts is not None:
-                            receipts.append(mid)
+                    # An exception here drops the connection (GuardedClient); unacknowledged,
+                    # a QoS 1 message is redelivered, and the agent dead-letters one that
+                    # fails twice.
+                    deliver(self, topic, payload, mid, qos)
+                    if qos and receipts is not None:
+                        receipts.append(mid)
                     continue
                 rc = self._paho_handle(header, length, rx[i:end])
                 pos = end
@@ -330,6 +497,29 @@ class BufferedClient(mqtt.Client):
                     self.ack_many(receipts)
             else:
                 rx.clear()
+
+    def _oversized_head(
+        self, rx: bytearray, i: int, n: int, header: int, size: int, limit: int
+    ) -> tuple[str, int, int] | None:
+        """Topic, packet id and QoS of an oversized PUBLISH (None until they have arrived).
+
+        Anything else that large, or without a callback to report it to, is a protocol
+        error: the connection is dropped.
+        """
+        qos = (header >> 1) & 3
+        if header & 0xF0 != _PUBLISH or qos == 2 or self._oversized is None:
+            raise PacketTooLarge(
+                f"a packet of {size} bytes exceeds the {limit}-byte Maximum Packet Size "
+                "(validation.max_payload_bytes)"
+            )
+        if n < i + 2:
+            return None
+        p = i + 2 + ((rx[i] << 8) | rx[i + 1])
+        if n < p + (2 if qos else 0):
+            return None  # at most a 64 KiB topic: still bounded
+        topic = rx[i + 2 : p].decode("utf-8", "replace")
+        mid = (rx[p] << 8) | rx[p + 1] if qos else 0
+        return topic, mid, qos
 
     def _paho_handle(self, header: int, length: int, body: bytearray) -> MQTTErrorCode:
         """One packet through paho's own handler, exactly as its reader would pass it."""

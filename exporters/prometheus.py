@@ -304,6 +304,7 @@ class SnapshotCollector(Collector):
         yield rejections
         yield single("greendc_agent_mqtt_connected", 1.0 if h.mqtt_connected else 0.0)
         yield single("greendc_agent_mqtt_reconnects_total", h.mqtt_reconnects)
+        yield single("greendc_agent_mqtt_read_errors_total", h.mqtt_read_errors)
         yield single("greendc_agent_series_refused_total", h.series_refused)
         yield single("greendc_agent_meters_tracked", h.meters_tracked)
 

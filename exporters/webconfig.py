@@ -13,7 +13,11 @@ The file has the shape of the exporter-toolkit ``--web.config.file``::
 
 Passwords are checked with the ``bcrypt`` package. Like exporter-toolkit, a successful check
 is cached in memory (keyed by an HMAC with a per-process random key, never the password), so
-a scrape every few seconds does not pay bcrypt's deliberate cost each time.
+a scrape every few seconds does not pay bcrypt's deliberate cost each time. Hashes below cost
+10 are refused; an unknown user is checked against a dummy hash of the configured users'
+highest cost, so the response time does not reveal which users exist. At most
+``MAX_CONCURRENT_REQUESTS`` requests are served at once; a connection beyond that is closed
+at once instead of getting a thread of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min
 _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
 # bcrypt only looks at the first 72 bytes; longer passwords are refused, never truncated.
 _BCRYPT_MAX_BYTES = 72
+# exporter-toolkit's and htpasswd -C's usual cost; cost 4 takes about 1 ms to brute-force a try.
+MIN_BCRYPT_COST = 10
+MAX_CONCURRENT_REQUESTS = 16
 _CACHE_MAX = 1024
 REALM = "greendc"
 
@@ -131,9 +138,21 @@ def _parse_users(raw: Any, problems: list[str]) -> dict[str, str]:
                 f"basic_auth_users.{user}: is not a bcrypt hash ($2y$...); generate one with "
                 "`htpasswd -nBC 10 \"\" | tr -d ':'`"
             )
+        elif _cost(hashed) < MIN_BCRYPT_COST:
+            problems.append(
+                f"basic_auth_users.{user}: the bcrypt cost {_cost(hashed)} is below the minimum "
+                f'{MIN_BCRYPT_COST}; regenerate it with `htpasswd -nBC {MIN_BCRYPT_COST} "" '
+                "| tr -d ':'`"
+            )
         else:
             users[user] = hashed
     return users
+
+
+def _cost(hashed: str) -> int:
+    """The cost factor of a ``$2y$NN$...`` hash (0 when it cannot be read)."""
+    field = hashed[4:6]
+    return int(field) if field.isdigit() else 0
 
 
 def _parse_tls(raw: Any, base_dir: Path, problems: list[str]) -> TLSServerConfig | None:
@@ -207,14 +226,22 @@ class BasicAuth:
             raise ConfigError(
                 "basic_auth_users needs the 'bcrypt' package: pip install bcrypt"
             ) from exc
+        weak = sorted(u for u, h in users.items() if _cost(h) < MIN_BCRYPT_COST)
+        if weak:
+            raise ConfigError(
+                f"basic_auth_users: the bcrypt hashes of {', '.join(weak)} cost less than "
+                f"{MIN_BCRYPT_COST}; regenerate them with `htpasswd -nBC {MIN_BCRYPT_COST}`"
+            )
         self._bcrypt = bcrypt
         self._users = {u: h.encode("ascii") for u, h in users.items()}
         self._key = secrets.token_bytes(32)
         self._ok: set[bytes] = set()
         self._lock = threading.Lock()
-        # Checked for unknown users too, so a wrong user name costs as much as a wrong
-        # password and the response time does not reveal which users exist.
-        self._dummy = bcrypt.hashpw(b"greendc", bcrypt.gensalt(rounds=10))
+        # Checked for unknown users too, at the highest cost in use, so a wrong user name
+        # costs as much as a wrong password and the response time does not reveal which
+        # users exist.
+        self.dummy_cost = min(31, max([MIN_BCRYPT_COST, *(_cost(h) for h in users.values())]))
+        self._dummy = bcrypt.hashpw(b"greendc", bcrypt.gensalt(rounds=self.dummy_cost))
 
     def check(self, header: str | None) -> bool:
         """True when ``header`` carries a configured user and their password."""
@@ -282,6 +309,31 @@ class _Handler(WSGIRequestHandler):
 
 class _Server(ThreadingWSGIServer):
     ssl_context: ssl.SSLContext | None = None
+    max_concurrent = MAX_CONCURRENT_REQUESTS
+    refused = 0  # connections closed because max_concurrent requests were being served
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # ThreadingMixIn starts a thread per connection: without a bound, slow or idle
+        # connections (each may hold its thread for the handler's timeout) pile up threads.
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
@@ -318,6 +370,8 @@ def make_http_server(
 
 
 __all__ = [
+    "MAX_CONCURRENT_REQUESTS",
+    "MIN_BCRYPT_COST",
     "BasicAuth",
     "TLSServerConfig",
     "WebConfig",

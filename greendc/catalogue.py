@@ -235,7 +235,13 @@ _METRICS = [
         "greendc_agent_mqtt_connected",
         "gauge",
         "bool",
-        "1 while the agent is connected to the MQTT broker.",
+        "1 while the agent is connected to the MQTT broker and its network thread is reading.",
+    ),
+    Metric(
+        "greendc_agent_mqtt_read_errors_total",
+        "counter",
+        "errors",
+        "Exceptions in the MQTT read path; each dropped the connection, which then reconnected.",
     ),
     Metric(
         "greendc_agent_mqtt_reconnects_total",
@@ -459,6 +465,8 @@ REJECTION_REASONS: dict[str, str] = {
     "timestamp_future": "the timestamp is further ahead than validation.max_future_seconds",
     "timestamp_past": "the timestamp is older than validation.max_past_seconds",
     "series_cap": "a new meter series would exceed validation.max_meters",
+    "topic_too_long": "the topic is longer than validation.max_topic_bytes",
+    "poison_message": "handling the message raised twice; it was dead-lettered and acknowledged",
 }
 
 

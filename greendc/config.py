@@ -102,9 +102,20 @@ class MqttSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        if "@" in v.partition("://")[2]:
+            # paho takes credentials from username/password only: userinfo here would be
+            # silently unused, and printed wherever the URL is.
+            raise ValueError(
+                "must not carry user:password: set mqtt.username and mqtt.password_file "
+                "(or GREENDC_MQTT_USERNAME and GREENDC_MQTT_PASSWORD / GREENDC_MQTT_PASSWORD_FILE)"
+            )
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
         return v
 
     @field_validator("fallback_urls")
@@ -245,6 +256,8 @@ class ValidationSettings(_Frozen):
     max_past_seconds: float = Field(default=7 * 86400.0, ge=0)
     unknown_meters: Literal["reject", "accept"] = "reject"
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    # Longer topics are refused before any lookup (MQTT allows 64 KiB; ours are ~40 bytes).
+    max_topic_bytes: int = Field(default=512, ge=16, le=65_535)
     max_readings_per_message: int = Field(default=10_000, ge=1)
     max_meters: int = Field(default=100_000, ge=1)  # cap on distinct (site, meter) series
 
@@ -999,11 +1012,21 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+_USERINFO = re.compile(r"(?<=://)[^\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user:password part of any URL in it replaced by ``***@``."""
+    return _USERINFO.sub("***@", text)
+
+
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
     where = _path(loc)
     secret = any(isinstance(p, str) and p in _SECRET_FIELDS for p in loc)
     value = "***" if secret else err.get("input")
+    if isinstance(value, str):
+        value = redact_url(value)
     etype = err["type"]
     if etype in ("enum", "literal_error"):
         expected = str(err.get("ctx", {}).get("expected", ""))
@@ -1062,6 +1085,22 @@ def _env_secret(env: AbcMapping[str, str], name: str) -> str | None:
     return None
 
 
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``scheme://user:password@host:port`` as (``scheme://host:port``, user, password).
+
+    The user information ends at the last ``@``, so a password with an unescaped ``/``,
+    ``@``, ``?`` or ``#`` is taken whole instead of being split (and quoted in an error) by
+    a URL parser; percent-escapes are decoded.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url, None, None
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    host = hostpart.split("/", 1)[0]
+    return f"{scheme}://{host}", unquote(user) or None, unquote(password) if colon else None
+
+
 def apply_environment(data: dict[str, Any], env: AbcMapping[str, str]) -> dict[str, Any]:
     """Apply ``GREENDC_*`` connection overrides to raw config data (a new dict is returned).
 
@@ -1072,15 +1111,23 @@ def apply_environment(data: dict[str, Any], env: AbcMapping[str, str]) -> dict[s
     data = copy.deepcopy(data)
     mqtt = data.setdefault("mqtt", {}) if isinstance(data.get("mqtt", {}), dict) else {}
     if env.get("GREENDC_MQTT_URL"):
-        parts = urlsplit(env["GREENDC_MQTT_URL"])
-        if parts.username:
-            mqtt["username"] = unquote(parts.username)
-        if parts.password:
-            mqtt["password"] = unquote(parts.password)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        mqtt["url"] = f"{parts.scheme}://{netloc}"
+        mqtt_url, user, password = split_userinfo(env["GREENDC_MQTT_URL"])
+        if user or password:
+            try:
+                MqttSettings._url(mqtt_url)
+            except ValueError as exc:
+                # Which part is the host is a guess once a password may hold any character:
+                # the value is not shown at all.
+                raise ConfigError(
+                    f"GREENDC_MQTT_URL: {exc} (the value is not shown: it carries a password;"
+                    " write it as mqtt://user:password@host:port, or set GREENDC_MQTT_USERNAME"
+                    " and GREENDC_MQTT_PASSWORD_FILE instead)"
+                ) from None
+        if user:
+            mqtt["username"] = user
+        if password:
+            mqtt["password"] = password
+        mqtt["url"] = mqtt_url
     if env.get("GREENDC_MQTT_USERNAME"):
         mqtt["username"] = env["GREENDC_MQTT_USERNAME"]
     pw = _env_secret(env, "GREENDC_MQTT_PASSWORD")

@@ -34,7 +34,10 @@ _IDENT = re.compile(IDENT_RE)
 _COUNTERS = frozenset({Quantity.ENERGY_WH.value, Quantity.WATER_L.value})
 _MS_THRESHOLD = 1e11  # a Unix-seconds value this large would be in the year 5138
 _MS_THRESHOLD_X1000 = 1e14  # integers beyond take parse_timestamp's path (and its errors)
-_TOPIC_CACHE_MAX = 200_000
+# The topic cache holds accepted topics only, bounded in bytes: its keys' characters plus an
+# estimate of each entry's own cost (dict slot, str header, result tuple).
+_TOPIC_CACHE_MAX_BYTES = 32 * 1024 * 1024
+_TOPIC_CACHE_ENTRY_BYTES = 200
 _DETAIL_MAX = 120
 
 
@@ -267,8 +270,10 @@ class Decoder:
         self._site_roles: dict[str, dict[str, str]] = {
             s.name: {m.name: m.role.value for m in s.meters} for s in settings.sites
         }
+        self._max_topic = v.max_topic_bytes
         self._unknown_seen: set[tuple[str, str]] = set()
-        self._topic_cache: dict[str, tuple[_Compiled, str, str | None] | Rejection] = {}
+        self._topic_cache: dict[str, tuple[_Compiled, str, str | None]] = {}
+        self._topic_cache_bytes = 0
 
     @property
     def subscriptions(self) -> list[str]:
@@ -291,13 +296,26 @@ class Decoder:
 
     # -- topic --------------------------------------------------------------------------
     def _match(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
+        n = len(topic)
+        # Before any lookup (hashing a 64 KB topic costs as much as matching it). A UTF-8
+        # character is at most 4 bytes: only a long topic needs encoding to be measured.
+        if n > self._max_topic // 4 and (
+            n > self._max_topic or len(topic.encode("utf-8", "surrogatepass")) > self._max_topic
+        ):
+            return ("topic_too_long", f"{n:,} characters > {self._max_topic} bytes")
         hit = self._topic_cache.get(topic)
         if hit is not None:
             return hit
         result = self._match_uncached(topic)
-        if len(self._topic_cache) >= _TOPIC_CACHE_MAX:
+        if isinstance(result[0], str):
+            # Never cached: a publisher could otherwise fill the cache with rejected topics.
+            return result
+        cost = n + _TOPIC_CACHE_ENTRY_BYTES
+        if self._topic_cache_bytes + cost > _TOPIC_CACHE_MAX_BYTES:
             self._topic_cache.clear()
+            self._topic_cache_bytes = 0
         self._topic_cache[topic] = result
+        self._topic_cache_bytes += cost
         return result
 
     def _match_uncached(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
@@ -386,7 +404,9 @@ class Decoder:
         if c.items_path:
             items = _get(doc, c.items_path)
             if not isinstance(items, list):
-                return [], [("bad_structure", f"no array at {m.items_path!r} (topic {topic})")]
+                return [], [
+                    ("bad_structure", f"no array at {m.items_path!r} (topic {_short(topic)})")
+                ]
         elif isinstance(doc, list):
             items = doc
         elif isinstance(doc, dict):

@@ -106,6 +106,8 @@ class Health:
     series_refused: int
     meters_tracked: int
     sinks: tuple[SinkHealth, ...] = ()
+    # Exceptions in the MQTT read path (each dropped the connection, which then reconnected).
+    mqtt_read_errors: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from greendc.exporters.report.compute import FLEET, Report, Row
+from greendc.exporters.report.fmt import cell_text
 from greendc.exporters.report.render_csv import num
 
 REGULATION = "Commission Delegated Regulation (EU) 2024/1364, Annex II"
@@ -175,17 +176,17 @@ def write_eed(report: Report, out_dir: Path, stem: str) -> list[Path]:
                 w.writerow(
                     [
                         report.period.year,
-                        rec["site"],
-                        fl["field"],
-                        fl["label"],
+                        cell_text(rec["site"]),
+                        cell_text(fl["field"]),
+                        cell_text(fl["label"]),
                         num(fl["value"]),
-                        fl["unit"],
-                        fl["status"],
+                        cell_text(fl["unit"]),
+                        cell_text(fl["status"]),
                         num(fl.get("coverage")),
                         num(fl.get("measured_share")),
                         num(fl.get("bridged_share")),
                         num(fl.get("missing_share")),
-                        fl["note"],
+                        cell_text(fl["note"]),
                     ]
                 )
     return [jpath, cpath]

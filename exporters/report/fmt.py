@@ -145,13 +145,24 @@ def fmt_change(r: Row, *, last_year: bool, period_name: str) -> str:
     return f"{diff} (was {fmt_value(before, r.unit)})"
 
 
+# A cell starting with one of these is read as a formula by Excel, LibreOffice or Google
+# Sheets (OWASP "CSV injection"); tab and carriage return are stripped by some before reading.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def cell_text(text: str) -> str:
-    """Every text cell of the CSV and XLSX passes here: the one place for cell escaping."""
-    return text
+    """Every text cell of the CSV and XLSX passes here: the one place for cell escaping.
+
+    Site names, contract references, notes and labels come from configuration an operator may
+    not fully control; a leading ``'`` makes a spreadsheet show such text as text instead of
+    running it as a formula (openpyxl would even store a leading ``=`` as one).
+    """
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
 __all__ = [
     "DISPLAY_UNITS",
+    "FORMULA_TRIGGERS",
     "MACHINE_DECIMALS",
     "NOT_AVAILABLE",
     "cell_text",

@@ -27,10 +27,19 @@ class BurstError(RuntimeError):
 class Publisher:
     """A paho-mqtt 2.x QoS 1 publisher that waits for every PUBACK."""
 
-    def __init__(self, host: str, port: int, client_id: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str = "",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)
         self.client.loop_start()

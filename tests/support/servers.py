@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -335,6 +336,83 @@ class Mosquitto(Server):
             while client.socket() is not None and time.monotonic() < deadline + 1.0:
                 client.loop(timeout=0.05)
         return bool(acknowledged) and acknowledged[0]
+
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_SECRETS_SCRIPT = REPO / "config" / "compose" / "secrets" / "generate.sh"
+PRODUCTION_MOSQUITTO_CONF = REPO / "config" / "mosquitto" / "mosquitto.conf"
+PRODUCTION_MOSQUITTO_ACL = REPO / "config" / "mosquitto" / "acl"
+
+
+def generate_compose_secrets(out: Path) -> Path:
+    """Run config/compose/secrets/generate.sh into ``out`` (passwords, password file, TLS)."""
+    missing = [t for t in ("openssl", "mosquitto_passwd") if shutil.which(t) is None]
+    if missing:
+        raise ServerNotInstalled(f"generate.sh needs {', '.join(missing)}")
+    # This interpreter (with bcrypt) first on PATH: generate.sh's hasher when htpasswd is absent.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    proc = subprocess.run(
+        ["sh", str(COMPOSE_SECRETS_SCRIPT), str(out)],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServerError(f"generate.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    return out
+
+
+class ProductionMosquitto(Mosquitto):
+    """Mosquitto with the repository's own config/mosquitto/mosquitto.conf and ACL.
+
+    The shipped file as it is (password file, per-site ACL, both listeners, packet size and
+    queue limits), with only its paths moved to temporary files and its listeners bound to
+    free loopback ports. ``secrets`` is a directory made by generate.sh; ``users`` adds
+    accounts (site gateways) to a copy of its password file.
+    """
+
+    name = "mosquitto-production"
+
+    def __init__(
+        self, secrets: Path, users: dict[str, str] | None = None, workdir: Path | None = None
+    ) -> None:
+        """Prepare the broker; nothing is started yet."""
+        super().__init__(workdir)
+        self.secrets = self.workdir / "secrets"
+        shutil.copytree(secrets, self.secrets)
+        for user, password in (users or {}).items():
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(self.secrets / "mosquitto_passwd"), user, password],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        self.tls_port = free_port()
+
+    def password(self, user: str) -> str:
+        """The generated password of a service account (collector, simulator, healthcheck)."""
+        return (self.secrets / f"mqtt_{user}_password").read_text(encoding="utf-8").strip()
+
+    def _write_config(self) -> None:
+        text = PRODUCTION_MOSQUITTO_CONF.read_text(encoding="utf-8")
+        text = text.replace("/run/secrets/", f"{self.secrets}/")
+        text = text.replace("/mosquitto/config/acl", str(PRODUCTION_MOSQUITTO_ACL))
+        self.persistence_dir.mkdir(exist_ok=True)
+        text = text.replace("/mosquitto/data/", f"{self.persistence_dir}/")
+        text = text.replace("listener 1883", f"listener {self.port} {self.host}")
+        text = text.replace("listener 8883", f"listener {self.tls_port} {self.host}")
+        if os.geteuid() == 0:
+            text += "\nuser root\n"  # else mosquitto drops to "mosquitto", who cannot read tmp
+        (self.workdir / "mosquitto.conf").write_text(text, encoding="utf-8")
+
+    def _is_ready(self) -> bool:
+        # Anonymous logins are refused: listening on both ports is the readiness signal.
+        for port in (self.port, self.tls_port):
+            with socket.create_connection((self.host, port), timeout=1.0):
+                pass
+        return True
 
 
 class InfluxDB1(Server):

@@ -4,6 +4,8 @@
 check the resolved model against the repository: every file it mounts exists, every greendc
 config it mounts loads with the environment compose gives it, ports are unique and bound to
 127.0.0.1, every service has a healthcheck, and the ``scale`` profile partitions the sites.
+Least privilege is read from the files: which InfluxDB authorization each service gets and
+what the init script lets it do, the three bind settings, and basic auth on /metrics.
 
 Secrets are never committed. Each secret file compose names must be created by
 config/compose/secrets/generate.sh (a test runs it into a temporary directory), and the
@@ -13,22 +15,35 @@ config-loading tests use in place of ``/run/secrets/<name>``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from greendc.config import Settings, load_config
+from greendc.config import MetricsSettings, Settings, load_config
+from greendc.exporters import serve
 from greendc.exporters.rules import ALERTS_FILE, write_rules
+from greendc.exporters.webconfig import MIN_BCRYPT_COST, load_web_config
+from greendc.snapshot import Snapshot
+from tests.support.builders import idle_health
+from tests.support.servers import (
+    ProductionMosquitto,
+    ServerNotInstalled,
+    generate_compose_secrets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -93,19 +108,10 @@ def compose_example_env() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def generated_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run config/compose/secrets/generate.sh into a temporary directory."""
-    missing = [t for t in ("openssl", "mosquitto_passwd") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"generate.sh needs {', '.join(missing)}")
-    out = tmp_path_factory.mktemp("secrets") / "secrets"
-    proc = subprocess.run(
-        ["sh", str(SECRETS_DIR / "generate.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"generate.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    return out
+    try:
+        return generate_compose_secrets(tmp_path_factory.mktemp("secrets") / "secrets")
+    except ServerNotInstalled as exc:
+        pytest.skip(str(exc))
 
 
 # -- helpers over the resolved model ------------------------------------------------------------
@@ -307,17 +313,20 @@ def test_every_mounted_greendc_config_loads(compose: dict[str, Any]) -> None:
 
 
 def test_collectors_write_influxdb_and_serve_metrics(compose: dict[str, Any]) -> None:
-    """The collectors' sink is the compose InfluxDB, with the token from the secret file,
-    and /metrics listens where the healthcheck and the published port expect it."""
+    """The collectors' sink is the compose InfluxDB, as the write-only greendc-collector with
+    the password from its secret file, and /metrics listens where the healthcheck and the
+    published port expect it."""
     collectors = _collector_services(compose)
     assert {"greendc-collector", *SCALE_SERVICES} <= set(collectors)
-    token = (SECRETS_DIR / "influx_token.example").read_text(encoding="utf-8").strip()
+    password = (SECRETS_DIR / "influx_collector_password.example").read_text().strip()
     for name, svc in collectors.items():
         settings = _load_service_config(name, svc)
-        v2 = settings.sinks.influxdb_v2
-        assert v2 is not None, f"service {name}: no influxdb_v2 sink"
-        assert v2.url == "http://influxdb:8086", name
-        assert v2.token is not None and v2.token.get_secret_value() == token, name
+        v1 = settings.sinks.influxdb_v1
+        assert v1 is not None, f"service {name}: no InfluxDB sink"
+        assert settings.sinks.influxdb_v2 is None, f"service {name}: holds a v2 token"
+        assert v1.url == "http://influxdb:8086" and v1.db == "greendc", name
+        assert v1.username == INFLUX_WRITER, name
+        assert v1.password is not None and v1.password.get_secret_value() == password, name
         assert settings.mqtt.username == "collector", name
         assert settings.mqtt.password is not None, f"service {name}: no MQTT password"
         assert settings.metrics.listen == "0.0.0.0", f"service {name}: /metrics not reachable"
@@ -326,14 +335,172 @@ def test_collectors_write_influxdb_and_serve_metrics(compose: dict[str, Any]) ->
         assert f":{port}/metrics" in " ".join(svc["healthcheck"]["test"]), name
 
 
-def test_only_collectors_get_the_influx_token(compose: dict[str, Any]) -> None:
-    """Least privilege: the simulator and the rules builder load their config without it."""
-    for name, svc in _greendc_services(compose).items():
-        if name in _collector_services(compose):
+# -- least privilege -------------------------------------------------------------------------------
+INFLUX_WRITER = "greendc-collector"
+INFLUX_READER = "greendc-reader"
+AUTH_SCRIPT = COMPOSE_DIR / "influxdb-init" / "20-greendc-auth.sh"
+GRAFANA_DATASOURCES = ROOT / "config" / "grafana" / "provisioning" / "datasources" / "greendc.yaml"
+# influx v1 auth create flags that grant something; anything else is not a permission.
+_GRANTS = {"--read-bucket", "--write-bucket"}
+
+
+def _influx_authorizations() -> dict[str, set[tuple[str, str]]]:
+    """user name -> the (grant flag, value) pairs of its `influx v1 auth create` line."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for line in AUTH_SCRIPT.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:4] != ["influx", "v1", "auth", "create"]:
             continue
-        assert "influx_token" not in _secret_names(svc), f"service {name} gets the token"
+        flags = dict(zip(words[4::2], words[5::2], strict=False))
+        grants = {(k, v) for k, v in flags.items() if k.startswith(("--read", "--write"))}
+        out[flags["--username"]] = grants
+    return out
+
+
+def test_influx_authorizations_are_scoped_to_the_bucket_and_one_access(
+    compose: dict[str, Any],
+) -> None:
+    """The init script makes a write-only and a read-only authorization for the one bucket;
+    the operator token is mounted into influxdb alone."""
+    auths = _influx_authorizations()
+    assert auths == {
+        INFLUX_WRITER: {("--write-bucket", "$bucket_id")},
+        INFLUX_READER: {("--read-bucket", "$bucket_id")},
+    }, auths
+    assert all(flag in _GRANTS for grants in auths.values() for flag, _ in grants)
+    influx = compose["services"]["influxdb"]
+    env = _service_env(influx)
+    assert env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"] == "/run/secrets/influx_admin_token"
+    for key, secret in (
+        ("GREENDC_INFLUX_COLLECTOR_PASSWORD_FILE", "influx_collector_password"),
+        ("GREENDC_INFLUX_READER_PASSWORD_FILE", "influx_reader_password"),
+    ):
+        assert env[key] == f"/run/secrets/{secret}" and secret in _secret_names(influx)
+        assert f"${{{key}" in AUTH_SCRIPT.read_text(encoding="utf-8"), key
+    mounts = {t for _s, t in _bind_mounts(influx)}
+    assert "/docker-entrypoint-initdb.d" in mounts
+    for name, svc in compose["services"].items():
+        if name != "influxdb":
+            assert "influx_admin_token" not in _secret_names(svc), f"{name} gets the operator token"
+
+
+def test_each_service_gets_only_the_influx_credential_of_its_job(compose: dict[str, Any]) -> None:
+    """Collectors write, Grafana and the report read; the simulator and the rules builder get
+    no InfluxDB credential at all."""
+    services = compose["services"]
+    holders: dict[str, set[str]] = {
+        name: _secret_names(svc) & {"influx_collector_password", "influx_reader_password"}
+        for name, svc in services.items()
+        if name != "influxdb"
+    }
+    for name in _collector_services(compose):
+        assert holders.pop(name) == {"influx_collector_password"}, name
+    assert holders.pop("grafana") == {"influx_reader_password"}
+    assert holders.pop("report") == {"influx_reader_password"}
+    assert not any(holders.values()), holders
+    for name in ("greendc-simulator", "rules"):
+        settings = _load_service_config(name, services[name])
+        assert settings.sinks.influxdb_v1 is None and settings.sinks.influxdb_v2 is None, name
+
+    report = _load_service_config("report", services["report"])
+    v1 = report.sinks.influxdb_v1
+    assert v1 is not None and v1.username == INFLUX_READER and v1.password is not None
+    assert services["report"]["command"][:1] == ["report"]
+
+
+def test_grafana_reads_influxdb_read_only_with_get(compose: dict[str, Any]) -> None:
+    """Grafana's InfluxQL data source signs in as the reader and queries with GET (which
+    InfluxDB answers only for SELECT and SHOW); the password comes from the secret."""
+    data = yaml.safe_load(GRAFANA_DATASOURCES.read_text(encoding="utf-8"))
+    influx = [d for d in data["datasources"] if d["type"] == "influxdb"]
+    assert len(influx) == 1
+    ds = influx[0]
+    assert ds["jsonData"]["version"] == "InfluxQL"
+    assert ds["jsonData"]["httpMode"] == "GET"
+    assert ds["user"] == INFLUX_READER
+    assert ds["secureJsonData"] == {"password": "${INFLUX_READER_PASSWORD}"}
+    assert "httpHeaderName1" not in ds["jsonData"], "no token header beside the reader"
+    grafana = compose["services"]["grafana"]
+    entry = " ".join(grafana["entrypoint"])
+    assert "INFLUX_READER_PASSWORD=" in entry and "/run/secrets/influx_reader_password" in entry
+
+
+def _ports_by_service(data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """service -> {container port: host address} of its published ports."""
+    out: dict[str, dict[str, str]] = {}
+    for name, svc in data["services"].items():
+        for port in svc.get("ports", []):
+            host_ip, _published, target = str(port).split("/")[0].split(":")
+            out.setdefault(name, {})[target] = host_ip
+    return out
+
+
+def _resolved_with(tmp_path: Path, **env: str) -> dict[str, Any]:
+    env_file = tmp_path / f"{'-'.join(sorted(env))}.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+    return _resolved("--env-file", str(env_file))
+
+
+def test_the_tls_listener_the_rest_and_the_admin_apis_have_separate_bind_settings(
+    tmp_path: Path,
+) -> None:
+    """Opening the TLS listener to the network opens nothing else; opening the rest never
+    opens Prometheus or Alertmanager, whose APIs silence alerts and change state."""
+    tls_open = _ports_by_service(_resolved_with(tmp_path, GREENDC_MQTTS_BIND_ADDRESS="0.0.0.0"))
+    opened = {
+        (n, t) for n, ports in tls_open.items() for t, ip in ports.items() if ip != "127.0.0.1"
+    }
+    assert opened == {("mosquitto", "8883")}, opened
+
+    rest_open = _ports_by_service(_resolved_with(tmp_path, GREENDC_BIND_ADDRESS="0.0.0.0"))
+    for name in ("prometheus", "alertmanager"):
+        assert set(rest_open[name].values()) == {"127.0.0.1"}, name
+    assert rest_open["mosquitto"]["8883"] == "127.0.0.1"
+    assert rest_open["mosquitto"]["1883"] == "0.0.0.0"
+
+    admin_open = _ports_by_service(_resolved_with(tmp_path, GREENDC_ADMIN_BIND_ADDRESS="0.0.0.0"))
+    opened = {
+        (n, t) for n, ports in admin_open.items() for t, ip in ports.items() if ip != "127.0.0.1"
+    }
+    assert opened == {("prometheus", "9090"), ("alertmanager", "9093")}, opened
+
+
+def test_prometheus_exposes_no_lifecycle_or_admin_api(compose: dict[str, Any]) -> None:
+    command = compose["services"]["prometheus"]["command"]
+    assert not [
+        c for c in command if c.startswith(("--web.enable-lifecycle", "--web.enable-admin"))
+    ]
+
+
+def test_collector_metrics_need_basic_auth(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
+    """Every collector serves /metrics behind the generated bcrypt web config; Prometheus
+    scrapes with the matching password, and the healthcheck signs in the same way."""
+    services = compose["services"]
+    for name, svc in _collector_services(compose).items():
         settings = _load_service_config(name, svc)
-        assert settings.sinks.influxdb_v2 is None, name
+        web = settings.metrics.web_config_file
+        assert web is not None and str(web) == "/run/secrets/metrics_web_config.yml", name
+        assert {"metrics_web_config.yml", "metrics_password"} <= _secret_names(svc), name
+        assert "/run/secrets/metrics_password" in " ".join(svc["healthcheck"]["test"]), name
+
+    web_config = load_web_config(generated_secrets / "metrics_web_config.yml")
+    password = (generated_secrets / "metrics_password").read_text(encoding="utf-8").strip()
+    assert set(web_config.basic_auth_users) == {"prometheus"}
+    hashed = web_config.basic_auth_users["prometheus"]
+    assert bcrypt.checkpw(password.encode(), hashed.encode())
+    assert int(hashed.split("$")[2]) >= MIN_BCRYPT_COST
+
+    prom = services["prometheus"]
+    assert "metrics_password" in _secret_names(prom)
+    source = next(s for s, t in _bind_mounts(prom) if t == "/etc/prometheus/prometheus.yml")
+    jobs = yaml.safe_load(source.read_text(encoding="utf-8"))["scrape_configs"]
+    greendc = next(j for j in jobs if j["job_name"] == "greendc")
+    assert greendc["basic_auth"] == {
+        "username": "prometheus",
+        "password_file": "/run/secrets/metrics_password",
+    }
 
 
 def test_collector_identities_are_distinct_and_dead_letters_do_not_loop(
@@ -514,54 +681,13 @@ def _free_port() -> int:
 def production_broker(generated_secrets: Path, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     """Mosquitto with config/mosquitto/mosquitto.conf, paths moved to temporary files, and
     the generated password file plus one user per site gateway (gw-sg1, gw-jhr1)."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.skip("mosquitto is not installed")
-    secrets = tmp_path / "secrets"
-    shutil.copytree(generated_secrets, secrets)
-    for user in ("gw-sg1", "gw-jhr1"):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(secrets / "mosquitto_passwd"), user, GATEWAY_PASSWORD],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    plain, tls = _free_port(), _free_port()
-    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
-    text = text.replace("/run/secrets/", f"{secrets}/")
-    text = text.replace("/mosquitto/config/acl", str(MOSQUITTO_ACL))
-    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
-    text = text.replace("listener 1883", f"listener {plain} 127.0.0.1")
-    text = text.replace("listener 8883", f"listener {tls} 127.0.0.1")
-    if os.geteuid() == 0:
-        text += "\nuser root\n"  # else mosquitto drops to "mosquitto", who cannot read tmp
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(text, encoding="utf-8")
-    log_path = tmp_path / "mosquitto.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    # scripts/test.sh kills whatever is listed in $GREENDC_TEST_RUNDIR if the run is aborted.
-    rundir = os.environ.get("GREENDC_TEST_RUNDIR")
-    pid_file = Path(rundir or tmp_path) / f"mosquitto-compose-{plain}.pid"
-    pid_file.write_text(f"{proc.pid}\n", encoding="utf-8")
+    users = dict.fromkeys(("gw-sg1", "gw-jhr1"), GATEWAY_PASSWORD)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"mosquitto exited: {log_path.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", tls), timeout=1).close()
-                socket.create_connection(("127.0.0.1", plain), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (
-                    f"mosquitto did not listen: {log_path.read_text()}"
-                )
-                time.sleep(0.05)
-        yield plain, tls, secrets
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        pid_file.unlink(missing_ok=True)
+        broker = ProductionMosquitto(generated_secrets, users, workdir=tmp_path / "broker")
+    except ServerNotInstalled as exc:
+        pytest.skip(str(exc))
+    with broker:
+        yield broker.port, broker.tls_port, broker.secrets
 
 
 def _wait_for(pred: Any, what: str, timeout_s: float = 10.0) -> None:
@@ -651,3 +777,23 @@ def test_production_broker_enforces_the_acl(production_broker: tuple[int, int, P
     collector.disconnect()
     collector.loop_stop()
     assert received == expected
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_the_collector_healthcheck_signs_in_and_requires_a_live_mqtt_connection(
+    compose: dict[str, Any], generated_secrets: Path, connected: bool
+) -> None:
+    """The healthcheck's own command, run against a real /metrics behind the generated web
+    config: healthy only while the agent reports MQTT connected."""
+    test = compose["services"]["greendc-collector"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    code = test[3].replace("/run/secrets/", f"{generated_secrets}/")
+    web = load_web_config(generated_secrets / "metrics_web_config.yml")
+    health = dataclasses.replace(idle_health(), mqtt_connected=connected)
+    snap = Snapshot(taken_at_s=1.0, meters=(), sites=(), health=health)
+    with serve(MetricsSettings(port=0), lambda: snap, web_config=web) as server:
+        code = code.replace("127.0.0.1:9108", f"127.0.0.1:{server.port}")
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert (proc.returncode == 0) == connected, proc.stderr[-2000:]

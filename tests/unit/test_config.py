@@ -104,6 +104,87 @@ def test_secret_is_never_echoed_in_errors() -> None:
     assert not any("hunter2" in m for m in msgs)
 
 
+# A secret with every character a URL parser treats specially.
+SECRET = "Zq9/x@W:k7#p?Q%"
+
+
+def _pieces(secret: str, n: int = 4) -> set[str]:
+    """Every run of ``n`` characters of the secret: none may appear in a message."""
+    return {secret[i : i + n] for i in range(len(secret) - n + 1)}
+
+
+def _config_error(data: dict[str, Any], env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env=env)
+    return str(err.value) + "\n".join(err.value.problems)
+
+
+def _with_url(url: str) -> dict[str, Any]:
+    data = example_data()
+    data["mqtt"]["url"] = url
+    return data
+
+
+def _bad_password_type() -> dict[str, Any]:
+    data = example_data()
+    data["mqtt"]["password"] = [SECRET]
+    return data
+
+
+def _bad_v2_token() -> dict[str, Any]:
+    data = example_data()
+    data["sinks"]["influxdb_v2"] = {"url": "http://i:8086", "org": "o", "bucket": "b"}
+    data["sinks"]["influxdb_v2"]["token"] = {"not": SECRET}
+    return data
+
+
+def _bad_v1_url_with_userinfo() -> dict[str, Any]:
+    data = example_data()
+    data["sinks"]["influxdb_v1"] = {"url": f"http://u:{SECRET}@influx:port", "db": 5}
+    data["sinks"]["influxdb_v1"]["db"] = ["not", "a", "name"]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "where"),
+    [
+        (lambda: _with_url(f"mqtt://agent:{SECRET}@broker:1883"), {}, "mqtt.url"),
+        (lambda: _with_url(f"mqtt://agent:{SECRET}@broker:notaport"), {}, "mqtt.url"),
+        (example_data, {"GREENDC_MQTT_URL": f"mqtt://agent:{SECRET}@broker:port"}, "MQTT_URL"),
+        (example_data, {"GREENDC_MQTT_URL": f"mqtt://agent:{SECRET}@"}, "GREENDC_MQTT_URL"),
+        (example_data, {"GREENDC_MQTT_URL": f"mqtt://agent:{SECRET}"}, "GREENDC_MQTT_URL"),
+        (_bad_password_type, {}, "mqtt.password"),
+        (_bad_password_type, {"GREENDC_INFLUX_TOKEN": SECRET, "GREENDC_INFLUX_DB": "x"}, ""),
+        (_bad_v2_token, {}, "sinks.influxdb_v2"),
+        (_bad_v1_url_with_userinfo, {}, "sinks.influxdb_v1"),
+    ],
+)
+def test_no_configuration_error_contains_a_secrets_characters(
+    data: Any, env: dict[str, str], where: str
+) -> None:
+    message = _config_error(data(), env)
+    assert where in message
+    leaked = sorted(p for p in _pieces(SECRET) if p in message)
+    assert not leaked, f"{leaked} of the secret in: {message}"
+
+
+def test_userinfo_in_mqtt_url_is_refused_naming_the_right_settings() -> None:
+    message = _config_error(_with_url("mqtt://collector:hunter2@broker:1883"), {})
+    assert "mqtt.url: must not carry user:password" in message
+    assert "mqtt.username" in message and "mqtt.password_file" in message
+    assert "GREENDC_MQTT_PASSWORD" in message
+    assert "hunter2" not in message and "mqtt://***@broker:1883" in message
+
+
+def test_a_password_with_url_delimiters_in_the_environment_is_taken_whole() -> None:
+    """An unescaped '/' used to split the URL inside the password and crash with an error
+    quoting part of it."""
+    s = parse_config(example_data(), env={"GREENDC_MQTT_URL": f"mqtts://agent:{SECRET}@b:8883"})
+    assert s.mqtt.host == "b" and s.mqtt.port == 8883 and s.mqtt.username == "agent"
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+    assert SECRET not in s.mqtt.url
+
+
 def test_environment_overrides_and_secret_files(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cr3t-token\n")

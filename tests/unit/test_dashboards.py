@@ -366,9 +366,10 @@ def test_provisioning_matches_the_dashboards() -> None:
     influx = sources[INFLUXDB_UID]
     assert influx["type"] == "influxdb"
     assert influx["jsonData"]["dbName"] == "greendc"
-    assert influx["jsonData"]["httpMode"] == "POST"
-    assert influx["jsonData"]["httpHeaderName1"] == "Authorization"
-    assert influx["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUX_TOKEN}"
+    # Read-only: the reader authorization, and GET (InfluxDB runs only SELECT and SHOW).
+    assert influx["jsonData"]["httpMode"] == "GET"
+    assert influx["user"] == "greendc-reader"
+    assert influx["secureJsonData"] == {"password": "${INFLUX_READER_PASSWORD}"}
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "greendc.yaml").read_text())
     (provider,) = providers["providers"]
     assert provider["type"] == "file"

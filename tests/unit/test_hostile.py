@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -284,5 +285,27 @@ def test_long_topics_are_rejected_with_short_details() -> None:
     for topic in ("greendc/" + "s" * 70_000 + "/ups-1", "x/" * 30_000, "greendc/sg1/" + "m" * 70):
         readings, rejections = d.decode(topic, b'{"power_w": 1}', NOW)
         assert readings == []
-        assert len(rejections) == 1 and rejections[0][0] in ("bad_identifier", "no_mapping")
+        assert len(rejections) == 1
+        assert rejections[0][0] in ("bad_identifier", "no_mapping", "topic_too_long")
         assert len(rejections[0][1]) <= 300
+
+
+def test_rejected_topics_leave_nothing_behind() -> None:
+    """A gateway cycling through distinct topics, 60 KB ones or short ones for sites that do
+    not exist, must not grow the decoder: rejections are never cached. (Before, 30,000
+    60 KB topics grew the collector from 43 MB to 3.65 GB.)"""
+    d = _decoder()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2_000):
+            _, rej = d.decode(f"greendc/sg1/{i}" + "m" * 60_000, b'{"power_w": 1}', NOW)
+            assert rej[0][0] == "topic_too_long"
+        for i in range(10_000):
+            _, rej = d.decode(f"greendc/nosite{i}/ups-1", b'{"power_w": 1}', NOW)
+            assert rej[0][0] == "unknown_site"
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Cached, the long topics alone would hold 120 MB and the short ones about 2.5 MB.
+    assert grown < 1_000_000, f"the decoder grew by {grown:,} bytes"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -16,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from greendc.collector.mqttio import BufferedClient, encode_publish, encode_varint, supported
+from greendc.collector.mqttio import (
+    BufferedClient,
+    GuardedClient,
+    encode_publish,
+    encode_varint,
+    max_packet_bytes,
+    supported,
+)
 
 Delivered = tuple[str, bytes, int, int]
 
@@ -31,13 +39,22 @@ def publish(
 class Harness:
     """A BufferedClient whose socket is one end of a socket pair."""
 
-    def __init__(self, protocol: int = mqtt.MQTTv311, deliver_error_on: str | None = None) -> None:
+    def __init__(
+        self,
+        protocol: int = mqtt.MQTTv311,
+        deliver_error_on: str | None = None,
+        max_packet_bytes: int | None = None,
+        skip_oversized: bool = False,
+    ) -> None:
         self.got: list[Delivered] = []
+        self.oversized: list[tuple[str, int, int, int]] = []
         self._error_on = deliver_error_on
         self.client = BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             protocol=protocol,
             deliver=self._deliver,
+            oversized=self._oversized if skip_oversized else None,
+            max_packet_bytes=max_packet_bytes,
         )
         self.broker, ours = socket.socketpair()
         ours.setblocking(False)
@@ -48,6 +65,10 @@ class Harness:
         if topic == self._error_on:
             raise RuntimeError("boom")
         self.got.append((topic, payload, mid, qos))
+
+    def _oversized(self, client: object, topic: str, mid: int, qos: int, size: int) -> None:
+        assert client is self.client
+        self.oversized.append((topic, mid, qos, size))
 
     def feed(self, data: bytes) -> MQTTErrorCode:
         self.broker.sendall(data)
@@ -157,16 +178,119 @@ def test_a_malformed_non_publish_packet_is_reported_by_paho(h: Harness) -> None:
     assert h.feed(bytes([0xD0, 0x01, 0x00])) == MQTTErrorCode.MQTT_ERR_PROTOCOL  # PINGRESP, 1 byte
 
 
-def test_a_failing_handler_does_not_stop_the_next_message(
+def test_a_failing_handler_drops_the_connection_and_is_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The message before it is delivered; the failure ends this connection (the broker
+    redelivers what was not acknowledged) instead of escaping into paho's thread."""
     h = Harness(deliver_error_on="bad")
     try:
-        h.feed(publish("bad", b"1") + publish("good", b"2"))
-        assert h.got == [("good", b"2", 0, 0)]
-        assert "handling a message on 'bad' failed" in caplog.text
+        rc = h.feed(publish("first", b"0") + publish("bad", b"1") + publish("good", b"2"))
+        assert rc == MQTTErrorCode.MQTT_ERR_CONN_LOST
+        assert h.got == [("first", b"0", 0, 0)]
+        assert h.client.read_errors == 1
+        assert h.client.last_read_error == "RuntimeError: boom"
+        assert "the MQTT read path failed (RuntimeError: boom)" in caplog.text
     finally:
         h.close()
+
+
+def test_a_packet_over_the_maximum_size_is_refused_before_its_body_arrives() -> None:
+    """Only the fixed header has been sent: the reader refuses on the remaining length, so a
+    250 MiB packet is never buffered."""
+    h = Harness()
+    h.client.max_packet_bytes = 1000
+    try:
+        header = bytes([0x30]) + encode_varint(250 * 1024 * 1024)
+        assert h.feed(header) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert h.client.read_errors == 1
+        assert "Maximum Packet Size" in (h.client.last_read_error or "")
+        assert len(h.client._rx) == 0 and h.got == []
+    finally:
+        h.close()
+
+
+def test_an_oversized_publish_is_skipped_unbuffered_and_the_next_one_delivered() -> None:
+    """MQTT 3.1.1 has no Maximum Packet Size: a broker may send one anyway. Only its topic
+    and packet id are read; its body is discarded as it arrives, and the connection stays."""
+    h = Harness(max_packet_bytes=10_000, skip_oversized=True)
+    big = publish("greendc/sg1/ups-1", b"x" * 3_000_000, qos=1, mid=42)
+    try:
+        kept = []
+        for k in range(0, len(big), 50_000):
+            assert h.feed(big[k : k + 50_000]) == MQTTErrorCode.MQTT_ERR_SUCCESS
+            kept.append(len(h.client._rx))
+        assert max(kept) <= 50_000, "the body was buffered"
+        h.feed(publish("greendc/sg1/ups-2", b"ok", qos=1, mid=43))
+        assert h.oversized == [("greendc/sg1/ups-1", 42, 1, len(big))]
+        assert h.got == [("greendc/sg1/ups-2", b"ok", 43, 1)]
+        assert h.client.skipped == 1 and h.client.read_errors == 0
+    finally:
+        h.close()
+
+
+def test_an_oversized_packet_that_is_not_a_publish_drops_the_connection() -> None:
+    h = Harness(max_packet_bytes=10_000, skip_oversized=True)
+    try:
+        assert h.feed(bytes([0x90]) + encode_varint(20_000)) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert h.oversized == [] and h.client.read_errors == 1
+    finally:
+        h.close()
+
+
+def test_a_packet_at_the_maximum_size_is_delivered() -> None:
+    h = Harness()
+    packet = publish("t", b"x" * 900, qos=1, mid=7)
+    h.client.max_packet_bytes = len(packet)
+    try:
+        h.feed(packet)
+        assert h.got == [("t", b"x" * 900, 7, 1)]
+    finally:
+        h.close()
+
+
+def test_an_mqtt5_property_length_of_five_bytes_is_a_protocol_error() -> None:
+    """Before the cap, 256 KiB of 0xFF held the network thread for seconds."""
+    h = Harness(protocol=mqtt.MQTTv5)
+    try:
+        body = b"\x00\x01t" + b"\xff" * 5000
+        packet = bytes([0x30]) + encode_varint(len(body)) + body
+        assert h.feed(packet) == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert "property length longer than 4 bytes" in (h.client.last_read_error or "")
+    finally:
+        h.close()
+
+
+def test_pahos_own_reader_refuses_an_oversized_body_before_allocating_it() -> None:
+    """paho asks for the whole body in one recv; the guard refuses it from the header."""
+    client = GuardedClient(callback_api_version=CallbackAPIVersion.VERSION2, max_packet_bytes=1000)
+    broker, ours = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        broker.sendall(bytes([0x30]) + encode_varint(250 * 1024 * 1024) + b"\x00\x01t")
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(8):  # paho reads the command byte, then each length byte, then the body
+            rc = client._packet_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        assert rc == MQTTErrorCode.MQTT_ERR_PROTOCOL
+        assert client.read_errors == 1
+        assert "exceeds the 1000-byte Maximum Packet Size" in (client.last_read_error or "")
+    finally:
+        broker.close()
+        ours.close()
+
+
+def test_a_client_without_a_running_thread_is_not_alive() -> None:
+    client = GuardedClient(callback_api_version=CallbackAPIVersion.VERSION2)
+    assert not client.network_alive(60.0)
+
+
+def test_max_packet_bytes_admits_the_largest_accepted_payload_on_the_longest_topic() -> None:
+    limit = max_packet_bytes(256 * 1024)
+    largest = encode_publish(b"t" * 65_535, b"x" * 256 * 1024, qos=1, mid=1, properties=b"")
+    assert len(largest) <= limit < 2 * 256 * 1024
 
 
 def test_the_closed_connection_is_reported_as_lost(h: Harness) -> None:
@@ -261,3 +385,32 @@ def test_a_hold_leaves_the_bytes_in_the_socket_until_it_lifts() -> None:
         assert h.got == [("a", b"1", 0, 0)]
     finally:
         h.close()
+
+
+class _LoopFailsOnce(GuardedClient):
+    """A client whose network loop raises the first time it runs (outside the read path)."""
+
+    def __init__(self) -> None:
+        super().__init__(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.reconnect_delay_set(min_delay=0, max_delay=0)
+        self.runs = 0
+        self.disconnects = 0
+        self.on_disconnect = lambda *_a: setattr(self, "disconnects", self.disconnects + 1)
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> Any:
+        self.runs += 1
+        if self.runs == 1:
+            raise MemoryError("while handling a packet")
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def test_an_exception_escaping_the_network_loop_restarts_it_instead_of_ending_the_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _LoopFailsOnce()
+    client._thread_main()  # what loop_start() runs in the network thread
+    assert client.runs == 2, "the loop was not run again"
+    assert client.loop_restarts == 1
+    assert client.disconnects == 1, "the connection was not reported lost"
+    assert client.last_read_error == "MemoryError: while handling a packet"
+    assert "the MQTT network loop failed; restarting it" in caplog.text

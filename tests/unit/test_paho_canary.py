@@ -22,7 +22,13 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 import pytest
 
-from greendc.collector.mqttio import PAHO_METHODS, PAHO_VERSION, BufferedClient, paho_problems
+from greendc.collector.mqttio import (
+    PAHO_METHODS,
+    PAHO_VERSION,
+    BufferedClient,
+    GuardedClient,
+    paho_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +43,9 @@ REVIEWED = {
     "_easy_log": "c1716d65144b36d7",
     "_check_keepalive": "6ca159aa763158cd",  # reads _last_bytes_received, which we write
     "ack": "317d82722f75977a",  # the agent's acknowledgement of QoS 2 and fallback path
+    "_thread_main": "938f60e16e227bc4",  # GuardedClient restarts it
+    "_loop_rc_handle": "9b4082fa6089ea3e",  # GuardedClient drops the connection through it
+    "_reconnect_wait": "d0e67f876844618a",  # the backoff before a restarted loop
 }
 
 
@@ -96,4 +105,5 @@ def test_the_reader_overrides_exactly_the_method_paho_calls() -> None:
     # loop_read calls self._packet_read(); the buffered client's must take its place.
     assert "self._packet_read()" in inspect.getsource(mqtt.Client.loop_read)
     assert BufferedClient._packet_read is not mqtt.Client._packet_read
-    assert re.search(r"def _packet_read\(self\)", inspect.getsource(BufferedClient))
+    # GuardedClient (BufferedClient's base, and the paho-reader client) wraps it.
+    assert re.search(r"def _packet_read\(self\)", inspect.getsource(GuardedClient))

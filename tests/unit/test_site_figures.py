@@ -157,8 +157,11 @@ def test_unacknowledged_count_follows_hand_over_and_settlement(tmp_path: Path) -
 
     agent.add_observer(broken)
     for mid in (1, 2, 3, 4):
+        # Distinct messages, each failing for the first time: raised to the reader, which
+        # drops the connection so the broker redelivers it (a second failure dead-letters).
+        distinct = json.dumps({"power_w": float(mid)}).encode()
         with pytest.raises(RuntimeError):
-            agent._on_publish(client, "p/greendc/sg1/incomer", body, mid, 1)  # type: ignore[arg-type]
+            agent._on_publish(client, "p/greendc/sg1/incomer", distinct, mid, 1)  # type: ignore[arg-type]
     # Never handed over, so never counted: a failing message cannot hold the reader forever.
     assert agent._taken == 0
     assert not agent._too_many_unacknowledged()
@@ -173,3 +176,27 @@ def test_unacknowledged_count_follows_hand_over_and_settlement(tmp_path: Path) -
     assert agent._too_many_unacknowledged()
     agent._connected.clear()
     assert not agent._too_many_unacknowledged()  # never while (re)connecting
+
+
+def test_a_failing_message_is_retried_once_then_counted_and_acknowledged(tmp_path: Path) -> None:
+    """QoS 1: the first failure goes to the reader (which reconnects for a redelivery), the
+    second is final. QoS 0 cannot be redelivered: its first failure is final."""
+    # max_inflight 2: each acknowledgement is sent as soon as its message is handed over.
+    settings = make_settings("mqtt://127.0.0.1:1", "p", tmp_path, mqtt={"max_inflight": 2})
+    agent = Agent(settings, sinks=[])
+    client = _FakeClient()
+    agent._connected.set()
+
+    def broken(_readings: object) -> None:
+        raise RuntimeError("observer bug")
+
+    agent.add_observer(broken)
+    body = json.dumps({"power_w": 1.0}).encode()
+    with pytest.raises(RuntimeError):
+        agent._on_publish(client, "p/greendc/sg1/incomer", body, 1, 1)  # type: ignore[arg-type]
+    agent._on_publish(client, "p/greendc/sg1/incomer", body, 2, 1)  # type: ignore[arg-type]
+    assert client.acked == [2]
+    agent._on_publish(client, "p/greendc/sg1/ups-1", body, 0, 0)  # type: ignore[arg-type]
+    h = agent.snapshot().health
+    assert h.rejections["poison_message"] == 2
+    assert h.readings_accepted == 0 and h.meters_tracked == 0, "a failing message left state"

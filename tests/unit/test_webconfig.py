@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import shutil
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -15,8 +17,9 @@ import pytest
 from greendc._errors import ConfigError
 from greendc.config import MetricsSettings
 from greendc.exporters import WebConfig, load_web_config, parse_web_config, serve
+from greendc.exporters.webconfig import MAX_CONCURRENT_REQUESTS, MIN_BCRYPT_COST, BasicAuth
 from greendc.snapshot import Snapshot
-from tests.helpers import idle_health
+from tests.helpers import idle_health, wait_until
 
 PASSWORD = "s3cret-pass"
 
@@ -25,9 +28,9 @@ def _snapshot() -> Snapshot:
     return Snapshot(taken_at_s=1.0, meters=(), sites=(), health=idle_health(start_time_s=1.0))
 
 
-def _hash(password: str) -> str:
-    # Cost 4 keeps the test fast; the server accepts any cost.
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+@functools.cache
+def _hash(password: str, cost: int = MIN_BCRYPT_COST) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -163,6 +166,51 @@ def test_invalid_web_config_names_the_field(tmp_path: Path, data: object, messag
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
         parse_web_config(data, tmp_path)
     assert "plain-text" not in str(info.value)  # a pasted password is never echoed
+
+
+def test_a_hash_below_the_minimum_cost_is_refused(tmp_path: Path) -> None:
+    weak = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    with pytest.raises(ConfigError, match=r"basic_auth_users\.prom: the bcrypt cost 4 is below"):
+        parse_web_config({"basic_auth_users": {"prom": weak}}, tmp_path)
+    with pytest.raises(ConfigError, match="cost less than 10"):
+        BasicAuth({"prom": weak})
+
+
+def test_an_unknown_user_is_checked_at_the_cost_of_the_real_ones() -> None:
+    """Same cost, same time: the response does not tell which user names exist."""
+    assert BasicAuth({"prometheus": _hash(PASSWORD)}).dummy_cost == MIN_BCRYPT_COST
+    assert BasicAuth({"prometheus": _hash(PASSWORD, 11)}).dummy_cost == 11
+
+
+def test_connections_beyond_the_concurrency_bound_are_closed_not_threaded() -> None:
+    """Idle connections hold their request threads; one more is closed at once, and a
+    request is served again as soon as the idle ones go."""
+    web = WebConfig(basic_auth_users={"prometheus": _hash(PASSWORD)})
+    with serve(MetricsSettings(port=0), _snapshot, web_config=web) as server:
+        idle = [
+            socket.create_connection(("127.0.0.1", server.port))
+            for _ in range(MAX_CONCURRENT_REQUESTS)
+        ]
+        try:
+            extra = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            with extra:
+                extra.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                try:
+                    answer = extra.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+            assert answer == b"", answer
+        finally:
+            for s in idle:
+                s.close()
+
+        def served() -> bool:
+            try:
+                return _request(server.port, _basic("prometheus", PASSWORD))[0] == 200
+            except (ConnectionError, http.client.HTTPException):
+                return False
+
+        assert wait_until(served), "requests were not served again once the idle ones closed"
 
 
 def test_load_web_config_names_the_file(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Create every secret docker-compose.yml needs, with random values, in this directory (or in
 # the directory given as $1). A file that exists is kept: run it again after adding a secret.
-# Needs openssl, and mosquitto_passwd (from the mosquitto package, or docker for the image's).
+# Needs openssl, mosquitto_passwd (from the mosquitto package, or docker for the image's) and
+# a bcrypt hasher: htpasswd (apache2-utils), python3 with bcrypt, or docker.
 set -eu
 
 dir=${1:-$(dirname "$0")}
@@ -19,11 +20,32 @@ random_secret() {   # file, bytes
 }
 
 random_secret influx_admin_password 24
-random_secret influx_token 32
+random_secret influx_admin_token 32
+random_secret influx_collector_password 24
+random_secret influx_reader_password 24
 random_secret grafana_admin_password 24
 random_secret mqtt_collector_password 24
 random_secret mqtt_simulator_password 24
 random_secret mqtt_healthcheck_password 24
+random_secret metrics_password 24
+
+bcrypt_hash() {   # reads a password on stdin, prints its bcrypt hash (cost 10)
+    if command -v htpasswd >/dev/null 2>&1; then
+        htpasswd -niBC 10 "" | tr -d ':\n'
+    elif python3 -c 'import bcrypt' >/dev/null 2>&1; then
+        python3 -c 'import bcrypt, sys; print(bcrypt.hashpw(sys.stdin.read().strip().encode(), bcrypt.gensalt(10)).decode(), end="")'
+    else
+        docker run --rm -i httpd:2.4-alpine htpasswd -niBC 10 "" | tr -d ':\n'
+    fi
+}
+
+# The collectors' /metrics web config: Prometheus signs in as "prometheus" with
+# metrics_password; the collectors keep only its bcrypt hash.
+if [ ! -e metrics_web_config.yml ]; then
+    hash=$(bcrypt_hash < metrics_password)
+    printf 'basic_auth_users:\n  prometheus: %s\n' "$hash" > metrics_web_config.yml
+    echo "created $dir/metrics_web_config.yml"
+fi
 
 passwd() {   # mosquitto_passwd arguments, run in this directory
     if command -v mosquitto_passwd >/dev/null 2>&1; then
