@@ -12,6 +12,14 @@ nesting deeper than 1024) is refused whole, since no part of it can be trusted.
 Timestamps are Unix seconds (float or int; numbers above 1e11 are read as milliseconds)
 or RFC 3339 strings with an offset. A message without a timestamp is stamped with the
 time it was received, unless the mapping says the timestamp is required.
+
+Arrival stamps never collide: every sink keys a point by (site, meter, millisecond), so two
+readings of one meter stamped on arrival in the same millisecond (a persistent session's
+backlog replayed by the broker arrives hundreds per millisecond) would overwrite each other
+silently. Each meter's arrival stamp is therefore at least one millisecond after its previous
+one (a per-meter monotonic nudge): a backlog of N messages is stored as N points, in arrival
+order, spread over N milliseconds from the moment it arrived. Those are arrival times, not
+measurement times: where the measurement time matters, the device must send it.
 """
 
 from __future__ import annotations
@@ -245,7 +253,8 @@ _new_reading = tuple.__new__
 class Decoder:
     """Turns MQTT messages into validated readings, per the configured mappings.
 
-    Keeps two bounded caches (topic matches, accepted unknown meters); otherwise pure.
+    Keeps two bounded caches (topic matches, accepted unknown meters) and each admitted
+    meter's last arrival stamp (see the module docstring); otherwise pure.
     """
 
     def __init__(self, settings: Settings, *, fast_path: bool = True) -> None:
@@ -274,6 +283,8 @@ class Decoder:
         self._unknown_seen: set[tuple[str, str]] = set()
         self._topic_cache: dict[str, tuple[_Compiled, str, str | None]] = {}
         self._topic_cache_bytes = 0
+        # Bounded like the meters themselves: only admitted meters get an entry.
+        self._arrival_ms: dict[tuple[str, str], int] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -366,6 +377,16 @@ class Decoder:
             self._site_roles.setdefault(site, {})[meter] = "unknown"
         return "unknown"
 
+    def _arrival(self, site: str, meter: str, now_s: float) -> int:
+        """The arrival stamp (ms) of a reading without a timestamp: never one already used."""
+        key = (site, meter)
+        ts_ms = round(now_s * 1000)
+        last = self._arrival_ms.get(key)
+        if last is not None and ts_ms <= last:
+            ts_ms = last + 1
+        self._arrival_ms[key] = ts_ms
+        return ts_ms
+
     # -- payload ------------------------------------------------------------------------
     def decode(
         self, topic: str, payload: bytes, now_s: float
@@ -435,7 +456,7 @@ class Decoder:
             return [], [("non_finite", f"{site}/{meter}: {field}={raw}")]
         if counter and value < 0:
             return [], [("negative_counter", f"{site}/{meter}: {field}={raw}")]
-        return [Reading(site, meter, role, round(now_s * 1000), {field: value})], []
+        return [Reading(site, meter, role, self._arrival(site, meter, now_s), {field: value})], []
 
     def _items(
         self,
@@ -451,11 +472,11 @@ class Decoder:
         if c.fast is None:
             self._general_items(c, site, topic_meter, outer, now_s, items, readings, rejections)
             return readings, rejections
+        # An item without a timestamp and no message-level one goes to the general path,
+        # which stamps it on arrival (or rejects it when the timestamp is required).
         default_ts = None
         if outer is not None and c.ts_path:
             default_ts = _get(outer, c.ts_path)
-        if default_ts is None and not c.mapping.timestamp_required:
-            default_ts = now_s
         c.fast(
             items,
             site,
@@ -567,7 +588,9 @@ class Decoder:
                 if c.mapping.timestamp_required:
                     rejections.append(("bad_timestamp", f"{site}/{meter}: no timestamp"))
                     continue
-                ts = now_s
+                ts_ms = self._arrival(site, meter, now_s)
+                readings.append(_new_reading(Reading, (site, meter, role, ts_ms, fields)))
+                continue
             else:
                 try:
                     tt = type(raw_ts)

@@ -428,7 +428,8 @@ def test_fast_path_decides_every_item_as_the_general_path_does(
     else:
         doc = items[0] if single and items else items
     payload = json.dumps(doc).encode()
-    event("readings" if general.decode(topic, payload, NOW)[0] else "no readings")
+    # A third decoder: each keeps per-meter arrival stamps, so the two compared see the same calls.
+    event("readings" if Decoder(s).decode(topic, payload, NOW)[0] else "no readings")
     for _ in range(2):  # twice: the second pass sees the meters the first one admitted
         assert fast.decode(topic, payload, NOW) == general.decode(topic, payload, NOW)
 
@@ -459,3 +460,40 @@ def test_a_numbered_meter_path_keeps_non_objects_on_the_general_path() -> None:
         "bad_structure",
         "missing_meter",
     ]
+
+
+# -- arrival stamps (issue 24, point 4) ---------------------------------------------------------
+
+
+def test_arrival_stamps_of_one_meter_never_collide_and_keep_arrival_order() -> None:
+    # A persistent session's backlog arrives hundreds of messages per millisecond: stamped
+    # on arrival with the same clock reading, they must still be distinct points, in order.
+    d = Decoder(make_settings())
+    stamps = []
+    for i in range(1000):
+        readings, rejections = d.decode("greendc/sg1/ups-1", b'{"power_w": %d}' % i, NOW)
+        assert rejections == []
+        stamps.append((readings[0].ts_ms, readings[0].fields["power_w"]))
+    assert [ts for ts, _ in stamps] == [int(NOW * 1000) + i for i in range(1000)]
+    assert [p for _, p in stamps] == [float(i) for i in range(1000)]
+    # Another meter is not pushed along by the first one's backlog.
+    other, _ = d.decode("greendc/sg1/incomer", b'{"power_w": 1}', NOW)
+    assert other[0].ts_ms == int(NOW * 1000)
+    # Once the clock passes the nudged stamps, it is the clock again.
+    later, _ = d.decode("greendc/sg1/ups-1", b'{"power_w": 1}', NOW + 5)
+    assert later[0].ts_ms == int((NOW + 5) * 1000)
+
+
+def test_arrival_stamps_apply_to_batches_and_plain_numbers_but_never_move_a_device_time() -> None:
+    d = Decoder(make_settings())
+    batch = [{"meter": "ups-1", "power_w": 1}, {"meter": "ups-1", "power_w": 2}]
+    readings, _ = d.decode("greendc/sg1", json.dumps(batch).encode(), NOW)
+    assert [r.ts_ms for r in readings] == [int(NOW * 1000), int(NOW * 1000) + 1]
+    plain = [d.decode("plain/sg1/ups-1/power_kw", b"1.5", NOW)[0][0] for _ in range(2)]
+    assert [r.ts_ms for r in plain] == [int(NOW * 1000) + 2, int(NOW * 1000) + 3]
+    # A device's own timestamp is stored as sent, even when it repeats.
+    stamped = [
+        d.decode("greendc/sg1/ups-1", json.dumps({"ts": NOW, "power_w": 3}).encode(), NOW)[0][0]
+        for _ in range(2)
+    ]
+    assert [r.ts_ms for r in stamped] == [int(NOW * 1000)] * 2
