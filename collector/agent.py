@@ -548,7 +548,7 @@ class Agent:
         now = self.clock.now()
         self.decoder.clock_step_s = self.clock.step_seconds()
         received = self.clock.monotonic()
-        readings, rejections = self.decoder.decode(topic, payload, now)
+        readings, rejections, ignored = self.decoder.decode_full(topic, payload, now)
         with self._lock:
             self.stats.messages_received += 1
             if readings:
@@ -576,6 +576,9 @@ class Agent:
                 counts = self.stats.rejections
                 for reason, _detail in rejections:
                     counts[reason] += 1
+            if ignored:
+                for reason, _detail in ignored:
+                    self.stats.ignored[reason] += 1
         if readings or token is not None:
             # A fully rejected message is acknowledged with the next batch: its rejection is
             # final (counted, dead-lettered) and must not be redelivered forever.
@@ -676,6 +679,7 @@ class Agent:
                 messages_received=st.messages_received,
                 readings_accepted=st.readings_accepted,
                 rejections=dict(st.rejections),
+                ignored=dict(st.ignored),
                 # Connected means the network thread is alive and its loop turning too: a
                 # thread that died or hangs reads nothing, whatever the last CONNACK said.
                 mqtt_connected=st.mqtt_connected and alive,

@@ -80,6 +80,7 @@ class AgentStats:
     messages_received: int = 0
     readings_accepted: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
     mqtt_connected: bool = False
     mqtt_connections: int = 0
     series_refused: int = 0

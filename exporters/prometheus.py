@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from greendc.catalogue import METRICS, REJECTION_REASONS, window_label
+from greendc.catalogue import IGNORE_REASONS, METRICS, REJECTION_REASONS, window_label
 from greendc.config import MetricsSettings, Site
 from greendc.quality import Quality
 from greendc.snapshot import Histogram, MeterState, Snapshot
@@ -302,6 +302,10 @@ class SnapshotCollector(Collector):
         for reason in sorted(set(REJECTION_REASONS) | set(h.rejections)):
             rejections.add_metric([reason], h.rejections.get(reason, 0))
         yield rejections
+        ignored = _family("greendc_agent_messages_ignored_total")
+        for reason in sorted(set(IGNORE_REASONS) | set(h.ignored)):
+            ignored.add_metric([reason], h.ignored.get(reason, 0))
+        yield ignored
         yield single("greendc_agent_mqtt_connected", 1.0 if h.mqtt_connected else 0.0)
         yield single("greendc_agent_mqtt_reconnects_total", h.mqtt_reconnects)
         yield single("greendc_agent_mqtt_read_errors_total", h.mqtt_read_errors)

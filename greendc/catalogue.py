@@ -232,6 +232,13 @@ _METRICS = [
         ("reason",),
     ),
     Metric(
+        "greendc_agent_messages_ignored_total",
+        "counter",
+        "messages",
+        "Messages a mapping sets aside as not readings (not errors), by reason.",
+        ("reason",),
+    ),
+    Metric(
         "greendc_agent_mqtt_connected",
         "gauge",
         "bool",
@@ -467,6 +474,18 @@ REJECTION_REASONS: dict[str, str] = {
     "series_cap": "a new meter series would exceed validation.max_meters",
     "topic_too_long": "the topic is longer than validation.max_topic_bytes",
     "poison_message": "handling the message raised twice; it was dead-lettered and acknowledged",
+    "sparkplug_no_birth": "Sparkplug data from a node or device whose birth was not seen",
+    "sparkplug_unknown_alias": "a Sparkplug metric alias the birth did not define",
+}
+
+# Messages that are not readings and not errors (another device on the same bridge, an event
+# instead of a status); the label values of greendc_agent_messages_ignored_total. They do
+# not count towards the rejection rate the alert rules watch.
+IGNORE_REASONS: dict[str, str] = {
+    "filtered": "the message does not satisfy its mapping's `when`",
+    "not_a_reading": "the message carries none of the mapped values (without_values: ignore)",
+    "ignored_topic": "the topic's mapping says ignore: true",
+    "sparkplug_state": "a Sparkplug message without readings (a death, a command, STATE)",
 }
 
 

@@ -170,12 +170,79 @@ class MqttSettings(_Frozen):
         return self.tls is not None or urlsplit(self.url).scheme in ("mqtts", "ssl")
 
 
-class ValueMapping(_Frozen):
-    """One value inside a payload: where it is (JSON path), what it is and its unit."""
+PathKey = str | int
+"""One step of a JSON path: an object key, an array index, or ``"*"`` (every array item)."""
 
-    path: str = ""
+WILDCARD = "*"
+
+
+def parse_path(path: str | list[PathKey]) -> tuple[PathKey, ...]:
+    """A JSON path as its steps.
+
+    Text is dotted (``ENERGY.Power``, ``points.0.kW``): a step of digits is an array index,
+    ``*`` is every item of an array, and ``\\.`` is a dot inside a key (OBIS codes such as
+    ``1-0:1\\.8\\.0``). A list gives the steps as they are (``["data", "1-0:1.8.0"]``),
+    for keys a dotted string cannot say. Raises ValueError for an empty step or a second
+    ``*``.
+    """
+    if isinstance(path, list):
+        steps: list[PathKey] = []
+        for step in path:
+            if isinstance(step, bool) or not isinstance(step, str | int):
+                raise ValueError(f"path step {step!r} is neither a key nor an index")
+            steps.append(step)
+    else:
+        if not path:
+            return ()
+        steps = []
+        key = ""
+        i = 0
+        while i < len(path):
+            ch = path[i]
+            if ch == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
+                key += path[i + 1]
+                i += 2
+                continue
+            if ch == ".":
+                steps.append(key)
+                key = ""
+            else:
+                key += ch
+            i += 1
+        steps.append(key)
+        steps = [int(k) if isinstance(k, str) and k.isdigit() else k for k in steps]
+    if any(k == "" for k in steps):
+        raise ValueError(f"path {path!r} has an empty step (a doubled or trailing dot?)")
+    if sum(1 for k in steps if k == WILDCARD) > 1:
+        raise ValueError(f"path {path!r} has more than one '*'")
+    return tuple(steps)
+
+
+class ValueMapping(_Frozen):
+    """One value inside a payload: where it is (JSON path), what it is and its unit.
+
+    ``fallbacks`` are further paths tried in order when ``path`` is absent from a message
+    (the same quantity under another name, e.g. a firmware that renamed a field).
+    """
+
+    path: str | list[PathKey] = ""
     quantity: Quantity
     unit: str
+    fallbacks: list[str | list[PathKey]] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | list[PathKey]) -> str | list[PathKey]:
+        parse_path(v)
+        return v
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks(cls, v: list[str | list[PathKey]]) -> list[str | list[PathKey]]:
+        for p in v:
+            if not parse_path(p):
+                raise ValueError("a fallback path must not be empty")
+        return v
 
     @model_validator(mode="after")
     def _unit(self) -> ValueMapping:
@@ -185,6 +252,44 @@ class ValueMapping(_Frozen):
                 f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
             )
         return self
+
+    @property
+    def steps(self) -> tuple[PathKey, ...]:
+        """The path as its steps (see :func:`parse_path`)."""
+        return parse_path(self.path)
+
+    @property
+    def all_steps(self) -> tuple[tuple[PathKey, ...], ...]:
+        """The path, then each fallback, as steps."""
+        return (self.steps, *(parse_path(p) for p in self.fallbacks))
+
+    @property
+    def simple(self) -> bool:
+        """A dotted path without escapes, lists, wildcards or fallbacks (the native kind)."""
+        return (
+            isinstance(self.path, str)
+            and "\\" not in self.path
+            and WILDCARD not in self.steps
+            and not self.fallbacks
+        )
+
+
+def _check_values(values: list[ValueMapping], where: str) -> None:
+    """Two values may not feed one quantity: the second would silently overwrite the first."""
+    seen: dict[Quantity, int] = {}
+    for i, v in enumerate(values):
+        if v.quantity in seen:
+            raise ValueError(
+                f"{where}[{seen[v.quantity]}] and {where}[{i}] both map {v.quantity.value}: one"
+                f" would silently replace the other. Keep one, and list the other path under"
+                f" its 'fallbacks' if it is the same value under another name"
+            )
+        seen[v.quantity] = i
+    wild = {WILDCARD in s for v in values for s in v.all_steps}
+    if len(wild) > 1:
+        raise ValueError(
+            f"{where}: either every value path has a '*' (one reading per array item) or none"
+        )
 
 
 def _native_values() -> list[ValueMapping]:
@@ -196,57 +301,304 @@ def _native_values() -> list[ValueMapping]:
     ]
 
 
+_NAME = r"[a-z_][a-z0-9_]*"
+_SEGMENT_VAR = re.compile(r"\{(" + _NAME + r")(#?)\}")
+_TEMPLATE_VAR = re.compile(r"\{([^{}]*)\}")
+_LEGACY_MAPPING_FIELDS = frozenset(
+    {
+        "topic",
+        "payload",
+        "items_path",
+        "site",
+        "meter_path",
+        "timestamp_path",
+        "timestamp_required",
+        "values",
+    }
+)
+# Template names a meter may use besides the topic's named segments, when a value path has
+# a '*': the array item's index from 0, and from 1.
+_INDEX_NAMES = ("index", "number")
+
+
+def topic_variables(topic: str) -> list[tuple[str, bool]]:
+    """The named segments of a mapping's topic, in order: (name, captures several segments)."""
+    return [(m.group(1), m.group(2) == "#") for m in _SEGMENT_VAR.finditer(topic)]
+
+
+def template_names(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a meter template."""
+    return _TEMPLATE_VAR.findall(template)
+
+
+class SparkplugMetric(_Frozen):
+    """One Sparkplug B metric (by its birth name) mapped to a quantity of a meter.
+
+    ``meter`` (a template of ``{group}``, ``{node}``, ``{device}``) overrides the mapping's
+    meter for this metric, e.g. several power meters behind one edge node.
+    """
+
+    name: str = Field(min_length=1)
+    quantity: Quantity
+    unit: str
+    meter: str | None = None
+
+    @model_validator(mode="after")
+    def _unit(self) -> SparkplugMetric:
+        allowed = UNITS[self.quantity]
+        if self.unit not in allowed:
+            raise ValueError(
+                f"unit {self.unit!r} is not one of {', '.join(allowed)} for {self.quantity.value}"
+            )
+        return self
+
+
+_SPARKPLUG_NAMES = ("group", "node", "device")
+
+
+class SparkplugMapping(_Frozen):
+    """How Sparkplug B (3.0) edge nodes and devices become meters.
+
+    ``device_meter`` names the meter of a device's metrics (DBIRTH/DDATA), ``node_meter``
+    that of the node's own (NBIRTH/NDATA); both are templates of ``{group}``, ``{node}``,
+    ``{device}``. ``metrics`` maps birth names to quantities; other metrics are skipped.
+    ``rebirth: true`` asks a node for a new birth (NCMD Node Control/Rebirth) when its
+    sequence numbers skip or data arrives before a birth; the gap is counted either way.
+    """
+
+    device_meter: str = "{node}-{device}"
+    node_meter: str = "{node}"
+    metrics: list[SparkplugMetric]
+    rebirth: bool = True
+
+    @model_validator(mode="after")
+    def _shape(self) -> SparkplugMapping:
+        if not self.metrics:
+            raise ValueError("metrics must name at least one Sparkplug metric")
+        checks = [("device_meter", self.device_meter), ("node_meter", self.node_meter)]
+        checks += [(f"metrics[{i}].meter", m.meter) for i, m in enumerate(self.metrics) if m.meter]
+        for where, template in checks:
+            for name in template_names(template):
+                if name not in _SPARKPLUG_NAMES:
+                    raise ValueError(
+                        f"{where}: {{{name}}} is not one of {{group}}, {{node}}, {{device}}"
+                    )
+        if "{device}" in self.node_meter:
+            raise ValueError("node_meter: a node's own metrics have no {device}")
+        seen: dict[tuple[str, str | None], int] = {}
+        for i, m in enumerate(self.metrics):
+            key = (m.name, m.meter)
+            if key in seen:
+                raise ValueError(f"metrics[{seen[key]}] and metrics[{i}] both map {m.name!r}")
+            seen[key] = i
+        return self
+
+
+class ReadingMapping(_Frozen):
+    """One of several readings taken from one message: its meter and its values.
+
+    ``meter`` is a name or a template of the topic's named segments (``{node}-ct1``), and
+    ``{index}`` / ``{number}`` (the array item from 0 / from 1) when the value paths hold a
+    ``*``. ``timestamp_path`` overrides the mapping's for this reading.
+    """
+
+    meter: str
+    values: list[ValueMapping]
+    timestamp_path: str | list[PathKey] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> ReadingMapping:
+        if not self.values:
+            raise ValueError("values must name at least one value")
+        _check_values(self.values, "values")
+        if self.timestamp_path is not None:
+            parse_path(self.timestamp_path)
+        return self
+
+
 class TopicMapping(_Frozen):
     """Maps messages on a topic pattern to readings.
 
-    ``topic`` is an MQTT filter whose segments may be ``{site}`` or ``{meter}`` (named
-    single-level wildcards), ``+`` or literal text. ``payload`` is ``json`` (an object, or an
-    array of objects for a gateway batch) or ``number`` (a plain numeric payload whose single
-    value is ``values[0]``). Paths are dotted (``data.power.value``, ``items.0.p``).
+    ``topic`` is an MQTT filter whose segments may be named wildcards: ``{site}``,
+    ``{meter}`` or any other ``{name}``; a segment may also be text around one name
+    (``P{channel}``), and the last may be ``{name#}``, which captures all remaining
+    segments (joined with ``-`` where a meter name uses it). ``payload`` is ``json`` (an
+    object, or an array of objects for a gateway batch), ``number`` (a plain numeric payload
+    whose single value is ``values[0]``) or ``sparkplug`` (Sparkplug B, see
+    :class:`SparkplugMapping`). Paths are dotted (``data.power.value``, ``items.0.p``), see
+    :func:`parse_path`.
+
+    The mapping language for real devices (docs: README "Device profiles"):
+
+    - ``meter``: the meter's name, constant or a template of named segments (``{node}-ct1``);
+    - ``readings``: several readings from one message, each with its meter and values;
+    - a ``*`` in value paths: one reading per array item (meter template ``{index}``);
+    - ``naive_timezone``: ``site`` or an IANA zone for timestamps without an offset;
+    - ``when``: path -> value (or list of values) the message must carry, else ignored;
+    - ``without_values: ignore``: a message with none of the values is not a reading here
+      (another device on the same bridge), counted as ignored, not rejected;
+    - ``ignore: true``: messages on this topic are not readings at all (counted as ignored).
     """
 
     topic: str
-    payload: Literal["json", "number"] = "json"
+    payload: Literal["json", "number", "sparkplug"] = "json"
     items_path: str = ""  # where the array of readings is in a batch ("" = the payload itself)
     site: str | None = Field(default=None, pattern=IDENT_RE)  # fixed site if not in the topic
+    meter: str | None = None  # a meter name or template; else {meter} or meter_path
     meter_path: str = "meter"  # in a batch item (or object) when the topic has no {meter}
-    timestamp_path: str = "ts"
+    timestamp_path: str | list[PathKey] = "ts"
     timestamp_required: bool = False  # if false, a missing ts means "received now"
+    naive_timezone: str | None = None  # "site" or an IANA zone, for timestamps without offset
     values: list[ValueMapping] = Field(default_factory=_native_values)
+    readings: list[ReadingMapping] | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+    without_values: Literal["reject", "ignore"] = "reject"
+    ignore: bool = False
+    sparkplug: SparkplugMapping | None = None
 
     @field_validator("topic")
     @classmethod
     def _topic(cls, v: str) -> str:
         segs = v.split("/")
-        names = [m.group(1) for s in segs if (m := _TOPIC_VAR.match(s))]
         for i, s in enumerate(segs):
-            if "#" in s and (s != "#" or i != len(segs) - 1):
-                raise ValueError("'#' may only be the whole last segment")
-            if ("{" in s or "}" in s) and not _TOPIC_VAR.match(s):
-                raise ValueError(f"segment {s!r} must be a whole {{name}}")
-        for n in names:
-            if n not in ("site", "meter"):
-                raise ValueError(f"named segment {{{n}}} is not one of {{site}}, {{meter}}")
+            if "#" in s and not (i == len(segs) - 1 and (s == "#" or _SEGMENT_VAR.fullmatch(s))):
+                raise ValueError("'#' may only be the whole last segment, or {name#} last")
+            if "+" in s and s != "+":
+                raise ValueError(f"segment {s!r}: '+' must be a whole segment")
+            if "{" in s or "}" in s:
+                found = _SEGMENT_VAR.findall(s)
+                rest = _SEGMENT_VAR.sub("", s)
+                if len(found) != 1 or "{" in rest or "}" in rest:
+                    raise ValueError(
+                        f"segment {s!r} must hold exactly one {{name}} (lower case letters,"
+                        " digits, _), optionally with text around it"
+                    )
+                name, multi = found[0]
+                if multi and s != f"{{{name}#}}":
+                    raise ValueError(f"segment {s!r}: a {{name#}} capture is a whole segment")
+                if rest and name in ("site", "meter"):
+                    raise ValueError(f"segment {s!r}: {{{name}}} must be a whole segment")
+        names = [n for n, _ in topic_variables(v)]
         if len(names) != len(set(names)):
             raise ValueError("a named segment appears twice")
         return v
 
+    @field_validator("naive_timezone")
+    @classmethod
+    def _naive_tz(cls, v: str | None) -> str | None:
+        if v is not None and v != "site":
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(
+                    "is neither 'site' nor an IANA time zone such as Europe/Berlin"
+                ) from exc
+        return v
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for path, expected in v.items():
+            parse_path(path)
+            choices = expected if isinstance(expected, list) else [expected]
+            for c in choices:
+                if not isinstance(c, str | int | float | bool) or c is None:
+                    raise ValueError(f"when.{path}: {c!r} is not a text, number or boolean")
+        return v
+
     @model_validator(mode="after")
     def _shape(self) -> TopicMapping:
-        if "{site}" not in self.topic.split("/") and self.site is None:
-            raise ValueError("the topic has no {site} segment, so 'site' must be set")
-        if not self.values:
-            raise ValueError("values must name at least one value")
-        if self.payload == "number" and len(self.values) != 1:
-            raise ValueError("a 'number' payload maps exactly one value")
-        if self.payload == "number" and "{meter}" not in self.topic.split("/"):
-            raise ValueError("a 'number' payload needs a {meter} segment in the topic")
+        segs = self.topic.split("/")
+        names = [n for n, _ in topic_variables(self.topic)]
+        if "site" not in names and self.site is None:
+            named = ", ".join("{" + n + "}" for n in names)
+            raise ValueError(
+                "the topic has no {site} segment"
+                + (f" (it names {named})" if named else "")
+                + ", so 'site' must be set"
+            )
+        if self.ignore:
+            return self
+        if self.payload == "sparkplug":
+            if self.sparkplug is None:
+                raise ValueError("a 'sparkplug' payload needs a 'sparkplug' section (metrics)")
+            if segs[0] != "spBv1.0" or len(segs) < 2:
+                raise ValueError(
+                    "a Sparkplug B topic starts with spBv1.0/ and its group, e.g."
+                    " spBv1.0/{site}/# or spBv1.0/plant-1/#"
+                )
+            if any(n not in ("site",) for n in names):
+                raise ValueError("in a Sparkplug topic only the group may be named, as {site}")
+            return self
+        if self.sparkplug is not None:
+            raise ValueError("'sparkplug' is only for payload: sparkplug")
+        parse_path(self.timestamp_path)
+        if self.readings is not None:
+            if "values" in self.model_fields_set:
+                raise ValueError("give either values (with meter) or readings, not both")
+            if not self.readings:
+                raise ValueError("readings must hold at least one reading")
+            if self.payload == "number":
+                raise ValueError("a 'number' payload has one value: use values, not readings")
+            templates = [
+                (f"readings[{i}].meter", r.meter, r.values) for i, r in enumerate(self.readings)
+            ]
+        else:
+            if not self.values:
+                raise ValueError("values must name at least one value")
+            _check_values(self.values, "values")
+            templates = [("meter", self.meter, self.values)] if self.meter is not None else []
+            if self.payload == "number":
+                if len(self.values) != 1:
+                    raise ValueError("a 'number' payload maps exactly one value")
+                if "meter" not in names and self.meter is None:
+                    raise ValueError(
+                        "a 'number' payload needs a {meter} segment in the topic or a 'meter'"
+                    )
+                if any(WILDCARD in st for st in self.values[0].all_steps):
+                    raise ValueError("a 'number' payload has no array to take '*' from")
+        for where, template, values in templates:
+            wild = any(WILDCARD in st for v in values for st in v.all_steps)
+            allowed = set(names) | (set(_INDEX_NAMES) if wild else set())
+            for name in template_names(template):
+                if name not in allowed:
+                    raise ValueError(
+                        f"{where}: {{{name}}} is not one of the topic's named segments"
+                        f" ({', '.join('{' + n + '}' for n in names) or 'none'})"
+                        + (", {index}, {number}" if wild else "")
+                    )
+            if not template_names(template) and not re.fullmatch(IDENT_RE, template):
+                raise ValueError(f"{where}: {template!r} is not a valid meter name")
+        del segs
         return self
 
     @property
+    def legacy(self) -> bool:
+        """Uses only what the native decoder's fast path interprets (and plain paths)."""
+        return (
+            self.model_fields_set <= _LEGACY_MAPPING_FIELDS
+            and all(n in ("site", "meter") for n, _ in topic_variables(self.topic))
+            and all(
+                s == "#" or not ("{" in s and not _TOPIC_VAR.match(s))
+                for s in self.topic.split("/")
+            )
+            and self.payload != "sparkplug"
+            and isinstance(self.timestamp_path, str)
+            and "\\" not in self.timestamp_path
+            and all(v.simple for v in self.values)
+        )
+
+    @property
     def subscription(self) -> str:
-        """The MQTT subscription filter (named segments become '+')."""
-        return "/".join("+" if _TOPIC_VAR.match(s) else s for s in self.topic.split("/"))
+        """The MQTT subscription filter (named segments become '+', a {name#} '#')."""
+        out = []
+        for s in self.topic.split("/"):
+            m = _SEGMENT_VAR.search(s)
+            if m is None:
+                out.append(s)
+            else:
+                out.append("#" if m.group(2) else "+")
+        return "/".join(out)
 
 
 class ValidationSettings(_Frozen):

@@ -28,15 +28,37 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, cast
+from datetime import datetime, tzinfo
+from typing import Any, NamedTuple, cast
+from zoneinfo import ZoneInfo
 
 import orjson
 
-from greendc.config import IDENT_RE, Settings, TopicMapping
+from greendc.config import (
+    IDENT_RE,
+    WILDCARD,
+    PathKey,
+    Settings,
+    TopicMapping,
+    ValueMapping,
+    parse_path,
+    topic_variables,
+)
 from greendc.model import UNITS, Quantity, Reading
 
 Rejection = tuple[str, str]
+# Why a message was set aside without being an error (its reason, a detail): the label
+# values are greendc.catalogue.IGNORE_REASONS.
+Ignored = tuple[str, str]
+
+
+class Decoded(NamedTuple):
+    """What one message gave: readings, rejections (errors) and ignores (not readings)."""
+
+    readings: list[Reading]
+    rejections: list[Rejection]
+    ignored: list[Ignored]
+
 
 _IDENT = re.compile(IDENT_RE)
 _COUNTERS = frozenset({Quantity.ENERGY_WH.value, Quantity.WATER_L.value})
@@ -90,23 +112,41 @@ class _Compiled:
     values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
     plain_values: bool  # every value's path is one key deep (the common case)
     fast: _FastItems | None  # the straight-line path for plain mappings (see _fast_items)
+    rich: _Plan | None = None  # the mapping language beyond the native shape (see _Plan)
 
 
 def _compile(m: TopicMapping) -> _Compiled:
+    if not m.legacy:
+        return _Compiled(
+            mapping=m,
+            segments=(),
+            site_index=None,
+            meter_index=None,
+            multi_level=False,
+            items_path=(),
+            meter_path=(),
+            ts_path=(),
+            values=(),
+            plain_values=False,
+            fast=None,
+            rich=_Plan(m),
+        )
     segs = tuple(m.topic.split("/"))
     multi = segs[-1] == "#"
+    # A legacy mapping's paths are plain dotted text (TopicMapping.legacy).
+    paths = [cast(str, v.path) for v in m.values]
     values = tuple(
         (
             v.quantity.value,
-            v.path if "." not in v.path and not v.path.isdigit() else _compile_path(v.path),
+            p if "." not in p and not p.isdigit() else _compile_path(p),
             UNITS[v.quantity][v.unit],
             v.quantity.value in _COUNTERS,
         )
-        for v in m.values
+        for v, p in zip(m.values, paths, strict=True)
     )
     plain_values = all(type(v[1]) is str for v in values)
     meter_path = _compile_path(m.meter_path)
-    ts_path = _compile_path(m.timestamp_path)
+    ts_path = _compile_path(cast(str, m.timestamp_path))
     meter_index = segs.index("{meter}") if "{meter}" in segs else None
     meter_in_topic = meter_index is not None
     fast = None
@@ -225,10 +265,12 @@ def _fast_items(
     return cast(_FastItems, namespace["fast"])
 
 
-def parse_timestamp(value: Any) -> float:
+def parse_timestamp(value: Any, naive_tz: tzinfo | None = None) -> float:
     """Unix seconds from a number (seconds, or milliseconds above 1e11) or RFC 3339 text.
 
-    Raises ValueError for anything else, including RFC 3339 without an offset.
+    Text without an offset is read in ``naive_tz`` when given (a mapping's
+    ``naive_timezone``; in a repeated hour at the end of summer time, the first of the two).
+    Raises ValueError for anything else, including text without an offset and no zone.
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
@@ -240,7 +282,12 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, str):
         dt = datetime.fromisoformat(value)
         if dt.tzinfo is None:
-            raise ValueError("RFC 3339 timestamps need an offset such as Z or +08:00")
+            if naive_tz is None:
+                raise ValueError(
+                    "RFC 3339 timestamps need an offset such as Z or +08:00 (or set the"
+                    " mapping's naive_timezone)"
+                )
+            dt = dt.replace(tzinfo=naive_tz)
         return dt.timestamp()
     raise ValueError(f"{type(value).__name__} is not a timestamp")
 
@@ -280,6 +327,7 @@ class Decoder:
             s.name: {m.name: m.role.value for m in s.meters} for s in settings.sites
         }
         self._max_topic = v.max_topic_bytes
+        self._site_tz: dict[str, tzinfo] = {s.name: ZoneInfo(s.timezone) for s in settings.sites}
         self._unknown_seen: set[tuple[str, str]] = set()
         self._topic_cache: dict[str, tuple[_Compiled, str, str | None]] = {}
         self._topic_cache_bytes = 0
@@ -332,6 +380,17 @@ class Decoder:
     def _match_uncached(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
         parts = topic.split("/")
         for c in self._mappings:
+            if c.rich is not None:
+                found = c.rich.topic_re.fullmatch(topic)
+                if found is None:
+                    continue
+                site = found.groupdict().get("site") or c.mapping.site
+                assert site is not None  # config validation guarantees a site source
+                if not _IDENT.fullmatch(site):
+                    return ("bad_identifier", f"site {_short(site)} in topic {_short(topic)}")
+                if site not in self._sites:
+                    return ("unknown_site", f"site {site!r} (topic {_short(topic)})")
+                return (c, site, None)
             segs = c.segments
             if c.multi_level:
                 if len(parts) < len(segs):
@@ -391,14 +450,26 @@ class Decoder:
     def decode(
         self, topic: str, payload: bytes, now_s: float
     ) -> tuple[list[Reading], list[Rejection]]:
-        """Decode one message. Never raises; returns (readings, rejections)."""
+        """Decode one message. Never raises; returns (readings, rejections).
+
+        Messages a mapping sets aside as not readings (:meth:`decode_full`) appear in
+        neither list.
+        """
+        readings, rejections, _ignored = self.decode_full(topic, payload, now_s)
+        return readings, rejections
+
+    def decode_full(self, topic: str, payload: bytes, now_s: float) -> Decoded:
+        """Decode one message. Never raises; also says what was ignored, and why."""
+        ignored: list[Ignored] = []
         try:
-            return self._decode(topic, payload, now_s)
+            readings, rejections = self._decode(topic, payload, now_s, ignored)
         except Exception as exc:  # a decoder bug must not take the agent down
-            return [], [("bad_structure", f"unexpected {type(exc).__name__}: {_short(str(exc))}")]
+            readings = []
+            rejections = [("bad_structure", f"unexpected {type(exc).__name__}: {_short(str(exc))}")]
+        return Decoded(readings, rejections, ignored)
 
     def _decode(
-        self, topic: str, payload: bytes, now_s: float
+        self, topic: str, payload: bytes, now_s: float, ignored: list[Ignored]
     ) -> tuple[list[Reading], list[Rejection]]:
         if len(payload) > self._max_payload:
             return [], [("payload_too_large", f"{len(payload)} bytes > {self._max_payload}")]
@@ -406,6 +477,8 @@ class Decoder:
         if isinstance(match[0], str):
             return [], [match]
         c, site, meter = match
+        if c.rich is not None:
+            return c.rich.decode(self, topic, site, payload, now_s, ignored)
         m = c.mapping
         if m.payload == "number":
             return self._decode_number(c, site, meter, payload, now_s)
@@ -414,14 +487,7 @@ class Decoder:
             # nesting capped at 1024, and ~10x faster than the json module.
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            text = str(exc)
-            if "depth limit" in text:
-                reason = "too_deep"
-            elif "infinity" in text:  # 1e999: valid JSON syntax, not a finite number
-                reason = "non_finite"
-            else:
-                reason = "malformed_json"
-            return [], [(reason, f"topic {_short(topic)}: {_short(text)}")]
+            return [], [_json_rejection(topic, exc)]
         if c.items_path:
             items = _get(doc, c.items_path)
             if not isinstance(items, list):
@@ -605,8 +671,13 @@ class Decoder:
                         )
                     else:
                         ts = parse_timestamp(raw_ts)
-                except (ValueError, OverflowError, OSError):
-                    rejections.append(("bad_timestamp", f"{site}/{meter}: ts={_short(raw_ts)}"))
+                except (ValueError, OverflowError, OSError) as exc:
+                    rejections.append(
+                        (
+                            "bad_timestamp",
+                            f"{site}/{meter}: ts={_short(raw_ts)}: {_short(str(exc))}",
+                        )
+                    )
                     continue
                 if ts > hi:
                     rejections.append(
@@ -622,3 +693,364 @@ class Decoder:
                     )
                     continue
             readings.append(_new_reading(Reading, (site, meter, role, round(ts * 1000), fields)))
+
+
+def _json_rejection(topic: str, exc: orjson.JSONDecodeError) -> Rejection:
+    """The rejection of a payload that is not strict JSON, with the parser's own words."""
+    text = str(exc)
+    if "depth limit" in text:
+        reason = "too_deep"
+    elif "infinity" in text:  # 1e999: valid JSON syntax, not a finite number
+        reason = "non_finite"
+    else:
+        reason = "malformed_json"
+    return (reason, f"topic {_short(topic)}: {_short(text)}")
+
+
+# -- the mapping language (issue 24): device payloads by configuration -------------------------
+
+
+def _get_at(obj: Any, path: tuple[PathKey, ...], index: int | None) -> Any:
+    """Follow a path whose '*' step (if any) stands for array item ``index``."""
+    for key in path:
+        if key == WILDCARD:
+            key = index if index is not None else -1
+        if isinstance(key, int):
+            if not isinstance(obj, list) or not 0 <= key < len(obj):
+                return None
+            obj = obj[key]
+        else:
+            if not isinstance(obj, dict):
+                return None
+            obj = obj.get(key)
+            if obj is None:
+                return None
+    return obj
+
+
+class _Template:
+    """A meter name template (``{node}-ct1``), compiled to its literal and named parts."""
+
+    __slots__ = ("names", "parts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.parts: list[tuple[bool, str]] = []
+        pos = 0
+        for m in re.finditer(r"\{([^{}]*)\}", text):
+            if m.start() > pos:
+                self.parts.append((False, text[pos : m.start()]))
+            self.parts.append((True, m.group(1)))
+            pos = m.end()
+        if pos < len(text):
+            self.parts.append((False, text[pos:]))
+        self.names = [p for var, p in self.parts if var]
+
+    def render(self, variables: dict[str, str]) -> str:
+        return "".join(variables[p] if var else p for var, p in self.parts)
+
+
+@dataclass(frozen=True)
+class _ValuePlan:
+    field: str
+    paths: tuple[tuple[PathKey, ...], ...]  # the path, then its fallbacks
+    factor: float
+    counter: bool
+
+
+@dataclass(frozen=True)
+class _ReadingPlan:
+    meter: _Template | None  # None: the topic's {meter}, else meter_path in the item
+    values: tuple[_ValuePlan, ...]
+    ts_path: tuple[PathKey, ...]
+    wildcard: bool  # one reading per array item
+
+
+def _value_plans(values: list[ValueMapping]) -> tuple[_ValuePlan, ...]:
+    return tuple(
+        _ValuePlan(
+            v.quantity.value,
+            v.all_steps,
+            UNITS[v.quantity][v.unit],
+            v.quantity.value in _COUNTERS,
+        )
+        for v in values
+    )
+
+
+def _topic_regex(topic: str) -> re.Pattern[str]:
+    """A regular expression matching the topics of a mapping, capturing its named segments."""
+    segs = topic.split("/")
+    out: list[str] = []
+    tail = ""
+    for i, seg in enumerate(segs):
+        if seg == "#" and i == len(segs) - 1:
+            tail = "(?:/.*)?" if out else ".*"
+            break
+        if seg == "+":
+            out.append("[^/]+")
+            continue
+        m = re.search(r"\{([a-z_][a-z0-9_]*)(#?)\}", seg)
+        if m is None:
+            out.append(re.escape(seg))
+        elif m.group(2):
+            out.append(f"(?P<{m.group(1)}>.+)")
+        else:
+            before, after = seg[: m.start()], seg[m.end() :]
+            out.append(f"{re.escape(before)}(?P<{m.group(1)}>[^/]+){re.escape(after)}")
+    return re.compile("/".join(out) + tail)
+
+
+class _Plan:
+    """A mapping beyond the native shape, compiled once and interpreted per message.
+
+    Slower than the native decoder's written-out loop (every step is looked up), and only
+    used for the mappings that need it: the native format keeps its cost per message.
+    """
+
+    def __init__(self, m: TopicMapping) -> None:
+        self.mapping = m
+        self.topic_re = _topic_regex(m.topic)
+        self.multi = {n for n, multi in topic_variables(m.topic) if multi}
+        self.topic_meter = "meter" in {n for n, _ in topic_variables(m.topic)}
+        self.items_path = parse_path(m.items_path)
+        self.meter_path = parse_path(m.meter_path)
+        self.ts_path = parse_path(m.timestamp_path)
+        self.when = tuple(
+            (parse_path(path), tuple(v if isinstance(v, list) else [v]))
+            for path, v in m.when.items()
+        )
+        specs: list[_ReadingPlan] = []
+        if m.readings is not None:
+            for r in m.readings:
+                values = _value_plans(r.values)
+                specs.append(
+                    _ReadingPlan(
+                        _Template(r.meter),
+                        values,
+                        parse_path(r.timestamp_path)
+                        if r.timestamp_path is not None
+                        else self.ts_path,
+                        any(WILDCARD in p for v in values for p in v.paths),
+                    )
+                )
+        else:
+            values = _value_plans(m.values)
+            specs.append(
+                _ReadingPlan(
+                    _Template(m.meter) if m.meter is not None else None,
+                    values,
+                    self.ts_path,
+                    any(WILDCARD in p for v in values for p in v.paths),
+                )
+            )
+        self.readings = tuple(specs)
+
+    def decode(
+        self,
+        dec: Decoder,
+        topic: str,
+        site: str,
+        payload: bytes,
+        now_s: float,
+        ignored: list[Ignored],
+    ) -> tuple[list[Reading], list[Rejection]]:
+        m = self.mapping
+        if m.ignore:
+            ignored.append(("ignored_topic", f"topic {_short(topic)}"))
+            return [], []
+        found = self.topic_re.fullmatch(topic)
+        assert found is not None  # matched when the topic was looked up
+        variables = {
+            k: (v.replace("/", "-") if k in self.multi else v) for k, v in found.groupdict().items()
+        }
+        doc: Any
+        if m.payload == "number":
+            try:
+                doc = float(payload.decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError) as exc:
+                return [], [("non_numeric", f"topic {_short(topic)}: {_short(str(exc))}")]
+        else:
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                return [], [_json_rejection(topic, exc)]
+        for path, choices in self.when:
+            value = _get_at(doc, path, None)
+            if value is None or not any(
+                (type(value) is bool) == (type(c) is bool) and value == c for c in choices
+            ):
+                ignored.append(
+                    (
+                        "filtered",
+                        f"topic {_short(topic)}: {'.'.join(map(str, path))}={_short(value)}",
+                    )
+                )
+                return [], []
+        if self.items_path:
+            items = _get_at(doc, self.items_path, None)
+            if not isinstance(items, list):
+                return [], [("bad_structure", f"no array at {m.items_path!r} (topic {topic})")]
+        elif isinstance(doc, list):
+            items = doc
+        else:
+            items = [doc]
+        if len(items) > dec._max_items:
+            return [], [("too_many_readings", f"{len(items)} items > {dec._max_items}")]
+        outer = doc if isinstance(doc, dict) else None
+        readings: list[Reading] = []
+        rejections: list[Rejection] = []
+        lo = now_s - dec._max_past_s
+        hi = now_s + dec._max_future_s
+        naive_tz: tzinfo | None = None
+        if m.naive_timezone == "site":
+            naive_tz = dec._site_tz[site]
+        elif m.naive_timezone is not None:
+            naive_tz = ZoneInfo(m.naive_timezone)
+        for item in items:
+            if m.payload == "json" and not isinstance(item, dict) and len(items) > 1:
+                rejections.append(
+                    ("bad_structure", f"{site}: item {_short(item)} is not an object")
+                )
+                continue
+            before = len(readings) + len(rejections)
+            for spec in self.readings:
+                self._reading(
+                    dec,
+                    spec,
+                    site,
+                    variables,
+                    item,
+                    outer,
+                    now_s,
+                    lo,
+                    hi,
+                    naive_tz,
+                    readings,
+                    rejections,
+                )
+            if len(readings) + len(rejections) == before:
+                what = f"{site}: topic {_short(topic)} carries none of the mapped values"
+                if m.without_values == "ignore":
+                    ignored.append(("not_a_reading", what))
+                else:
+                    rejections.append(("no_values", what))
+        return readings, rejections
+
+    def _reading(
+        self,
+        dec: Decoder,
+        spec: _ReadingPlan,
+        site: str,
+        variables: dict[str, str],
+        item: Any,
+        outer: dict[str, Any] | None,
+        now_s: float,
+        lo: float,
+        hi: float,
+        naive_tz: tzinfo | None,
+        readings: list[Reading],
+        rejections: list[Rejection],
+    ) -> None:
+        """The readings of one spec from one item (one per array item with a '*')."""
+        indices: Iterable[int | None] = (None,)
+        if spec.wildcard:
+            longest = 0
+            for v in spec.values:
+                for path in v.paths:
+                    if WILDCARD in path:
+                        arr = _get_at(item, path[: path.index(WILDCARD)], None)
+                        if isinstance(arr, list):
+                            longest = max(longest, len(arr))
+            indices = range(longest)
+        for index in indices:
+            fields: dict[str, float] = {}
+            bad: Rejection | None = None
+            for v in spec.values:
+                raw = None
+                for path in v.paths:
+                    raw = _get_at(item, path, index)
+                    if raw is not None:
+                        break
+                if raw is None:
+                    continue
+                where = f"{site}: {v.field}" + (f"[{index}]" if index is not None else "")
+                if type(raw) is bool or not isinstance(raw, int | float):
+                    bad = ("non_numeric", f"{where}={_short(raw)} is not a number")
+                    break
+                value = float(raw) * v.factor
+                if not math.isfinite(value):
+                    bad = ("non_finite", f"{where}={_short(raw)} x {v.factor}")
+                    break
+                if v.counter and value < 0:
+                    bad = ("negative_counter", f"{where}={raw}")
+                    break
+                fields[v.field] = value
+            if bad is not None:
+                rejections.append(bad)
+                continue
+            if not fields:
+                continue
+            # The meter: a template, the topic's {meter}, or the item's meter_path.
+            meter: Any
+            if spec.meter is not None:
+                names = dict(variables)
+                if index is not None:
+                    names["index"] = str(index)
+                    names["number"] = str(index + 1)
+                meter = spec.meter.render(names)
+            elif self.topic_meter:
+                meter = variables["meter"]
+            else:
+                meter = _get_at(item, self.meter_path, None)
+                if meter is None:
+                    rejections.append(
+                        ("missing_meter", f"{site}: item has no {self.mapping.meter_path!r}")
+                    )
+                    continue
+            if type(meter) is not str or not _IDENT.fullmatch(meter):
+                rejections.append(
+                    ("bad_identifier", f"{site}: meter {_short(meter)} is not a plain identifier")
+                )
+                continue
+            role = dec._site_roles.get(site, {}).get(meter)
+            if role is None:
+                looked_up = dec._role(site, meter)
+                if isinstance(looked_up, tuple):
+                    rejections.append(looked_up)
+                    continue
+                role = looked_up
+            raw_ts = _get_at(item, spec.ts_path, None) if spec.ts_path else None
+            if raw_ts is None and outer is not None and spec.ts_path and outer is not item:
+                raw_ts = _get_at(outer, spec.ts_path, None)
+            if raw_ts is None:
+                if self.mapping.timestamp_required:
+                    rejections.append(("bad_timestamp", f"{site}/{meter}: no timestamp"))
+                    continue
+                ts_ms = dec._arrival(site, meter, now_s)
+            else:
+                try:
+                    ts = parse_timestamp(raw_ts, naive_tz)
+                except (ValueError, OverflowError, OSError) as exc:
+                    rejections.append(
+                        (
+                            "bad_timestamp",
+                            f"{site}/{meter}: ts={_short(raw_ts)}: {_short(str(exc))}",
+                        )
+                    )
+                    continue
+                if ts > hi:
+                    rejections.append(
+                        (
+                            "timestamp_future",
+                            f"{site}/{meter}: ts={ts:.3f} is {ts - now_s:.0f} s ahead",
+                        )
+                    )
+                    continue
+                if ts < lo:
+                    rejections.append(
+                        ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
+                    )
+                    continue
+                ts_ms = round(ts * 1000)
+            readings.append(_new_reading(Reading, (site, meter, role, ts_ms, fields)))

@@ -108,6 +108,7 @@ class Health:
     sinks: tuple[SinkHealth, ...] = ()
     # Exceptions in the MQTT read path (each dropped the connection, which then reconnected).
     mqtt_read_errors: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

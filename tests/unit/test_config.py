@@ -68,7 +68,7 @@ def test_bad_role_names_path_value_and_choices() -> None:
         (lambda d: d.__setitem__("mapings", []), "mapings: is not a known setting"),
         (
             lambda d: d["mappings"].append({"topic": "x/{sight}/{meter}"}),
-            "mappings[2].topic: named segment {sight} is not one of",
+            "mappings[2]: the topic has no {site} segment (it names {sight}, {meter})",
         ),
         (
             lambda d: d["mappings"].append(
