@@ -1525,6 +1525,83 @@ def apply_environment(data: dict[str, Any], env: AbcMapping[str, str]) -> dict[s
 
 _MAX_PROBLEMS_SHOWN = 20  # the message stays readable; ConfigError.problems has them all
 
+# -- device profiles ----------------------------------------------------------------------------
+
+PROFILE_DIR = Path(__file__).parent / "data" / "profiles"
+# What a mapping that names a profile may set; anything else means a mapping of one's own
+# (copy the profile's from greendc/data/profiles/NAME.yaml and change it).
+PROFILE_SETTINGS = (
+    "profile",
+    "base_topic",
+    "site",
+    "naive_timezone",
+    "timestamp_required",
+    "without_values",
+)
+
+
+def profile_names() -> list[str]:
+    """The names of the device profiles shipped with greendc."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A shipped device profile as data: title, source, base_topic, mappings, examples."""
+    path = PROFILE_DIR / f"{name}.yaml"
+    if name not in profile_names():
+        raise ConfigError(
+            f"{name!r} is not a greendc device profile; the profiles are: "
+            + ", ".join(profile_names())
+        )
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data
+
+
+def profile_mappings(name: str, settings: AbcMapping[str, Any]) -> list[dict[str, Any]]:
+    """The mappings of a profile with a user's settings applied (see PROFILE_SETTINGS)."""
+    profile = load_profile(name)
+    base = str(settings.get("base_topic", profile.get("base_topic", ""))).strip("/")
+    out = []
+    for m in profile["mappings"]:
+        mapping = dict(m)
+        mapping["topic"] = f"{base}/{m['topic']}" if base else str(m["topic"])
+        for key in PROFILE_SETTINGS[2:]:
+            if key in settings:
+                mapping[key] = settings[key]
+        out.append(mapping)
+    return out
+
+
+def _expand_profiles(data: dict[str, Any]) -> None:
+    """Replace each ``{profile: NAME, ...}`` mapping by the profile's mappings, in place."""
+    mappings = data.get("mappings")
+    if not isinstance(mappings, list):
+        return
+    problems: list[str] = []
+    expanded: list[Any] = []
+    for i, m in enumerate(mappings):
+        if not isinstance(m, dict) or "profile" not in m:
+            expanded.append(m)
+            continue
+        name = m["profile"]
+        extra = sorted(set(m) - set(PROFILE_SETTINGS))
+        if extra:
+            problems.append(
+                f"mappings[{i}]: {', '.join(extra)} cannot be set on a profile (only "
+                f"{', '.join(PROFILE_SETTINGS[1:])}); to change more, copy the profile's "
+                f"mappings from greendc/data/profiles/{name}.yaml into your own"
+            )
+            continue
+        if not isinstance(name, str) or name not in profile_names():
+            problems.append(
+                f"mappings[{i}].profile: {name!r} is not one of {', '.join(profile_names())}"
+            )
+            continue
+        expanded.extend(profile_mappings(name, m))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems), problems)
+    data["mappings"] = expanded
+
 
 def parse_config(
     data: Any, *, env: AbcMapping[str, str] | None = None, base_dir: Path | None = None
@@ -1538,6 +1615,7 @@ def parse_config(
     data = apply_environment(data, os.environ if env is None else env)
     _apply_secret_files(data, base_dir)
     _apply_bridge_secrets(data, os.environ if env is None else env, base_dir)
+    _expand_profiles(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -336,8 +336,13 @@ class Decoder:
 
     @property
     def subscriptions(self) -> list[str]:
-        """The MQTT filters to subscribe to, one per mapping, without duplicates."""
-        return list(dict.fromkeys(m.mapping.subscription for m in self._mappings))
+        """The MQTT filters to subscribe to, one per mapping, without overlaps.
+
+        A filter another one covers is left out: a broker delivers a message once per
+        matching subscription, so ``tele/+/SENSOR`` next to ``tele/+/+`` would store every
+        reading twice.
+        """
+        return _without_overlaps(m.mapping.subscription for m in self._mappings)
 
     def site_subscriptions(self) -> list[str]:
         """Filters for the configured sites only: ``{site}`` replaced by each site's name."""
@@ -351,7 +356,7 @@ class Decoder:
                 segs = c.mapping.subscription.split("/")
                 segs[c.site_index] = site
                 out.append("/".join(segs))
-        return list(dict.fromkeys(out))
+        return _without_overlaps(out)
 
     # -- topic --------------------------------------------------------------------------
     def _match(self, topic: str) -> tuple[_Compiled, str, str | None] | Rejection:
@@ -693,6 +698,29 @@ class Decoder:
                     )
                     continue
             readings.append(_new_reading(Reading, (site, meter, role, round(ts * 1000), fields)))
+
+
+def _covers(wide: str, narrow: str) -> bool:
+    """Whether every topic the MQTT filter ``narrow`` matches is matched by ``wide``."""
+    w, n = wide.split("/"), narrow.split("/")
+    for i, seg in enumerate(w):
+        if seg == "#":
+            return True
+        if i >= len(n):
+            return False
+        if seg == "+":
+            if n[i] == "#":
+                return False
+            continue
+        if seg != n[i]:
+            return False
+    return len(w) == len(n)
+
+
+def _without_overlaps(filters: Iterable[str]) -> list[str]:
+    """The filters in order, without duplicates and without those another one covers."""
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and _covers(g, f) for g in unique)]
 
 
 def _json_rejection(topic: str, exc: orjson.JSONDecodeError) -> Rejection:

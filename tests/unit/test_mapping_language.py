@@ -347,3 +347,16 @@ def test_any_json_through_a_rich_mapping_is_decided_without_a_decoder_bug(doc: A
         assert reason in REJECTION_REASONS
         assert not detail.startswith("unexpected "), detail
     assert all(reason in IGNORE_REASONS for reason, _ in d.ignored)
+
+
+def test_subscriptions_leave_out_filters_another_one_covers() -> None:
+    # A broker delivers a message once per matching subscription: overlapping filters would
+    # store every reading twice (found with the Tasmota profile through a real Mosquitto).
+    s = _settings(
+        {"topic": "tele/{device}/SENSOR", "site": "sg1", "meter": "{device}", "values": W},
+        {"topic": "tele/{device}/+", "site": "sg1", "ignore": True},
+        {"topic": "a/#", "site": "sg1", "ignore": True},
+        {"topic": "a/b/{meter}", "site": "sg1", "values": W},
+        {"topic": "b/{meter}", "site": "sg1", "values": W},
+    )
+    assert Decoder(s).subscriptions == ["tele/+/+", "a/#", "b/+"]
