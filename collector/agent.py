@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import ssl
 import threading
 import time
@@ -548,7 +549,8 @@ class Agent:
         now = self.clock.now()
         self.decoder.clock_step_s = self.clock.step_seconds()
         received = self.clock.monotonic()
-        readings, rejections, ignored = self.decoder.decode_full(topic, payload, now)
+        decoded = self.decoder.decode_full(topic, payload, now)
+        readings, rejections, ignored = decoded.readings, decoded.rejections, decoded.ignored
         with self._lock:
             self.stats.messages_received += 1
             if readings:
@@ -579,13 +581,29 @@ class Agent:
             if ignored:
                 for reason, _detail in ignored:
                     self.stats.ignored[reason] += 1
+            for key in decoded.stale:
+                # A Sparkplug death: the meter is stale now, not when its expiry runs out.
+                stale = self._meters.get(key)
+                if stale is not None:
+                    stale.received_s = -math.inf
         if readings or token is not None:
             # A fully rejected message is acknowledged with the next batch: its rejection is
             # final (counted, dead-lettered) and must not be redelivered forever.
             self._hand_over(readings, token)
         if rejections:
             self._rejected(topic, payload, rejections, now, received)
+        if decoded.publish:
+            self._publish_requests(decoded.publish)
         return readings
+
+    def _publish_requests(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish what the decoder asks for (a Sparkplug rebirth request), QoS 0."""
+        client = self._client
+        if client is None:
+            return
+        for topic, body in messages:
+            log.info("asking for a Sparkplug rebirth on %s", topic)
+            client.publish(topic, body, qos=0)
 
     def _rejected(
         self, topic: str, payload: bytes, rejections: list[Rejection], now: float, mono: float

@@ -476,6 +476,7 @@ REJECTION_REASONS: dict[str, str] = {
     "poison_message": "handling the message raised twice; it was dead-lettered and acknowledged",
     "sparkplug_no_birth": "Sparkplug data from a node or device whose birth was not seen",
     "sparkplug_unknown_alias": "a Sparkplug metric alias the birth did not define",
+    "sparkplug_seq_gap": "a Sparkplug node's sequence number skipped: messages were lost",
 }
 
 # Messages that are not readings and not errors (another device on the same bridge, an event

@@ -45,6 +45,7 @@ from greendc.config import (
     topic_variables,
 )
 from greendc.model import UNITS, Quantity, Reading
+from greendc.sparkplug import MessageType, Sessions
 
 Rejection = tuple[str, str]
 # Why a message was set aside without being an error (its reason, a detail): the label
@@ -53,11 +54,27 @@ Ignored = tuple[str, str]
 
 
 class Decoded(NamedTuple):
-    """What one message gave: readings, rejections (errors) and ignores (not readings)."""
+    """What one message gave: readings, rejections (errors) and ignores (not readings).
+
+    Sparkplug B adds two requests to the agent: messages to publish (a rebirth request to
+    a node whose sequence skipped) and meters that are stale now (a node's or device's
+    death).
+    """
 
     readings: list[Reading]
     rejections: list[Rejection]
     ignored: list[Ignored]
+    publish: list[tuple[str, bytes]] = []  # noqa: RUF012 (NamedTuple default, never mutated)
+    stale: list[tuple[str, str]] = []  # noqa: RUF012
+
+
+@dataclass
+class _Extra:
+    """What a message gives besides readings and rejections (see Decoded)."""
+
+    ignored: list[Ignored]
+    publish: list[tuple[str, bytes]]
+    stale: list[tuple[str, str]]
 
 
 _IDENT = re.compile(IDENT_RE)
@@ -112,7 +129,8 @@ class _Compiled:
     values: tuple[tuple[str, str | tuple[str | int, ...], float, bool], ...]
     plain_values: bool  # every value's path is one key deep (the common case)
     fast: _FastItems | None  # the straight-line path for plain mappings (see _fast_items)
-    rich: _Plan | None = None  # the mapping language beyond the native shape (see _Plan)
+    # the mapping language beyond the native shape (see _Plan), or Sparkplug B
+    rich: _Plan | _SparkplugPlan | None = None
 
 
 def _compile(m: TopicMapping) -> _Compiled:
@@ -129,7 +147,7 @@ def _compile(m: TopicMapping) -> _Compiled:
             values=(),
             plain_values=False,
             fast=None,
-            rich=_Plan(m),
+            rich=_SparkplugPlan(m) if m.payload == "sparkplug" else _Plan(m),
         )
     segs = tuple(m.topic.split("/"))
     multi = segs[-1] == "#"
@@ -333,6 +351,10 @@ class Decoder:
         self._topic_cache_bytes = 0
         # Bounded like the meters themselves: only admitted meters get an entry.
         self._arrival_ms: dict[tuple[str, str], int] = {}
+        # Sparkplug B: what each edge node's births said (greendc.sparkplug.Sessions), and
+        # when a rebirth was last asked of a node (at most one request per node a second).
+        self._sparkplug = Sessions()
+        self._rebirth_asked_ms: dict[tuple[str, str], int] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -389,6 +411,8 @@ class Decoder:
                 found = c.rich.topic_re.fullmatch(topic)
                 if found is None:
                     continue
+                if isinstance(c.rich, _SparkplugPlan) and c.rich.is_state(topic):
+                    return (c, "", None)  # a host's STATE: no site, ignored by the plan
                 site = found.groupdict().get("site") or c.mapping.site
                 assert site is not None  # config validation guarantees a site source
                 if not _IDENT.fullmatch(site):
@@ -460,21 +484,23 @@ class Decoder:
         Messages a mapping sets aside as not readings (:meth:`decode_full`) appear in
         neither list.
         """
-        readings, rejections, _ignored = self.decode_full(topic, payload, now_s)
-        return readings, rejections
+        decoded = self.decode_full(topic, payload, now_s)
+        return decoded.readings, decoded.rejections
 
     def decode_full(self, topic: str, payload: bytes, now_s: float) -> Decoded:
         """Decode one message. Never raises; also says what was ignored, and why."""
-        ignored: list[Ignored] = []
+        extra = _Extra([], [], [])
         try:
-            readings, rejections = self._decode(topic, payload, now_s, ignored)
+            readings, rejections = self._decode(topic, payload, now_s, extra)
         except Exception as exc:  # a decoder bug must not take the agent down
             readings = []
             rejections = [("bad_structure", f"unexpected {type(exc).__name__}: {_short(str(exc))}")]
-        return Decoded(readings, rejections, ignored)
+        if extra.publish or extra.stale:
+            return Decoded(readings, rejections, extra.ignored, extra.publish, extra.stale)
+        return Decoded(readings, rejections, extra.ignored)
 
     def _decode(
-        self, topic: str, payload: bytes, now_s: float, ignored: list[Ignored]
+        self, topic: str, payload: bytes, now_s: float, extra: _Extra
     ) -> tuple[list[Reading], list[Rejection]]:
         if len(payload) > self._max_payload:
             return [], [("payload_too_large", f"{len(payload)} bytes > {self._max_payload}")]
@@ -483,7 +509,7 @@ class Decoder:
             return [], [match]
         c, site, meter = match
         if c.rich is not None:
-            return c.rich.decode(self, topic, site, payload, now_s, ignored)
+            return c.rich.decode(self, topic, site, payload, now_s, extra)
         m = c.mapping
         if m.payload == "number":
             return self._decode_number(c, site, meter, payload, now_s)
@@ -881,8 +907,9 @@ class _Plan:
         site: str,
         payload: bytes,
         now_s: float,
-        ignored: list[Ignored],
+        extra: _Extra,
     ) -> tuple[list[Reading], list[Rejection]]:
+        ignored = extra.ignored
         m = self.mapping
         if m.ignore:
             ignored.append(("ignored_topic", f"topic {_short(topic)}"))
@@ -1082,3 +1109,225 @@ class _Plan:
                     continue
                 ts_ms = round(ts * 1000)
             readings.append(_new_reading(Reading, (site, meter, role, ts_ms, fields)))
+
+
+# -- Sparkplug B ---------------------------------------------------------------------------------
+
+_REBIRTH_EVERY_MS = 1000
+
+
+class _SparkplugPlan:
+    """A ``payload: sparkplug`` mapping: births, data by alias, sequence checks, deaths."""
+
+    def __init__(self, m: TopicMapping) -> None:
+        assert m.sparkplug is not None  # config validation
+        self.mapping = m
+        self.topic_re = _topic_regex(m.topic)
+        sp = m.sparkplug
+        self.rebirth = sp.rebirth
+        self.device_meter = _Template(sp.device_meter)
+        self.node_meter = _Template(sp.node_meter)
+        # birth name -> [(meter template or None for the default, field, factor, counter)]
+        self.metrics: dict[str, list[tuple[_Template | None, str, float, bool]]] = {}
+        for metric in sp.metrics:
+            self.metrics.setdefault(metric.name, []).append(
+                (
+                    _Template(metric.meter) if metric.meter else None,
+                    metric.quantity.value,
+                    UNITS[metric.quantity][metric.unit],
+                    metric.quantity.value in _COUNTERS,
+                )
+            )
+
+    @staticmethod
+    def is_state(topic: str) -> bool:
+        parts = topic.split("/")
+        return len(parts) == 3 and parts[1] == "STATE"
+
+    def _ask_rebirth(
+        self, dec: Decoder, group: str, node: str, now_s: float, extra: _Extra
+    ) -> None:
+        if not self.rebirth:
+            return
+        from greendc.sparkplug import NAMESPACE, rebirth_request
+
+        now_ms = round(now_s * 1000)
+        last = dec._rebirth_asked_ms.get((group, node))
+        if last is not None and now_ms - last < _REBIRTH_EVERY_MS:
+            return
+        if len(dec._rebirth_asked_ms) >= dec._max_meters:
+            dec._rebirth_asked_ms.clear()
+        dec._rebirth_asked_ms[(group, node)] = now_ms
+        extra.publish.append((f"{NAMESPACE}/{group}/NCMD/{node}", rebirth_request(now_ms)))
+
+    def decode(
+        self,
+        dec: Decoder,
+        topic: str,
+        site: str,
+        payload: bytes,
+        now_s: float,
+        extra: _Extra,
+    ) -> tuple[list[Reading], list[Rejection]]:
+        from greendc.sparkplug import BDSEQ_METRIC, decode_payload, parse_topic
+
+        try:
+            t = parse_topic(topic)
+        except ValueError as exc:
+            return [], [("bad_structure", f"topic {_short(topic)}: {exc}")]
+        if t.kind in (MessageType.STATE, MessageType.NCMD, MessageType.DCMD):
+            extra.ignored.append(("sparkplug_state", f"{t.kind.value} on {_short(topic)}"))
+            return [], []
+        try:
+            p = decode_payload(payload)
+        except ValueError as exc:
+            return [], [("bad_structure", f"topic {_short(topic)}: {_short(str(exc))}")]
+        where = f"Sparkplug node {t.group}/{t.node}"
+        sessions = dec._sparkplug
+        if t.kind is MessageType.NBIRTH:
+            bdseq = next((m.value for m in p.metrics if m.name == BDSEQ_METRIC), None)
+            born = sessions.birth(t.group, t.node, bdseq if isinstance(bdseq, int) else None)
+            born.seq = p.seq
+            self._learn(born, None, p)
+            return self._readings(dec, site, t.group, t.node, None, born, p, now_s)
+        if t.kind is MessageType.NDEATH:
+            dying = sessions.get(t.group, t.node)
+            bdseq = next((m.value for m in p.metrics if m.name == BDSEQ_METRIC), None)
+            # A death whose bdSeq is not the current birth's is an old session's (the broker
+            # sends the Will of a connection the node has since replaced): not this one.
+            if dying is not None and (
+                dying.bdseq is None or not isinstance(bdseq, int) or bdseq == dying.bdseq
+            ):
+                sessions.end(t.group, t.node)
+                for meters in dying.meters.values():
+                    extra.stale.extend(sorted(meters))
+            extra.ignored.append(("sparkplug_state", f"NDEATH of {where}"))
+            return [], []
+        session = sessions.get(t.group, t.node)
+        if session is None:
+            self._ask_rebirth(dec, t.group, t.node, now_s, extra)
+            return [], [("sparkplug_no_birth", f"{t.kind.value} from {where} before its NBIRTH")]
+        rejections: list[Rejection] = []
+        if p.seq is not None and session.seq is not None:
+            expected = (session.seq + 1) % 256
+            if p.seq != expected:
+                lost = (p.seq - expected) % 256
+                rejections.append(
+                    (
+                        "sparkplug_seq_gap",
+                        f"{where}: seq {p.seq} after {session.seq}: {lost} message(s) lost",
+                    )
+                )
+                self._ask_rebirth(dec, t.group, t.node, now_s, extra)
+        if p.seq is not None:
+            session.seq = p.seq
+        if t.kind is MessageType.DDEATH:
+            assert t.device is not None
+            session.devices.discard(t.device)
+            extra.stale.extend(sorted(session.meters.pop(t.device, set())))
+            extra.ignored.append(("sparkplug_state", f"DDEATH of {where}/{t.device}"))
+            return [], rejections
+        if t.kind is MessageType.DBIRTH:
+            assert t.device is not None
+            session.devices.add(t.device)
+            self._learn(session, t.device, p)
+        readings, more = self._readings(dec, site, t.group, t.node, t.device, session, p, now_s)
+        return readings, rejections + more
+
+    @staticmethod
+    def _learn(session: Any, device: str | None, p: Any) -> None:
+        """Record a birth's names, aliases and types (an earlier birth's are replaced)."""
+        for key in [k for k in session.aliases if k[0] == device]:
+            del session.aliases[key]
+        for key in [k for k in session.types if k[0] == device]:
+            del session.types[key]
+        for m in p.metrics:
+            if m.name is None:
+                continue
+            session.types[(device, m.name)] = m.datatype
+            if m.alias is not None:
+                session.aliases[(device, m.alias)] = (m.name, m.datatype)
+
+    def _readings(
+        self,
+        dec: Decoder,
+        site: str,
+        group: str,
+        node: str,
+        device: str | None,
+        session: Any,
+        p: Any,
+        now_s: float,
+    ) -> tuple[list[Reading], list[Rejection]]:
+        from greendc.sparkplug import numeric_value
+
+        rejections: list[Rejection] = []
+        names = {"group": group, "node": node, "device": device or ""}
+        default = self.node_meter if device is None else self.device_meter
+        # (meter, ts_ms or None) -> fields, in the order first seen
+        grouped: dict[tuple[str, int | None], dict[str, float]] = {}
+        where = f"Sparkplug {group}/{node}" + (f"/{device}" if device else "")
+        for m in p.metrics:
+            name = m.name
+            datatype = m.datatype
+            if name is None:
+                if m.alias is None:
+                    continue
+                known = session.aliases.get((device, m.alias))
+                if known is None:
+                    rejections.append(
+                        ("sparkplug_unknown_alias", f"{where}: alias {m.alias} is not in its birth")
+                    )
+                    continue
+                name, birth_type = known
+                datatype = datatype if datatype is not None else birth_type
+            elif datatype is None:
+                datatype = session.types.get((device, name))
+            targets = self.metrics.get(name)
+            if not targets:
+                continue
+            value = numeric_value(m, datatype)
+            if value is None:
+                if m.value is not None:
+                    rejections.append(
+                        ("non_numeric", f"{where}: {name}={_short(m.value)} is not a number")
+                    )
+                continue
+            ts_ms = m.timestamp_ms if m.timestamp_ms is not None else p.timestamp_ms
+            for template, fld, factor, counter in targets:
+                converted = value * factor
+                if not math.isfinite(converted):
+                    rejections.append(("non_finite", f"{where}: {name}={value} x {factor}"))
+                    continue
+                if counter and converted < 0:
+                    rejections.append(("negative_counter", f"{where}: {name}={value}"))
+                    continue
+                meter = (template or default).render(names)
+                grouped.setdefault((meter, ts_ms), {})[fld] = converted
+        readings: list[Reading] = []
+        lo_ms = (now_s - dec._max_past_s) * 1000
+        hi_ms = (now_s + dec._max_future_s) * 1000
+        for (meter, ts_ms), fields in grouped.items():
+            if not _IDENT.fullmatch(meter):
+                rejections.append(("bad_identifier", f"{where}: meter {_short(meter)}"))
+                continue
+            role = dec._site_roles.get(site, {}).get(meter)
+            if role is None:
+                looked_up = dec._role(site, meter)
+                if isinstance(looked_up, tuple):
+                    rejections.append(looked_up)
+                    continue
+                role = looked_up
+            if ts_ms is None:
+                stamp = dec._arrival(site, meter, now_s)
+            elif ts_ms > hi_ms:
+                rejections.append(("timestamp_future", f"{site}/{meter}: ts={ts_ms} ms"))
+                continue
+            elif ts_ms < lo_ms:
+                rejections.append(("timestamp_past", f"{site}/{meter}: ts={ts_ms} ms"))
+                continue
+            else:
+                stamp = int(ts_ms)
+            session.meters.setdefault(device, set()).add((site, meter))
+            readings.append(_new_reading(Reading, (site, meter, role, stamp, fields)))
+        return readings, rejections

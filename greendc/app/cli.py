@@ -67,7 +67,10 @@ def cmd_check_config(args: argparse.Namespace) -> ExitCode:
         f" user={'set' if settings.mqtt.username else 'none'}"
         f" password={'set' if settings.mqtt.password else 'none'}"
     )
-    print(f"  subscriptions: {', '.join(m.subscription for m in settings.mappings)}")
+    from greendc.decode import Decoder
+
+    # What the collector subscribes to: duplicates and filters another covers left out.
+    print(f"  subscriptions: {', '.join(Decoder(settings).subscriptions)}")
     print(f"  sinks: {', '.join(settings.effective_sinks)}")
     if settings.metrics.enabled:
         print(f"  metrics: http://{settings.metrics.listen}:{settings.metrics.port}/metrics")

@@ -62,7 +62,7 @@ def _pue(settings: Settings, series: dict, site_name: str) -> float:
     return facility / it
 
 
-@pytest.mark.parametrize("name", ["four-climates", "gateway", "plain-numbers"])
+@pytest.mark.parametrize("name", ["four-climates", "gateway", "plain-numbers", "devices"])
 def test_example_configs_load(name: str) -> None:
     settings = load_config(EXAMPLES / f"{name}.yaml", env={})
     assert settings.sites
