@@ -68,6 +68,10 @@ class Decoded(NamedTuple):
     stale: list[tuple[str, str]] = []  # noqa: RUF012
 
 
+_NOTHING: list[Any] = []  # shared, never appended to: the native path's empty extras
+_new_decoded = tuple.__new__  # Decoded(...) without NamedTuple's __new__ (as _new_reading)
+
+
 @dataclass
 class _Extra:
     """What a message gives besides readings and rejections (see Decoded)."""
@@ -354,6 +358,7 @@ class Decoder:
         # Sparkplug B: what each edge node's births said (greendc.sparkplug.Sessions), and
         # when a rebirth was last asked of a node (at most one request per node a second).
         self._sparkplug = Sessions()
+        self._extra: _Extra | None = None
         self._rebirth_asked_ms: dict[tuple[str, str], int] = {}
 
     @property
@@ -489,18 +494,20 @@ class Decoder:
 
     def decode_full(self, topic: str, payload: bytes, now_s: float) -> Decoded:
         """Decode one message. Never raises; also says what was ignored, and why."""
-        extra = _Extra([], [], [])
         try:
-            readings, rejections = self._decode(topic, payload, now_s, extra)
+            readings, rejections = self._decode(topic, payload, now_s)
         except Exception as exc:  # a decoder bug must not take the agent down
+            self._extra = None
             readings = []
             rejections = [("bad_structure", f"unexpected {type(exc).__name__}: {_short(str(exc))}")]
-        if extra.publish or extra.stale:
-            return Decoded(readings, rejections, extra.ignored, extra.publish, extra.stale)
-        return Decoded(readings, rejections, extra.ignored)
+        extra = self._extra
+        if extra is None:  # the native path: no objects beyond the result
+            return _new_decoded(Decoded, (readings, rejections, _NOTHING, _NOTHING, _NOTHING))
+        self._extra = None
+        return Decoded(readings, rejections, extra.ignored, extra.publish, extra.stale)
 
     def _decode(
-        self, topic: str, payload: bytes, now_s: float, extra: _Extra
+        self, topic: str, payload: bytes, now_s: float
     ) -> tuple[list[Reading], list[Rejection]]:
         if len(payload) > self._max_payload:
             return [], [("payload_too_large", f"{len(payload)} bytes > {self._max_payload}")]
@@ -509,6 +516,9 @@ class Decoder:
             return [], [match]
         c, site, meter = match
         if c.rich is not None:
+            # What a mapping-language message gives besides readings, handed to decode_full
+            # beside the result so the native path allocates nothing for it.
+            self._extra = extra = _Extra([], [], [])
             return c.rich.decode(self, topic, site, payload, now_s, extra)
         m = c.mapping
         if m.payload == "number":
