@@ -1041,7 +1041,12 @@ class _Plan:
                     continue
                 where = f"{site}: {v.field}" + (f"[{index}]" if index is not None else "")
                 if type(raw) is bool or not isinstance(raw, int | float):
-                    bad = ("non_numeric", f"{where}={_short(raw)} is not a number")
+                    hint = (
+                        " (an array: map every item with '*' or one by its index)"
+                        if isinstance(raw, list)
+                        else ""
+                    )
+                    bad = ("non_numeric", f"{where}={_short(raw)} is not a number{hint}")
                     break
                 value = float(raw) * v.factor
                 if not math.isfinite(value):

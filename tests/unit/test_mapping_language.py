@@ -360,3 +360,22 @@ def test_subscriptions_leave_out_filters_another_one_covers() -> None:
         {"topic": "b/{meter}", "site": "sg1", "values": W},
     )
     assert Decoder(s).subscriptions == ["tele/+/+", "a/#", "b/+"]
+
+
+def test_the_native_path_says_why_a_timestamp_is_refused() -> None:
+    s = _settings({"topic": "greendc/{site}/{meter}"})
+    d = _decode(s, "greendc/sg1/m1", {"ts": "2025-11-29T00:00:00", "power_w": 1})
+    [(reason, detail)] = d.rejections
+    assert reason == "bad_timestamp" and "need an offset" in detail
+
+
+def test_an_array_where_a_number_belongs_says_how_to_map_it() -> None:
+    # A two-channel Tasmota on the one-channel profile: told what to do, not just refused.
+    s = _settings({"profile": "tasmota-energy", "site": "sg1"}, meters=["dual"])
+    d = _decode(
+        s,
+        "tele/dual/SENSOR",
+        {"Time": "2025-11-29T00:00:00", "ENERGY": {"Total": 1, "Power": [1, 2]}},
+    )
+    [(reason, detail)] = d.rejections
+    assert reason == "non_numeric" and "map every item with '*'" in detail
