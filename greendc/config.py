@@ -601,6 +601,59 @@ class TopicMapping(_Frozen):
         return "/".join(out)
 
 
+def _meter_shape(m: TopicMapping) -> tuple[int, str, str] | None:
+    """How a mapping names its meter from the topic alone, by segment position, or None.
+
+    ``emon/{meter}/P1`` and ``emon/{node}/P2`` with ``meter: "{node}"`` both give
+    (3, "{#1}", site source): two different topics, one meter.
+    """
+    if m.ignore or m.payload == "sparkplug" or m.readings is not None:
+        return None
+    segs = m.topic.split("/")
+    if any("#" in seg for seg in segs):
+        return None
+    position = {n: i for i, seg in enumerate(segs) for n, _ in topic_variables(seg)}
+    if m.meter is not None:
+        template = m.meter
+    elif "meter" in position:
+        template = "{meter}"
+    else:
+        return None  # the meter comes from the payload
+    shape = re.sub(r"\{([^{}]*)\}", lambda g: "{#" + str(position[g.group(1)]) + "}", template)
+    site = f"{{#{position['site']}}}" if "site" in position else str(m.site)
+    # The same device publishes both topics when they agree up to their last named segment
+    # and differ only after it (emon/{meter}/P1, emon/{meter}/P2); bms/{site}/{meter} next to
+    # greendc/{site}/{meter} are two systems whose meters may well be different.
+    last = max(position.values(), default=-1)
+    prefix = "/".join(_SEGMENT_VAR.sub("{}", seg) for seg in segs[: last + 1])
+    return (len(segs), shape + " " + prefix, site)
+
+
+def _check_mappings_apart(mappings: list[TopicMapping]) -> None:
+    """Two mappings of different topics must not feed one quantity of one meter.
+
+    Four mappings emon/{meter}/P1, E1, P2, E2 once passed and wrote two circuits into one
+    meter, its counter alternating between two values: name the meter from the channel
+    instead (``meter: "{node}-ct{channel}"``).
+    """
+    seen: dict[tuple[tuple[int, str, str], str], int] = {}
+    for i, m in enumerate(mappings):
+        shape = _meter_shape(m)
+        if shape is None:
+            continue
+        for v in m.values:
+            key = (shape, v.quantity.value)
+            j = seen.get(key)
+            if j is not None and mappings[j].topic != m.topic:
+                raise ValueError(
+                    f"mappings[{j}] ({mappings[j].topic}) and mappings[{i}] ({m.topic}) both"
+                    f" write {v.quantity.value} of the same meter, so one would overwrite the"
+                    ' other: give each its own meter, e.g. meter: "{node}-ct{channel}" with'
+                    " a topic segment P{channel}"
+                )
+            seen.setdefault(key, i)
+
+
 class ValidationSettings(_Frozen):
     """What a reading must satisfy to be accepted."""
 
@@ -1311,6 +1364,7 @@ class Settings(_Frozen):
         dup = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup:
             raise ValueError(f"site names must be unique; repeated: {', '.join(dup)}")
+        _check_mappings_apart(self.mappings)
         return self
 
     def site(self, name: str) -> Site | None:

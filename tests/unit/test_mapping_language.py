@@ -379,3 +379,50 @@ def test_an_array_where_a_number_belongs_says_how_to_map_it() -> None:
     )
     [(reason, detail)] = d.rejections
     assert reason == "non_numeric" and "map every item with '*'" in detail
+
+
+def test_two_mappings_writing_one_quantity_of_one_meter_are_a_config_error() -> None:
+    # The emonTx4 case: P1 and P2 both into the node's meter, alternating.
+    number = {"payload": "number", "site": "sg1"}
+    with pytest.raises(ConfigError) as err:
+        _settings(
+            {
+                **number,
+                "topic": "emon/{meter}/P1",
+                "values": [{"quantity": "power_w", "unit": "W"}],
+            },
+            {
+                **number,
+                "topic": "emon/{meter}/E1",
+                "values": [{"quantity": "energy_wh", "unit": "Wh"}],
+            },
+            {
+                **number,
+                "topic": "emon/{node}/P2",
+                "meter": "{node}",
+                "values": [{"quantity": "power_w", "unit": "W"}],
+            },
+        )
+    assert (
+        "mappings[0] (emon/{meter}/P1) and mappings[2] (emon/{node}/P2) both write power_w"
+        in str(err.value)
+    )
+    # One meter per channel is fine, and so are different quantities of one meter.
+    _settings(
+        {
+            **number,
+            "topic": "emon/{node}/P{ch}",
+            "meter": "{node}-ct{ch}",
+            "values": [{"quantity": "power_w", "unit": "W"}],
+        },
+        {
+            **number,
+            "topic": "emon/{node}/E{ch}",
+            "meter": "{node}-ct{ch}",
+            "values": [{"quantity": "energy_wh", "unit": "Wh"}],
+        },
+    )
+
+
+def test_two_systems_with_their_own_prefixes_are_not_taken_for_one_device() -> None:
+    _settings({"topic": "bms/{site}/{meter}"}, {"topic": "greendc/{site}/{meter}"})
