@@ -219,7 +219,7 @@ def _fast_items(
     """
     lines = [
         "def fast(items, site, meter, roles, default_ts, lo, hi, readings, rejections,"
-        " general, args):",
+        " general, args, arrival, now_s):",
         "    append = readings.append",
         "    role = roles.get(meter) if meter is not None else None",
         "    for item in items:",
@@ -245,7 +245,11 @@ def _fast_items(
     lines += [
         "        if ts is None:",
         "            ts = default_ts",
-        "        if type(ts) is int and lo <= ts <= hi:",
+        # No timestamp anywhere: stamped on arrival once the item is known to be good (the
+        # nudge is taken only by readings that are kept, as on the general path).
+        "        if ts is None and arrival is not None:",
+        "            ts_ms = None",
+        "        elif type(ts) is int and lo <= ts <= hi:",
         "            ts_ms = ts * 1000",
         "        elif type(ts) is float and lo <= ts <= hi:",
         "            ts_ms = round(ts * 1000)",
@@ -280,6 +284,8 @@ def _fast_items(
         "        if not fields:",
         "            general(*args, (item,), readings, rejections)",
         "            continue",
+        "        if ts_ms is None:",
+        "            ts_ms = arrival(site, meter, now_s)",
         "        append(new(Reading, (site, meter, role, ts_ms, fields)))",
     ]
     namespace: dict[str, Any] = {"new": tuple.__new__, "Reading": Reading}
@@ -579,8 +585,8 @@ class Decoder:
         if c.fast is None:
             self._general_items(c, site, topic_meter, outer, now_s, items, readings, rejections)
             return readings, rejections
-        # An item without a timestamp and no message-level one goes to the general path,
-        # which stamps it on arrival (or rejects it when the timestamp is required).
+        # An item without a timestamp and no message-level one is stamped on arrival (or,
+        # when the timestamp is required, handed to the general path, which rejects it).
         default_ts = None
         if outer is not None and c.ts_path:
             default_ts = _get(outer, c.ts_path)
@@ -596,6 +602,8 @@ class Decoder:
             rejections,
             self._general_items,
             (c, site, topic_meter, outer, now_s),
+            None if c.mapping.timestamp_required else self._arrival,
+            now_s,
         )
         return readings, rejections
 
