@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SITES, Publisher
-from tests.integration.collect_support import Collector
 from tests.servers import Mosquitto
+from tests.support.collect_process import Collector
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 
 from greendc.config import load_profile, profile_names
 from tests.helpers import Publisher
-from tests.integration.collect_support import Collector
-from tests.profile_support import examples, expected_row, profile_mapping, site
 from tests.servers import Mosquitto
+from tests.support.collect_process import Collector
+from tests.support.profiles import examples, expected_row, profile_mapping, site
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import Publisher, wait_until
-from tests.integration.collect_support import Collector
 from tests.servers import Mosquitto
-from tests.sparkplug_support import DOUBLE, EdgeNode, parse
+from tests.support.collect_process import Collector
+from tests.support.sparkplug import DOUBLE, EdgeNode, parse
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from greendc._errors import ConfigError
 from greendc.config import parse_config, profile_names
 from greendc.decode import Decoder
-from tests.profile_support import FIELDS, SITE, Example, all_examples, profile_mapping, site
+from tests.support.profiles import FIELDS, SITE, Example, all_examples, profile_mapping, site
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_PROFILES = {

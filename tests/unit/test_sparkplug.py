@@ -10,7 +10,7 @@ from greendc._errors import ConfigError
 from greendc.config import parse_config
 from greendc.decode import Decoder
 from greendc.sparkplug import MessageType, decode_payload, parse_topic
-from tests.sparkplug_support import BOOLEAN, DOUBLE, INT64, STRING, EdgeNode, parse
+from tests.support.sparkplug import BOOLEAN, DOUBLE, INT64, STRING, EdgeNode, parse
 
 NOW = 1_764_374_400.0
 T0 = int(NOW * 1000) - 60_000

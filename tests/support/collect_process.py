@@ -17,8 +17,8 @@ from typing import Any, Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import wait_until
-from tests.servers import free_port, http_request
+from tests.support.polling import wait_until
+from tests.support.servers import free_port, http_request
 
 ROOT = Path(__file__).resolve().parents[2]
 GREENDC = ROOT / ".venv" / "bin" / "greendc"
