@@ -973,8 +973,9 @@ class _Plan:
         outer = doc if isinstance(doc, dict) else None
         readings: list[Reading] = []
         rejections: list[Rejection] = []
-        lo = now_s - dec._max_past_s
-        hi = now_s + dec._max_future_s
+        # The same window as the native path (a clock step widens it; nothing before 1970).
+        lo = max(0.0, now_s - dec._max_past_s + min(0.0, dec.clock_step_s))
+        hi = now_s + dec._max_future_s + max(0.0, dec.clock_step_s)
         naive_tz: tzinfo | None = None
         if m.naive_timezone == "site":
             naive_tz = dec._site_tz[site]
@@ -1328,8 +1329,8 @@ class _SparkplugPlan:
                 meter = (template or default).render(names)
                 grouped.setdefault((meter, ts_ms), {})[fld] = converted
         readings: list[Reading] = []
-        lo_ms = (now_s - dec._max_past_s) * 1000
-        hi_ms = (now_s + dec._max_future_s) * 1000
+        lo_ms = max(0.0, now_s - dec._max_past_s + min(0.0, dec.clock_step_s)) * 1000
+        hi_ms = (now_s + dec._max_future_s + max(0.0, dec.clock_step_s)) * 1000
         for (meter, ts_ms), fields in grouped.items():
             if not _IDENT.fullmatch(meter):
                 rejections.append(("bad_identifier", f"{where}: meter {_short(meter)}"))
