@@ -14,6 +14,7 @@ import functools
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -963,6 +964,14 @@ class ModbusRegister(_Frozen):
         return (lo if self.min is None else self.min, hi if self.max is None else self.max)
 
 
+def _each_quantity_once(quantities: Iterable[Quantity]) -> None:
+    """Refuse a device profile that maps one quantity twice (which value would win?)."""
+    counts = Counter(quantities)
+    dup = sorted(q.value for q, k in counts.items() if k > 1)
+    if dup:
+        raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+
+
 class ModbusProfile(_Frozen):
     """A device model's register map: which registers hold which quantities."""
 
@@ -976,10 +985,7 @@ class ModbusProfile(_Frozen):
 
     @model_validator(mode="after")
     def _unique(self) -> ModbusProfile:
-        counts = Counter(r.quantity for r in self.registers)
-        dup = sorted(q.value for q, k in counts.items() if k > 1)
-        if dup:
-            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        _each_quantity_once(r.quantity for r in self.registers)
         return self
 
 
@@ -1075,10 +1081,7 @@ class SnmpProfile(_Frozen):
 
     @model_validator(mode="after")
     def _unique(self) -> SnmpProfile:
-        counts = Counter(v.quantity for v in self.values)
-        dup = sorted(q.value for q, k in counts.items() if k > 1)
-        if dup:
-            raise ValueError(f"a quantity is mapped twice: {', '.join(dup)}")
+        _each_quantity_once(v.quantity for v in self.values)
         return self
 
 

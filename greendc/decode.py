@@ -325,6 +325,13 @@ def parse_timestamp(value: Any, naive_tz: tzinfo | None = None) -> float:
 _new_reading = tuple.__new__
 
 
+def _out_of_window(site: str, meter: str, ts: float, now_s: float, hi: float) -> Rejection:
+    """The rejection of a timestamp outside the accepted window (after ``hi``, else before)."""
+    if ts > hi:
+        return ("timestamp_future", f"{site}/{meter}: ts={ts:.3f} is {ts - now_s:.0f} s ahead")
+    return ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
+
+
 class Decoder:
     """Turns MQTT messages into validated readings, per the configured mappings.
 
@@ -728,18 +735,8 @@ class Decoder:
                         )
                     )
                     continue
-                if ts > hi:
-                    rejections.append(
-                        (
-                            "timestamp_future",
-                            f"{site}/{meter}: ts={ts:.3f} is {ts - now_s:.0f} s ahead",
-                        )
-                    )
-                    continue
-                if ts < lo:
-                    rejections.append(
-                        ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
-                    )
+                if not lo <= ts <= hi:
+                    rejections.append(_out_of_window(site, meter, ts, now_s, hi))
                     continue
             readings.append(_new_reading(Reading, (site, meter, role, round(ts * 1000), fields)))
 
@@ -1118,18 +1115,8 @@ class _Plan:
                         )
                     )
                     continue
-                if ts > hi:
-                    rejections.append(
-                        (
-                            "timestamp_future",
-                            f"{site}/{meter}: ts={ts:.3f} is {ts - now_s:.0f} s ahead",
-                        )
-                    )
-                    continue
-                if ts < lo:
-                    rejections.append(
-                        ("timestamp_past", f"{site}/{meter}: ts={ts:.3f} is {now_s - ts:.0f} s old")
-                    )
+                if not lo <= ts <= hi:
+                    rejections.append(_out_of_window(site, meter, ts, now_s, hi))
                     continue
                 ts_ms = round(ts * 1000)
             readings.append(_new_reading(Reading, (site, meter, role, ts_ms, fields)))
