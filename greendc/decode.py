@@ -325,6 +325,11 @@ def parse_timestamp(value: Any, naive_tz: tzinfo | None = None) -> float:
 _new_reading = tuple.__new__
 
 
+def _bad_timestamp(site: str, meter: str, raw_ts: Any, exc: Exception) -> Rejection:
+    """The rejection of a timestamp that does not parse, with the parser's reason."""
+    return ("bad_timestamp", f"{site}/{meter}: ts={_short(raw_ts)}: {_short(str(exc))}")
+
+
 def _out_of_window(site: str, meter: str, ts: float, now_s: float, hi: float) -> Rejection:
     """The rejection of a timestamp outside the accepted window (after ``hi``, else before)."""
     if ts > hi:
@@ -728,12 +733,7 @@ class Decoder:
                     else:
                         ts = parse_timestamp(raw_ts)
                 except (ValueError, OverflowError, OSError) as exc:
-                    rejections.append(
-                        (
-                            "bad_timestamp",
-                            f"{site}/{meter}: ts={_short(raw_ts)}: {_short(str(exc))}",
-                        )
-                    )
+                    rejections.append(_bad_timestamp(site, meter, raw_ts, exc))
                     continue
                 if not lo <= ts <= hi:
                     rejections.append(_out_of_window(site, meter, ts, now_s, hi))
@@ -1108,12 +1108,7 @@ class _Plan:
                 try:
                     ts = parse_timestamp(raw_ts, naive_tz)
                 except (ValueError, OverflowError, OSError) as exc:
-                    rejections.append(
-                        (
-                            "bad_timestamp",
-                            f"{site}/{meter}: ts={_short(raw_ts)}: {_short(str(exc))}",
-                        )
-                    )
+                    rejections.append(_bad_timestamp(site, meter, raw_ts, exc))
                     continue
                 if not lo <= ts <= hi:
                     rejections.append(_out_of_window(site, meter, ts, now_s, hi))
